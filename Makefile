@@ -1,0 +1,36 @@
+# Every target creates and uses the virtualenv in .venv; nothing is installed globally.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test lint format demo bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check operatord tests bench examples
+	$(BIN)/ruff format --check operatord tests bench examples
+
+format: $(STAMP)
+	$(BIN)/ruff format operatord tests bench examples
+	$(BIN)/ruff check --fix operatord tests bench examples
+
+test: lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/operatord demo
+
+bench: $(STAMP)
+	$(BIN)/python bench/apiserver.py
+	$(BIN)/python bench/converge.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

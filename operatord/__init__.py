@@ -1,0 +1,1 @@
+"""operatord: a multi-process, sharded daemon for Kubernetes operators written in Python."""

@@ -1,0 +1,5 @@
+import sys
+
+from operatord.cli import main
+
+sys.exit(main())

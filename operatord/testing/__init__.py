@@ -1,0 +1,1 @@
+"""Test support for operatord: an embedded Kubernetes API server you can run in-process."""
