@@ -1,0 +1,458 @@
+"""Kubernetes API access for every operatord process.
+
+Guarantees:
+- All requests go through the official client's connection handling (auth, TLS, kubeconfig,
+  in-cluster config) but bodies are handled as plain JSON dicts: no typed models.
+- Requests that fail with 429, 5xx (except 501) or a connection error are retried with capped
+  exponential backoff, honouring ``Retry-After``; any other non-2xx answer raises `ApiError`
+  at once, carrying the HTTP status, the Status reason and the body.
+- ``(apiVersion, kind)`` is resolved to a plural and a scope through discovery, once per process.
+- A `Kube` is safe to share between threads; it is never sent to another process. Send
+  `ClientSettings.to_dict()` instead and build a new `Kube` there.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+# Callback for every finished request: (verb, status code or 0 for a connection error, seconds).
+RequestObserver = Callable[[str, int, float], None]
+
+_RETRYABLE_CONNECTION_ERRORS = (
+    urllib3.exceptions.HTTPError,  # ProtocolError, NewConnectionError, ReadTimeoutError, ...
+    ConnectionError,
+    TimeoutError,
+)
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the API server (after retries, for retryable ones)."""
+
+    def __init__(self, status: int, reason: str, body: dict | None = None, message: str = ""):
+        self.status = status
+        self.reason = reason
+        self.body = body or {}
+        self.message = message or self.body.get("message", "") or reason
+        super().__init__(f"{status} {reason}: {self.message}")
+
+    @property
+    def retry_after(self) -> float | None:
+        details = self.body.get("details") or {}
+        value = details.get("retryAfterSeconds")
+        return float(value) if isinstance(value, int | float) else None
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return isinstance(exc, ApiError) and exc.status == 404
+
+
+def is_conflict(exc: BaseException) -> bool:
+    return isinstance(exc, ApiError) and exc.status == 409
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Where and how to reach the API server; plain data, safe to send to another process.
+
+    ``kubeconfig=None`` means the in-cluster service account when running in a pod, else the
+    default kubeconfig (``$KUBECONFIG`` or ``~/.kube/config``).
+    """
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    qps_pool_size: int = 32
+
+    def to_dict(self) -> dict:
+        return {
+            "kubeconfig": self.kubeconfig,
+            "context": self.context,
+            "poolSize": self.qps_pool_size,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ClientSettings:
+        return cls(d.get("kubeconfig"), d.get("context"), int(d.get("poolSize", 32)))
+
+    def build_api_client(self) -> k8s_client.ApiClient:
+        cfg = k8s_client.Configuration()
+        if self.kubeconfig:
+            k8s_config.load_kube_config(
+                config_file=self.kubeconfig, context=self.context, client_configuration=cfg
+            )
+        else:
+            try:
+                k8s_config.load_incluster_config(client_configuration=cfg)
+            except k8s_config.ConfigException:
+                k8s_config.load_kube_config(context=self.context, client_configuration=cfg)
+        cfg.connection_pool_maxsize = self.qps_pool_size
+        cfg.retries = False
+        return k8s_client.ApiClient(cfg)
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A served resource type: where its objects live."""
+
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    @property
+    def key(self) -> str:
+        """A short stable name for metrics and logs, e.g. ``configmaps`` or ``widgets.example.com``."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str = ""
+    ) -> str:
+        base = f"/apis/{self.api_version}" if self.group else f"/api/{self.api_version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        base += f"/{self.plural}"
+        if name is not None:
+            base += f"/{quote(name, safe='')}"
+            if subresource:
+                base += f"/{subresource}"
+        return base
+
+
+def api_version_of(obj: dict) -> tuple[str, str]:
+    return obj.get("apiVersion", ""), obj.get("kind", "")
+
+
+class Kube:
+    """A thread-safe JSON client for the Kubernetes API."""
+
+    def __init__(
+        self,
+        settings: ClientSettings | None = None,
+        *,
+        on_request: RequestObserver | None = None,
+        max_attempts: int = 6,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 5.0,
+        default_timeout: float = 30.0,
+    ):
+        self.settings = settings or ClientSettings()
+        self.api_client = self.settings.build_api_client()
+        self.on_request = on_request
+        self.max_attempts = max_attempts
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.default_timeout = default_timeout
+        self._resources: dict[tuple[str, str], Resource] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        try:
+            self.api_client.close()
+        except Exception:  # noqa: BLE001 - closing must never raise
+            pass
+
+    # ---- raw requests -------------------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        query: dict | list | None,
+        body: Any,
+        content_type: str | None,
+        timeout: float | tuple | None,
+    ):
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        url_path = path
+        if query:
+            items = query.items() if isinstance(query, dict) else query
+            url_path += "?" + urlencode([(k, _qv(v)) for k, v in items if v is not None])
+        method_, url, headers, body_, post = self.api_client.param_serialize(
+            method=method,
+            resource_path=url_path,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        return self.api_client.call_api(
+            method_, url, header_params=headers, body=body_, _request_timeout=timeout
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict | list | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        timeout: float | None = None,
+        verb: str | None = None,
+        retry: bool = True,
+    ) -> dict:
+        """Send one request and return the decoded JSON body (``{}`` for an empty body)."""
+        verb = verb or _verb_for(method, path)
+        attempts = self.max_attempts if retry else 1
+        delay = self.backoff_initial
+        for attempt in range(1, attempts + 1):
+            start = time.monotonic()
+            try:
+                resp = self._send(
+                    method, path, query, body, content_type, timeout or self.default_timeout
+                )
+                data = resp.read()
+                resp.response.release_conn()
+            except (ApiException, *_RETRYABLE_CONNECTION_ERRORS) as exc:
+                self._observe(verb, 0, start)
+                if attempt >= attempts:
+                    raise ApiError(0, "ConnectionError", message=str(exc)) from exc
+                time.sleep(_jittered(delay))
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            status = resp.status
+            self._observe(verb, status, start)
+            if 200 <= status < 300:
+                return json.loads(data) if data else {}
+            decoded = _decode_status(data)
+            if _retryable(status) and attempt < attempts:
+                wait = _retry_after(resp.headers.get("Retry-After"))
+                time.sleep(wait if wait is not None else _jittered(delay))
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            raise ApiError(status, decoded.get("reason") or resp.reason or "Error", decoded)
+        raise AssertionError("unreachable")
+
+    def _observe(self, verb: str, code: int, start: float) -> None:
+        if self.on_request is not None:
+            try:
+                self.on_request(verb, code, time.monotonic() - start)
+            except Exception:  # noqa: BLE001 - metrics must never break a request
+                pass
+
+    # ---- discovery ----------------------------------------------------------------------
+
+    def resource(self, api_version: str, kind: str) -> Resource:
+        """Resolve a type through discovery; raises ApiError(404) when the type is not served."""
+        key = (api_version, kind)
+        with self._lock:
+            found = self._resources.get(key)
+        if found:
+            return found
+        group = api_version.rpartition("/")[0]
+        path = f"/apis/{api_version}" if group else f"/api/{api_version}"
+        doc = self.request("GET", path, verb="discovery")
+        for r in doc.get("resources", []):
+            if r.get("kind") == kind and "/" not in r.get("name", ""):
+                found = Resource(api_version, kind, r["name"], bool(r.get("namespaced")))
+                with self._lock:
+                    self._resources[key] = found
+                return found
+        raise ApiError(404, "NotFound", message=f"{kind} is not served by {api_version}")
+
+    # ---- verbs on objects -----------------------------------------------------------------
+
+    def get(self, res: Resource, name: str, namespace: str | None = None) -> dict:
+        return self.request("GET", res.path(namespace, name), verb="get")
+
+    def list(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        page_size: int = 500,
+    ) -> tuple[list[dict], str]:
+        """List every object (following ``continue``); returns (items, list resourceVersion)."""
+        items: list[dict] = []
+        cont = None
+        while True:
+            query = {
+                "labelSelector": label_selector,
+                "fieldSelector": field_selector,
+                "limit": page_size,
+                "continue": cont,
+            }
+            page = self.request("GET", res.path(namespace), query=query, verb="list")
+            for item in page.get("items") or []:
+                item.setdefault("apiVersion", res.api_version)
+                item.setdefault("kind", res.kind)
+                items.append(item)
+            meta = page.get("metadata") or {}
+            cont = meta.get("continue")
+            if not cont:
+                return items, meta.get("resourceVersion", "")
+
+    def create(self, res: Resource, obj: dict, namespace: str | None = None, **query) -> dict:
+        ns = namespace or (obj.get("metadata") or {}).get("namespace")
+        return self.request("POST", res.path(ns), body=obj, query=query or None, verb="create")
+
+    def replace(self, res: Resource, obj: dict, *, subresource: str = "", **query) -> dict:
+        meta = obj["metadata"]
+        path = res.path(meta.get("namespace"), meta["name"], subresource)
+        return self.request("PUT", path, body=obj, query=query or None, verb="update")
+
+    def patch(
+        self,
+        res: Resource,
+        name: str,
+        patch: Any,
+        namespace: str | None = None,
+        *,
+        patch_type: str = "merge",
+        subresource: str = "",
+        field_manager: str | None = None,
+        force: bool | None = None,
+    ) -> dict:
+        content_type = {
+            "merge": "application/merge-patch+json",
+            "json": "application/json-patch+json",
+            "apply": "application/apply-patch+yaml",
+            "strategic": "application/strategic-merge-patch+json",
+        }[patch_type]
+        query = {"fieldManager": field_manager, "force": force}
+        body = json.dumps(patch) if patch_type == "apply" else patch
+        return self.request(
+            "PATCH",
+            res.path(namespace, name, subresource),
+            body=body,
+            content_type=content_type,
+            query=query,
+            verb="patch",
+        )
+
+    def delete(
+        self,
+        res: Resource,
+        name: str,
+        namespace: str | None = None,
+        *,
+        uid: str | None = None,
+        resource_version: str | None = None,
+        propagation_policy: str | None = None,
+    ) -> dict:
+        body: dict = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        pre = {}
+        if uid:
+            pre["uid"] = uid
+        if resource_version:
+            pre["resourceVersion"] = resource_version
+        if pre:
+            body["preconditions"] = pre
+        if propagation_policy:
+            body["propagationPolicy"] = propagation_policy
+        return self.request("DELETE", res.path(namespace, name), body=body, verb="delete")
+
+    # ---- watch --------------------------------------------------------------------------
+
+    def watch(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        resource_version: str | None = None,
+        label_selector: str | None = None,
+        timeout_seconds: int = 300,
+        allow_bookmarks: bool = True,
+        idle_timeout: float | None = None,
+    ) -> Iterator[dict]:
+        """Yield raw watch events (``{"type": ..., "object": {...}}``) until the server closes.
+
+        The socket read timeout is ``idle_timeout`` (default ``timeout_seconds + 30``), so a
+        half-open connection raises instead of hanging. Errors opening the watch raise ApiError;
+        ``ERROR`` events are yielded as they are, for the caller to act on (e.g. 410).
+        """
+        query = {
+            "watch": "true",
+            "resourceVersion": resource_version or None,
+            "labelSelector": label_selector,
+            "timeoutSeconds": timeout_seconds,
+            "allowWatchBookmarks": "true" if allow_bookmarks else None,
+        }
+        read_timeout = idle_timeout or timeout_seconds + 30
+        start = time.monotonic()
+        try:
+            resp = self._send("GET", res.path(namespace), query, None, None, (10, read_timeout))
+        except (ApiException, *_RETRYABLE_CONNECTION_ERRORS) as exc:
+            self._observe("watch", 0, start)
+            raise ApiError(0, "ConnectionError", message=str(exc)) from exc
+        self._observe("watch", resp.status, start)
+        if resp.status != 200:
+            data = resp.read()
+            decoded = _decode_status(data)
+            raise ApiError(resp.status, decoded.get("reason") or resp.reason or "Error", decoded)
+        raw = resp.response
+        try:
+            buf = b""
+            for chunk in raw.stream(amt=None, decode_content=False):
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+            if buf.strip():
+                yield json.loads(buf)
+        except _RETRYABLE_CONNECTION_ERRORS as exc:
+            raise ApiError(0, "ConnectionError", message=str(exc)) from exc
+        finally:
+            raw.release_conn()
+
+
+def _qv(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _verb_for(method: str, path: str) -> str:
+    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
+        method.upper(), "get"
+    )
+
+
+def _retryable(status: int) -> bool:
+    return status == 429 or (status >= 500 and status != 501)
+
+
+def _retry_after(header: str | None) -> float | None:
+    if not header:
+        return None
+    try:
+        return min(max(float(header), 0.0), 30.0)
+    except ValueError:
+        return None
+
+
+def _jittered(delay: float) -> float:
+    return delay * random.uniform(0.5, 1.5)
+
+
+def _decode_status(data: bytes | None) -> dict:
+    if not data:
+        return {}
+    try:
+        decoded = json.loads(data)
+    except ValueError:
+        return {"message": data[:200].decode("utf-8", "replace")}
+    return decoded if isinstance(decoded, dict) else {}
