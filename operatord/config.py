@@ -1,0 +1,615 @@
+"""The YAML config of an operator: loading, validation, and the derived names.
+
+Validation has two layers: the JSON Schema in ``operatord/schema/config.schema.json`` (types,
+ranges, enums, unknown keys; also usable by editors) and semantic checks the schema cannot
+express (cross-field rules such as ``backoff.maxSeconds >= backoff.initialSeconds``).
+
+Guarantees:
+
+- Every ``Config`` instance is valid: construction validates (directly or via ``from_dict``/
+  ``load_config``) and raises ``ConfigError`` otherwise.
+- ``Config.to_dict()`` is plain YAML-shaped data with every default filled in and absolute
+  ``pythonPath`` entries; ``Config.from_dict(cfg.to_dict()) == cfg`` (this is how the config
+  reaches worker processes).
+- A ``ConfigError`` has ``errors``, a list of ``"<key path>: <one-line reason>"`` in document
+  order; ``str()`` of it is the first one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "UPDATE_STRATEGIES",
+    "BackoffConfig",
+    "Config",
+    "ConfigError",
+    "ConfigFileNotFoundError",
+    "LeaderElectionConfig",
+    "ResourceType",
+    "check_config_command",
+    "config_schema",
+    "load_config",
+]
+
+UPDATE_STRATEGIES = ("Replace", "Recreate", "OnDelete", "Apply")
+LOGGING_FORMATS = ("auto", "console", "json")
+LOGGING_LEVELS = ("debug", "info", "warning", "error")
+
+PARENT_UID_LABEL = "operatord.io/parent-uid"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+
+
+class ConfigError(ValueError):
+    """An invalid config. ``errors`` lists every problem as ``"<key path>: <reason>"``."""
+
+    def __init__(self, errors: str | Sequence[str]) -> None:
+        self.errors: list[str] = [errors] if isinstance(errors, str) else list(errors)
+        if not self.errors:
+            raise ValueError("ConfigError needs at least one error")
+        super().__init__(self.errors[0])
+
+    @classmethod
+    def at(cls, path: str, reason: str) -> ConfigError:
+        return cls(f"{path or '(root)'}: {reason}")
+
+    def __str__(self) -> str:
+        return self.errors[0]
+
+
+class ConfigFileNotFoundError(ConfigError):
+    """The config file does not exist."""
+
+
+# --------------------------------------------------------------------------------------------
+# Dataclasses
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    """A Kubernetes resource type, ``(apiVersion, kind)``, and how children of it are updated."""
+
+    api_version: str
+    kind: str
+    update_strategy: str = "Replace"
+
+    @property
+    def group(self) -> str:
+        """The API group; ``""`` for the core group (``apiVersion: v1``)."""
+        group, sep, _ = self.api_version.rpartition("/")
+        return group if sep else ""
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """``(apiVersion, kind)``, the identity of the type (update strategy aside)."""
+        return (self.api_version, self.kind)
+
+    def __str__(self) -> str:
+        return f"{self.api_version}/{self.kind}"
+
+
+@dataclass(frozen=True)
+class BackoffConfig:
+    """Per-parent retry delays: ``initial * multiplier**(n-1)``, capped, with +/- jitter."""
+
+    initial_seconds: float = 0.5
+    max_seconds: float = 300.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+
+
+@dataclass(frozen=True)
+class LeaderElectionConfig:
+    """Lease-based leader election; ``lease_name``/``lease_namespace`` ``""`` mean defaults."""
+
+    enabled: bool = True
+    lease_name: str = ""
+    lease_namespace: str = ""
+    lease_duration_seconds: float = 15.0
+    renew_deadline_seconds: float = 10.0
+    retry_period_seconds: float = 2.0
+
+
+def _floats(obj: Any, names: Iterable[str] | None = None) -> Any:
+    """Turn int fields of a validated frozen dataclass into floats (bools are left alone)."""
+    if names is None:  # rebuild a nested dataclass
+        changes = {
+            f.name: float(v)
+            for f in fields(obj)
+            if isinstance(v := getattr(obj, f.name), int) and not isinstance(v, bool)
+        }
+        return replace(obj, **changes) if changes else obj
+    for name in names:
+        object.__setattr__(obj, name, float(getattr(obj, name)))
+    return obj
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated operator config. See docs/config.md for the meaning of every key."""
+
+    name: str
+    handler: str
+    python_path: tuple[str, ...]
+    parent: ResourceType
+    children: tuple[ResourceType, ...] = ()
+    namespace: str = ""
+    workers: int = field(default_factory=_cpu_count)
+    resync_seconds: float = 600.0
+    handler_timeout_seconds: float = 30.0
+    backoff: BackoffConfig = field(default_factory=BackoffConfig)
+    leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
+    metrics_port: int = 8080
+    health_port: int = 8081
+    logging_format: str = "auto"
+    logging_level: str = "info"
+
+    def __post_init__(self) -> None:
+        # Normalize sequences to tuples and relative paths to absolute ones, then validate the
+        # whole thing through the same path as YAML input so every instance is valid.
+        paths = self.python_path
+        if isinstance(paths, str):
+            raise ConfigError.at("pythonPath", "must be a list of directories, got a string")
+        object.__setattr__(
+            self, "python_path", tuple(os.path.abspath(str(p)) for p in (paths or ()))
+        )
+        object.__setattr__(self, "children", tuple(self.children or ()))
+        if self.workers is None:
+            object.__setattr__(self, "workers", _cpu_count())
+        for name, kind in (
+            ("parent", ResourceType),
+            ("backoff", BackoffConfig),
+            ("leader_election", LeaderElectionConfig),
+        ):
+            if not isinstance(getattr(self, name), kind):
+                raise ConfigError.at(name, f"must be a {kind.__name__}")
+        if not all(isinstance(c, ResourceType) for c in self.children):
+            raise ConfigError.at("children", "must be ResourceType instances")
+        _validate(self.to_dict())
+        # Seconds are floats whatever the YAML said, so equal configs compare and print alike.
+        _floats(self, ("resync_seconds", "handler_timeout_seconds"))
+        object.__setattr__(self, "backoff", _floats(self.backoff))
+        object.__setattr__(self, "leader_election", _floats(self.leader_election))
+
+    # -- derived names -----------------------------------------------------------------------
+
+    @property
+    def finalizer(self) -> str:
+        return f"operatord.io/{self.name}"
+
+    @property
+    def field_manager(self) -> str:
+        return f"operatord-{self.name}"
+
+    @property
+    def lease_name(self) -> str:
+        return self.leader_election.lease_name or f"{self.name}-leader"
+
+    @property
+    def parent_uid_label(self) -> str:
+        return PARENT_UID_LABEL
+
+    @property
+    def managed_by_label(self) -> str:
+        return MANAGED_BY_LABEL
+
+    @property
+    def child_keys(self) -> frozenset[tuple[str, str]]:
+        """``(apiVersion, kind)`` of every child type (for ``validate_sync_response``)."""
+        return frozenset(c.key for c in self.children)
+
+    def child_type(self, api_version: str, kind: str) -> ResourceType | None:
+        """The configured child type ``(api_version, kind)``, or None."""
+        for c in self.children:
+            if c.key == (api_version, kind):
+                return c
+        return None
+
+    # -- plain data ------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as YAML-shaped plain data, every default filled in."""
+        b, le = self.backoff, self.leader_election
+        return {
+            "name": self.name,
+            "handler": self.handler,
+            "pythonPath": list(self.python_path),
+            "parent": {"apiVersion": self.parent.api_version, "kind": self.parent.kind},
+            "children": [
+                {"apiVersion": c.api_version, "kind": c.kind, "updateStrategy": c.update_strategy}
+                for c in self.children
+            ],
+            "namespace": self.namespace,
+            "workers": self.workers,
+            "resyncSeconds": self.resync_seconds,
+            "handlerTimeoutSeconds": self.handler_timeout_seconds,
+            "backoff": {
+                "initialSeconds": b.initial_seconds,
+                "maxSeconds": b.max_seconds,
+                "multiplier": b.multiplier,
+                "jitter": b.jitter,
+            },
+            "leaderElection": {
+                "enabled": le.enabled,
+                "leaseName": le.lease_name,
+                "leaseNamespace": le.lease_namespace,
+                "leaseDurationSeconds": le.lease_duration_seconds,
+                "renewDeadlineSeconds": le.renew_deadline_seconds,
+                "retryPeriodSeconds": le.retry_period_seconds,
+            },
+            "metrics": {"port": self.metrics_port},
+            "health": {"port": self.health_port},
+            "logging": {"format": self.logging_format, "level": self.logging_level},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, base_dir: str | os.PathLike[str] | None = None) -> Config:
+        """Validate YAML-shaped data and build a Config.
+
+        Relative ``pythonPath`` entries resolve against ``base_dir`` (default: the current
+        directory). Raises ``ConfigError``.
+        """
+        _validate(data)
+        base = os.path.abspath(base_dir if base_dir is not None else os.getcwd())
+        b = data.get("backoff", {})
+        le = data.get("leaderElection", {})
+        workers = data.get("workers")
+        return cls(
+            name=data["name"],
+            handler=data["handler"],
+            python_path=tuple(
+                os.path.normpath(os.path.join(base, p)) for p in data.get("pythonPath", [])
+            ),
+            parent=ResourceType(data["parent"]["apiVersion"], data["parent"]["kind"]),
+            children=tuple(
+                ResourceType(c["apiVersion"], c["kind"], c.get("updateStrategy", "Replace"))
+                for c in data.get("children", [])
+            ),
+            namespace=data.get("namespace", ""),
+            workers=_cpu_count() if workers is None else int(workers),
+            resync_seconds=float(data.get("resyncSeconds", 600.0)),
+            handler_timeout_seconds=float(data.get("handlerTimeoutSeconds", 30.0)),
+            backoff=BackoffConfig(
+                initial_seconds=float(b.get("initialSeconds", 0.5)),
+                max_seconds=float(b.get("maxSeconds", 300.0)),
+                multiplier=float(b.get("multiplier", 2.0)),
+                jitter=float(b.get("jitter", 0.5)),
+            ),
+            leader_election=LeaderElectionConfig(
+                enabled=le.get("enabled", True),
+                lease_name=le.get("leaseName", ""),
+                lease_namespace=le.get("leaseNamespace", ""),
+                lease_duration_seconds=float(le.get("leaseDurationSeconds", 15.0)),
+                renew_deadline_seconds=float(le.get("renewDeadlineSeconds", 10.0)),
+                retry_period_seconds=float(le.get("retryPeriodSeconds", 2.0)),
+            ),
+            metrics_port=int(data.get("metrics", {}).get("port", 8080)),
+            health_port=int(data.get("health", {}).get("port", 8081)),
+            logging_format=data.get("logging", {}).get("format", "auto"),
+            logging_level=data.get("logging", {}).get("level", "info"),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+@cache
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of the config (``operatord/schema/config.schema.json``)."""
+    text = resources.files("operatord").joinpath("schema/config.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+@cache
+def _validator() -> Any:
+    import jsonschema  # imported lazily: `import operatord` stays cheap
+
+    return jsonschema.Draft202012Validator(config_schema())
+
+
+def _key_path(parts: Iterable[Any]) -> str:
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += f".{p}" if out else str(p)
+    return out
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it in YAML, shortened."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def _expected(schema: dict[str, Any]) -> str:
+    """Describe what a schema accepts, e.g. 'an integer >= 1' or 'one of a, b'."""
+    if "enum" in schema:
+        return "one of " + ", ".join(str(v) for v in schema["enum"])
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else [t for t in types if t != "null"]
+    t = types[0] if types else ""
+    noun = {
+        "integer": "an integer",
+        "number": "a number",
+        "string": "a string",
+        "boolean": "true or false",
+        "object": "a mapping",
+        "array": "a list",
+    }.get(t, t)
+    lo, hi = schema.get("minimum"), schema.get("maximum")
+    if lo is not None and hi is not None:
+        return f"{noun} from {_num(lo)} to {_num(hi)}"
+    if lo is not None:
+        return f"{noun} >= {_num(lo)}"
+    if "exclusiveMinimum" in schema:
+        return f"{noun} > {_num(schema['exclusiveMinimum'])}"
+    if hi is not None:
+        return f"{noun} <= {_num(hi)}"
+    if t == "string" and schema.get("minLength"):
+        return "a non-empty string"
+    return noun
+
+
+def _schema_errors(data: Any) -> list[tuple[list[Any], str]]:
+    """(path, reason) for every schema violation, reasons phrased for humans."""
+    out: list[tuple[list[Any], str]] = []
+    for err in _validator().iter_errors(data):
+        path = list(err.absolute_path)
+        schema = err.schema if isinstance(err.schema, dict) else {}
+        kind = err.validator
+        if kind == "additionalProperties":
+            allowed = list(schema.get("properties", {}))
+            for key in err.instance:
+                if key in allowed:
+                    continue
+                hint = difflib.get_close_matches(str(key), allowed, n=1)
+                did_you_mean = f"did you mean {hint[0]!r}? " if hint else ""
+                out.append(
+                    (
+                        [*path, key],
+                        f"unknown key, {did_you_mean}(allowed: {', '.join(allowed)})",
+                    )
+                )
+        elif kind == "required":
+            for key in err.validator_value:
+                if isinstance(err.instance, dict) and key not in err.instance:
+                    out.append(([*path, key], "required key missing"))
+        elif kind in ("pattern", "minLength", "maxLength") and "errorMessage" in schema:
+            out.append((path, f"{schema['errorMessage']}, got {_show(err.instance)}"))
+        elif kind in (
+            "type",
+            "enum",
+            "minimum",
+            "maximum",
+            "exclusiveMinimum",
+            "minLength",
+            "maxLength",
+        ):
+            out.append((path, f"must be {_expected(schema)}, got {_show(err.instance)}"))
+        else:  # keywords the schema does not use today; keep jsonschema's wording
+            out.append((path, err.message))
+    return out
+
+
+def _document_order(data: Any, path: list[Any]) -> tuple[int, ...]:
+    """Sort key placing a path where it appears in the document (absent keys last)."""
+    order: list[int] = []
+    node = data
+    for part in path:
+        if isinstance(node, dict):
+            keys = list(node)
+            order.append(keys.index(part) if part in node else len(keys))
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int):
+            order.append(part)
+            node = node[part] if part < len(node) else None
+        else:
+            order.append(0)
+            node = None
+    return tuple(order)
+
+
+def _semantic_errors(d: dict[str, Any]) -> list[tuple[list[Any], str]]:
+    """Cross-field rules; ``d`` has passed the schema."""
+    out: list[tuple[list[Any], str]] = []
+
+    def value(section: str, key: str, default: float) -> tuple[float, str]:
+        raw = d.get(section, {})
+        if key in raw:
+            return float(raw[key]), _num(raw[key])
+        return default, f"{_num(default)} (the default)"
+
+    initial, _ = value("backoff", "initialSeconds", 0.5)
+    maximum, max_shown = value("backoff", "maxSeconds", 300.0)
+    if maximum < initial:
+        out.append(
+            (
+                ["backoff", "maxSeconds"],
+                f"must be >= backoff.initialSeconds ({_num(initial)}), got {max_shown}",
+            )
+        )
+
+    lease, _ = value("leaderElection", "leaseDurationSeconds", 15.0)
+    renew, renew_shown = value("leaderElection", "renewDeadlineSeconds", 10.0)
+    retry, retry_shown = value("leaderElection", "retryPeriodSeconds", 2.0)
+    if not renew < lease:
+        out.append(
+            (
+                ["leaderElection", "renewDeadlineSeconds"],
+                f"must be < leaderElection.leaseDurationSeconds ({_num(lease)}), got {renew_shown}",
+            )
+        )
+    elif not renew > 1.2 * retry:
+        out.append(
+            (
+                ["leaderElection", "retryPeriodSeconds"],
+                f"must be < leaderElection.renewDeadlineSeconds / 1.2 ({_num(renew / 1.2)}), "
+                f"got {retry_shown} (renewDeadline must exceed 1.2 * retryPeriod)",
+            )
+        )
+
+    metrics_port = d.get("metrics", {}).get("port", 8080)
+    health_port = d.get("health", {}).get("port", 8081)
+    if metrics_port and metrics_port == health_port:
+        out.append((["health", "port"], f"must differ from metrics.port ({metrics_port})"))
+
+    parent = (d["parent"]["apiVersion"], d["parent"]["kind"])
+    seen: dict[tuple[str, str], int] = {}
+    for i, child in enumerate(d.get("children", [])):
+        key = (child["apiVersion"], child["kind"])
+        if key == parent:
+            out.append(
+                (
+                    ["children", i],
+                    f"{key[0]}/{key[1]} is the parent type; a type cannot be both parent and child",
+                )
+            )
+        elif key in seen:
+            out.append(
+                (["children", i], f"{key[0]}/{key[1]} is already listed as children[{seen[key]}]")
+            )
+        else:
+            seen[key] = i
+    return out
+
+
+def _validate(data: Any) -> None:
+    if not isinstance(data, dict):
+        what = "empty" if data is None else _show(data)
+        raise ConfigError.at("(root)", f"the config must be a mapping of keys, got {what}")
+    found = _schema_errors(data)
+    if not found:
+        found = _semantic_errors(data)
+    if found:
+        found.sort(key=lambda e: _document_order(data, e[0]))
+        raise ConfigError([f"{_key_path(p) or '(root)'}: {reason}" for p, reason in found])
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys in a mapping (PyYAML keeps the last silently)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:  # unhashable key; the constructor reports it
+            continue
+        line = key_node.start_mark.line + 1
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {first})", key_node.start_mark
+            )
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read, parse and validate a YAML config file.
+
+    Relative ``pythonPath`` entries resolve against the file's directory. Raises
+    ``ConfigFileNotFoundError`` when the file does not exist and ``ConfigError`` for anything
+    else (unreadable file, YAML syntax with its line and column, empty file, invalid config).
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigFileNotFoundError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config file: {e}") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = e.problem or e.context or "syntax error"
+        raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if data is None:
+        raise ConfigError(
+            f"{path}: the config file is empty; it needs at least name, handler and parent"
+        )
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys, got {_show(data)}")
+    return Config.from_dict(data, base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+def _summary(cfg: Config) -> str:
+    children = ",".join(f"{c}({c.update_strategy})" for c in cfg.children) or "none"
+    return f"ok: {cfg.name} handler={cfg.handler} parent={cfg.parent} children={children}"
+
+
+def check_config_command(path: str) -> int:
+    """``operatord check-config``: validate the config and import its handler.
+
+    Prints ``ok: ...`` to stdout and returns 0; on failure prints ``error: <message>`` lines to
+    stderr and returns 1, or 2 when the file does not exist.
+    """
+    from operatord.handler import HandlerImportError, load_handler
+
+    try:
+        cfg = load_config(path)
+    except ConfigFileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ConfigError as e:
+        for message in e.errors:
+            print(f"error: {message}", file=sys.stderr)
+        return 1
+    try:
+        load_handler(cfg.handler, cfg.python_path)
+    except HandlerImportError as e:
+        print(f"error: handler: {e}", file=sys.stderr)
+        return 1
+    print(_summary(cfg))
+    return 0
