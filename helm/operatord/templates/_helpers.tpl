@@ -1,0 +1,156 @@
+{{/* Chart name, truncated to the 63 characters of a label value. */}}
+{{- define "operatord.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Prefix of every object name: "<release>-<chart>", or the release name alone when it
+already contains the chart name. */}}
+{{- define "operatord.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "operatord.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "operatord.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "operatord.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "operatord.labels" -}}
+helm.sh/chart: {{ include "operatord.chart" . }}
+{{ include "operatord.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: operator
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "operatord.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "operatord.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "operatord.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* API group of a resource type {apiVersion, kind, plural}: "" for the core group ("v1"). */}}
+{{- define "operatord.apiGroup" -}}
+{{- if contains "/" .apiVersion }}
+{{- first (splitList "/" .apiVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* Resource plural of a type {apiVersion, kind, plural}. The chart cannot ask the API server
+(no discovery at render time), so it uses `plural` when set and otherwise an English guess
+from the kind: lowercase, then "es" after s/x/ch/sh, consonant+"y" -> "ies", else "s". */}}
+{{- define "operatord.plural" -}}
+{{- if .plural }}
+{{- .plural }}
+{{- else }}
+{{- $k := lower .kind }}
+{{- if eq $k "endpoints" }}
+{{- $k }}
+{{- else if regexMatch "(s|x|ch|sh)$" $k }}
+{{- printf "%ses" $k }}
+{{- else if regexMatch "[^aeiou]y$" $k }}
+{{- printf "%sies" (trimSuffix "y" $k) }}
+{{- else }}
+{{- printf "%ss" $k }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the lease, as the daemon derives it. */}}
+{{- define "operatord.leaseName" -}}
+{{- default (printf "%s-leader" .Values.config.name) .Values.config.leaderElection.leaseName }}
+{{- end }}
+
+{{/* Namespace of the lease: "" in the config means the pod's namespace (the release's). */}}
+{{- define "operatord.leaseNamespace" -}}
+{{- default .Release.Namespace .Values.config.leaderElection.leaseNamespace }}
+{{- end }}
+
+{{- define "operatord.handlerConfigMapName" -}}
+{{- default (printf "%s-handler" (include "operatord.fullname" .)) .Values.handlerCode.existingConfigMap }}
+{{- end }}
+
+{{/* The operatord config file. Built key by key so chart-only keys (plural) never reach it:
+operatord rejects unknown keys. */}}
+{{- define "operatord.config" -}}
+{{- $c := .Values.config }}
+{{- $pythonPath := list }}
+{{- range $c.pythonPath }}
+{{- $pythonPath = append $pythonPath . }}
+{{- end }}
+{{- if .Values.handlerCode.enabled }}
+{{- $pythonPath = append $pythonPath .Values.handlerCode.mountPath }}
+{{- end }}
+{{- $children := list }}
+{{- range $c.children }}
+{{- $children = append $children (dict "apiVersion" .apiVersion "kind" .kind "updateStrategy" (default "Replace" .updateStrategy)) }}
+{{- end }}
+{{- $le := $c.leaderElection }}
+{{- $cfg := dict
+  "name" $c.name
+  "handler" $c.handler
+  "pythonPath" $pythonPath
+  "parent" (dict "apiVersion" $c.parent.apiVersion "kind" $c.parent.kind)
+  "children" $children
+  "namespace" $c.namespace
+  "resyncSeconds" $c.resyncSeconds
+  "handlerTimeoutSeconds" $c.handlerTimeoutSeconds
+  "backoff" (pick $c.backoff "initialSeconds" "maxSeconds" "multiplier" "jitter")
+  "leaderElection" (pick $le "enabled" "leaseName" "leaseNamespace" "leaseDurationSeconds" "renewDeadlineSeconds" "retryPeriodSeconds")
+  "metrics" (dict "port" $c.metrics.port)
+  "health" (dict "port" $c.health.port)
+  "logging" (pick $c.logging "format" "level")
+}}
+{{- if not (kindIs "invalid" $c.workers) }}
+{{- $_ := set $cfg "workers" $c.workers }}
+{{- end }}
+{{- toYaml $cfg }}
+{{- end }}
+
+{{/* Refuse value combinations the schema cannot express. */}}
+{{- define "operatord.validate" -}}
+{{- $c := .Values.config }}
+{{- if and (gt (int .Values.replicaCount) 1) (not $c.leaderElection.enabled) }}
+{{- fail "replicaCount > 1 needs config.leaderElection.enabled=true: replicas without an election would all reconcile at once" }}
+{{- end }}
+{{- if le (float64 .Values.terminationGracePeriodSeconds) (float64 $c.handlerTimeoutSeconds) }}
+{{- fail "terminationGracePeriodSeconds must exceed config.handlerTimeoutSeconds so a drain can finish running syncs" }}
+{{- end }}
+{{- if eq (int $c.metrics.port) (int $c.health.port) }}
+{{- fail "config.metrics.port and config.health.port must differ" }}
+{{- end }}
+{{- if and .Values.handlerCode.enabled (not .Values.handlerCode.files) (not .Values.handlerCode.existingConfigMap) }}
+{{- fail "handlerCode.enabled needs handlerCode.files or handlerCode.existingConfigMap" }}
+{{- end }}
+{{- if and $c.leaderElection.enabled (not (gt (float64 $c.leaderElection.leaseDurationSeconds) (float64 $c.leaderElection.renewDeadlineSeconds))) }}
+{{- fail "config.leaderElection.leaseDurationSeconds must exceed renewDeadlineSeconds" }}
+{{- end }}
+{{- if and $c.leaderElection.enabled (not (gt (float64 $c.leaderElection.renewDeadlineSeconds) (mulf 1.2 $c.leaderElection.retryPeriodSeconds))) }}
+{{- fail "config.leaderElection.renewDeadlineSeconds must exceed 1.2 * retryPeriodSeconds" }}
+{{- end }}
+{{- end }}
