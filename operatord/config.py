@@ -398,11 +398,11 @@ def _schema_errors(data: Any) -> list[tuple[list[Any], str]]:
                 if key in allowed:
                     continue
                 hint = difflib.get_close_matches(str(key), allowed, n=1)
-                did_you_mean = f"did you mean {hint[0]!r}? " if hint else ""
+                did_you_mean = f", did you mean {hint[0]!r}?" if hint else ""
                 out.append(
                     (
                         [*path, key],
-                        f"unknown key, {did_you_mean}(allowed: {', '.join(allowed)})",
+                        f"unknown key{did_you_mean} (allowed: {', '.join(allowed)})",
                     )
                 )
         elif kind == "required":
@@ -423,7 +423,10 @@ def _schema_errors(data: Any) -> list[tuple[list[Any], str]]:
             out.append((path, f"must be {_expected(schema)}, got {_show(err.instance)}"))
         else:  # keywords the schema does not use today; keep jsonschema's wording
             out.append((path, err.message))
-    return out
+    unique: dict[tuple[str, str], tuple[list[Any], str]] = {}
+    for p, reason in out:  # jsonschema reports each missing key once per missing key
+        unique.setdefault((_key_path(p), reason), (p, reason))
+    return list(unique.values())
 
 
 def _document_order(data: Any, path: list[Any]) -> tuple[int, ...]:
