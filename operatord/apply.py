@@ -1,0 +1,338 @@
+"""Turning a handler's answer into API writes for one parent.
+
+Guarantees:
+- Desired children are checked before anything is written: a child of a type the config does
+  not declare, in another namespace than a namespaced parent, or cluster-scoped under a
+  namespaced parent raises `ResponseError` and nothing is written for that parent.
+- Every desired child gets the labels ``operatord.io/parent-uid`` and
+  ``app.kubernetes.io/managed-by`` and a controller ownerReference to the parent.
+- Only the fields the handler sets are compared: a child whose observed state already contains
+  every desired field is not written, so an unchanged response causes no write.
+- Per child type, ``updateStrategy`` decides what happens to a child that differs:
+  Replace = PUT of the observed object with the desired fields laid over it (optimistic
+  concurrency through its resourceVersion); Recreate = delete (uid precondition) and create;
+  OnDelete = never updated; Apply = server-side apply with the operator's field manager, forced.
+- Observed children that are not desired are deleted with a uid precondition.
+- Status is written through the status subresource (falling back to the main resource when the
+  type has none) only when it differs, and always carries ``observedGeneration``.
+- Every object written is returned as the API server answered, for the leader's cache.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from operatord.cache import child_key
+from operatord.kube import ApiError, Kube, Resource
+
+STRATEGIES = ("Replace", "Recreate", "OnDelete", "Apply")
+
+
+class ResponseError(Exception):
+    """The handler's response cannot be applied as it is (the handler's fault, not the API's)."""
+
+
+@dataclass
+class Outcome:
+    """What one apply wrote: objects for the cache and counts for metrics."""
+
+    written: list[dict] = field(
+        default_factory=list
+    )  # {"action": "upsert"|"delete", "object": {...}}
+    writes: list[tuple[str, str]] = field(default_factory=list)  # (kind, operation)
+    status_written: bool = False
+
+    def upsert(self, obj: dict) -> None:
+        self.written.append({"action": "upsert", "object": obj})
+
+    def delete(self, obj: dict) -> None:
+        self.written.append({"action": "delete", "object": obj})
+
+
+def _meta(obj: dict) -> dict:
+    return obj.setdefault("metadata", {})
+
+
+def is_subset(desired, observed) -> bool:
+    """True when every field set in ``desired`` has the same value in ``observed``."""
+    if isinstance(desired, dict):
+        if not isinstance(observed, dict):
+            return False
+        return all(k in observed and is_subset(v, observed[k]) for k, v in desired.items())
+    if isinstance(desired, list):
+        if not isinstance(observed, list) or len(desired) != len(observed):
+            return False
+        return all(is_subset(d, o) for d, o in zip(desired, observed, strict=True))
+    if isinstance(desired, bool) or isinstance(observed, bool):
+        return desired is observed
+    if isinstance(desired, int | float) and isinstance(observed, int | float):
+        return desired == observed
+    return desired == observed
+
+
+def overlay(base: dict, top: dict) -> dict:
+    """``base`` with every field of ``top`` laid over it (dicts merge, everything else replaces)."""
+    out = dict(base)
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = overlay(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+class Applier:
+    """Applies handler responses for one operator; one per worker process (caches discovery)."""
+
+    def __init__(self, kube: Kube, config):
+        self.kube = kube
+        self.config = config
+        self.strategies = {(c.api_version, c.kind): c.update_strategy for c in config.children}
+        self._status_subresource: dict[str, bool] = {}
+
+    # ---- children -------------------------------------------------------------------------
+
+    def owner_reference(self, parent: dict) -> dict:
+        m = parent["metadata"]
+        return {
+            "apiVersion": parent["apiVersion"],
+            "kind": parent["kind"],
+            "name": m["name"],
+            "uid": m["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    def prepare(self, parent: dict, children: list[dict]) -> list[tuple[Resource, dict]]:
+        """Validate and stamp desired children; raises ResponseError without writing."""
+        pmeta = parent["metadata"]
+        parent_ns = pmeta.get("namespace") or ""
+        out = []
+        seen = set()
+        for i, raw in enumerate(children):
+            where = f"children[{i}] ({raw.get('kind')} {raw.get('metadata', {}).get('name')!r})"
+            key = (raw.get("apiVersion"), raw.get("kind"))
+            if key not in self.strategies:
+                declared = ", ".join(f"{a}/{k}" for a, k in self.strategies) or "none"
+                raise ResponseError(
+                    f"{where}: type {key[0]}/{key[1]} is not declared in config children "
+                    f"(declared: {declared})"
+                )
+            res = self.kube.resource(*key)
+            child = copy.deepcopy(raw)
+            meta = _meta(child)
+            ns = meta.get("namespace") or ""
+            if res.namespaced:
+                if parent_ns:
+                    if ns and ns != parent_ns:
+                        raise ResponseError(
+                            f"{where}: namespace {ns!r} differs from the parent's {parent_ns!r}"
+                        )
+                    meta["namespace"] = parent_ns
+                elif not ns:
+                    raise ResponseError(
+                        f"{where}: a namespaced child of a cluster-scoped parent needs "
+                        "metadata.namespace"
+                    )
+            else:
+                if parent_ns:
+                    raise ResponseError(
+                        f"{where}: a cluster-scoped child cannot be owned by a namespaced parent"
+                    )
+                meta.pop("namespace", None)
+            k = child_key(child)
+            if k in seen:
+                raise ResponseError(f"{where}: listed twice")
+            seen.add(k)
+            labels = meta.setdefault("labels", {})
+            labels[self.config.parent_uid_label] = pmeta["uid"]
+            labels[self.config.managed_by_label] = self.config.name
+            meta["ownerReferences"] = [
+                r for r in meta.get("ownerReferences", []) if not r.get("controller")
+            ] + [self.owner_reference(parent)]
+            out.append((res, child))
+        return out
+
+    def apply_children(
+        self,
+        parent: dict,
+        observed: list[dict],
+        desired: list[dict],
+        outcome: Outcome | None = None,
+    ) -> Outcome:
+        """Make the parent's children match ``desired``; writes so far are in ``outcome`` even
+        when an API error interrupts."""
+        prepared = self.prepare(parent, desired)
+        outcome = outcome if outcome is not None else Outcome()
+        observed_by_key = {child_key(o): o for o in observed}
+        desired_keys = set()
+        for res, child in prepared:
+            key = child_key(child)
+            desired_keys.add(key)
+            current = observed_by_key.get(key)
+            if current is None:
+                self._create(res, child, parent, outcome)
+            else:
+                self._update(res, child, current, outcome)
+        for key, obj in observed_by_key.items():
+            if key in desired_keys or obj["metadata"].get("deletionTimestamp"):
+                continue
+            res = self.kube.resource(key[0], key[1])
+            self._delete(res, obj, outcome)
+        return outcome
+
+    def _create(self, res: Resource, child: dict, parent: dict, outcome: Outcome) -> None:
+        strategy = self.strategies[(res.api_version, res.kind)]
+        meta = child["metadata"]
+        try:
+            if strategy == "Apply":
+                created = self._server_side_apply(res, child)
+                op = "apply"
+            else:
+                created = self.kube.create(res, child)
+                op = "create"
+        except ApiError as exc:
+            if exc.status != 409 or exc.reason != "AlreadyExists":
+                raise
+            # Created by an earlier attempt whose answer we never saw, or by someone else.
+            existing = self.kube.get(res, meta["name"], meta.get("namespace"))
+            existing.setdefault("apiVersion", res.api_version)
+            existing.setdefault("kind", res.kind)
+            labels = existing["metadata"].get("labels") or {}
+            if labels.get(self.config.parent_uid_label) != parent["metadata"]["uid"]:
+                raise ResponseError(
+                    f"{res.kind} {meta.get('namespace', '')}/{meta['name']} already exists and "
+                    "is not a child of this parent"
+                ) from exc
+            outcome.upsert(existing)
+            self._update(res, child, existing, outcome)
+            return
+        created.setdefault("apiVersion", res.api_version)
+        created.setdefault("kind", res.kind)
+        outcome.upsert(created)
+        outcome.writes.append((res.kind, op))
+
+    def _update(self, res: Resource, child: dict, current: dict, outcome: Outcome) -> None:
+        strategy = self.strategies[(res.api_version, res.kind)]
+        if strategy == "OnDelete" or is_subset(child, current):
+            return
+        if strategy == "Replace":
+            body = overlay(current, child)
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            body.pop("status", None)
+            updated = self.kube.replace(res, body)
+            op = "update"
+        elif strategy == "Apply":
+            updated = self._server_side_apply(res, child)
+            op = "apply"
+        else:  # Recreate
+            self._delete(res, current, outcome, operation="recreate")
+            updated = self.kube.create(res, child)
+            op = "create"
+        updated.setdefault("apiVersion", res.api_version)
+        updated.setdefault("kind", res.kind)
+        outcome.upsert(updated)
+        outcome.writes.append((res.kind, op))
+
+    def _server_side_apply(self, res: Resource, child: dict) -> dict:
+        meta = child["metadata"]
+        return self.kube.patch(
+            res,
+            meta["name"],
+            child,
+            meta.get("namespace"),
+            patch_type="apply",
+            field_manager=self.config.field_manager,
+            force=True,
+        )
+
+    def _delete(
+        self, res: Resource, obj: dict, outcome: Outcome, operation: str = "delete"
+    ) -> None:
+        meta = obj["metadata"]
+        try:
+            self.kube.delete(
+                res,
+                meta["name"],
+                meta.get("namespace"),
+                uid=meta.get("uid"),
+                propagation_policy="Background",
+            )
+        except ApiError as exc:
+            if exc.status not in (404, 409):  # gone already, or replaced by a new object
+                raise
+        outcome.delete(obj)
+        outcome.writes.append((res.kind, operation))
+
+    # ---- parent -------------------------------------------------------------------------
+
+    def write_status(self, parent_res: Resource, parent: dict, status: dict) -> dict | None:
+        """Replace the parent's status (plus observedGeneration) when it differs; returns the
+        updated parent or None when nothing was written."""
+        desired = dict(status)
+        generation = parent["metadata"].get("generation")
+        if generation is not None:
+            desired["observedGeneration"] = generation
+        if parent.get("status") == desired:
+            return None
+        patch = [{"op": "add", "path": "/status", "value": desired}]
+        meta = parent["metadata"]
+        use_sub = self._status_subresource.get(parent_res.key, True)
+        try:
+            updated = self.kube.patch(
+                parent_res,
+                meta["name"],
+                patch,
+                meta.get("namespace"),
+                patch_type="json",
+                subresource="status" if use_sub else "",
+            )
+        except ApiError as exc:
+            if exc.status != 404 or not use_sub:
+                raise
+            # No status subresource: the main resource carries status.
+            self._status_subresource[parent_res.key] = False
+            updated = self.kube.patch(
+                parent_res, meta["name"], patch, meta.get("namespace"), patch_type="json"
+            )
+        updated.setdefault("apiVersion", parent_res.api_version)
+        updated.setdefault("kind", parent_res.kind)
+        return updated
+
+    def set_finalizer(self, parent_res: Resource, parent: dict, present: bool) -> dict | None:
+        """Add or remove the operator's finalizer with optimistic concurrency; returns the
+        updated parent, or None when nothing had to change."""
+        fin = self.config.finalizer
+        obj = parent
+        for _attempt in range(5):
+            meta = obj["metadata"]
+            current = list(meta.get("finalizers") or [])
+            if (fin in current) == present:
+                return None if obj is parent else obj
+            wanted = current + [fin] if present else [f for f in current if f != fin]
+            patch = [
+                {
+                    "op": "test",
+                    "path": "/metadata/resourceVersion",
+                    "value": meta["resourceVersion"],
+                },
+                {"op": "add", "path": "/metadata/finalizers", "value": wanted},
+            ]
+            try:
+                updated = self.kube.patch(
+                    parent_res, meta["name"], patch, meta.get("namespace"), patch_type="json"
+                )
+            except ApiError as exc:
+                if exc.status == 404 and not present:
+                    return None
+                if exc.status not in (409, 422):
+                    raise
+                obj = self.kube.get(parent_res, meta["name"], meta.get("namespace"))
+                obj.setdefault("apiVersion", parent_res.api_version)
+                obj.setdefault("kind", parent_res.kind)
+                continue
+            updated.setdefault("apiVersion", parent_res.api_version)
+            updated.setdefault("kind", parent_res.kind)
+            return updated
+        raise ApiError(409, "Conflict", message="finalizer update kept conflicting")

@@ -1,0 +1,209 @@
+"""The leader's view of the cluster: parents by uid, children indexed by their parent's uid.
+
+Guarantees:
+- Thread-safe; every method is atomic.
+- An object never goes back in time: an upsert whose resourceVersion is not newer than the
+  one cached (compared as integers when both are integers) is ignored and reported as
+  "no change". This is what lets workers feed their own writes back in (so the next sync sees
+  them) without the later, identical watch event causing another sync.
+- A child deleted by a worker stays deleted (a tombstone remembers its resourceVersion) until
+  a newer version of it is seen.
+- Children are attached to a parent by the ``operatord.io/parent-uid`` label only.
+- `snapshot` returns a parent and its children as they are now; the caller may not mutate them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+ChildKey = tuple[str, str, str, str]  # (apiVersion, kind, namespace, name)
+
+PARENT_UID_LABEL = "operatord.io/parent-uid"
+
+
+def _meta(obj: dict) -> dict:
+    return obj.get("metadata") or {}
+
+
+def child_key(obj: dict) -> ChildKey:
+    m = _meta(obj)
+    return (
+        obj.get("apiVersion", ""),
+        obj.get("kind", ""),
+        m.get("namespace", ""),
+        m.get("name", ""),
+    )
+
+
+def newer(candidate: str | None, current: str | None) -> bool:
+    """True when resourceVersion ``candidate`` is newer than ``current`` (unknown counts as newer)."""
+    if not current:
+        return True
+    if not candidate:
+        return False
+    try:
+        return int(candidate) > int(current)
+    except ValueError:
+        return candidate != current
+
+
+class Cache:
+    def __init__(self, parent_uid_label: str = PARENT_UID_LABEL):
+        self.label = parent_uid_label
+        self._lock = threading.Lock()
+        self._parents: dict[str, dict] = {}
+        self._children: dict[str, dict[ChildKey, dict]] = {}
+        self._child_owner: dict[ChildKey, str] = {}
+        self._tombstones: dict[ChildKey, str] = {}
+
+    # ---- parents --------------------------------------------------------------------------
+
+    def upsert_parent(self, obj: dict) -> bool:
+        uid = _meta(obj).get("uid")
+        if not uid:
+            return False
+        with self._lock:
+            cur = self._parents.get(uid)
+            if cur is not None and not newer(
+                _meta(obj).get("resourceVersion"), _meta(cur).get("resourceVersion")
+            ):
+                return False
+            self._parents[uid] = obj
+            return True
+
+    def delete_parent(self, obj: dict) -> bool:
+        uid = _meta(obj).get("uid")
+        with self._lock:
+            existed = self._parents.pop(uid, None) is not None
+            for key in self._children.pop(uid, {}):
+                self._child_owner.pop(key, None)
+            return existed
+
+    def replace_parents(self, objs: Iterable[dict]) -> tuple[set[str], set[str]]:
+        """Make the parents exactly ``objs``; returns (changed or new uids, removed uids)."""
+        fresh = {_meta(o)["uid"]: o for o in objs if _meta(o).get("uid")}
+        with self._lock:
+            removed = set(self._parents) - set(fresh)
+            changed = set()
+            for uid, obj in fresh.items():
+                cur = self._parents.get(uid)
+                if cur is None or _meta(cur).get("resourceVersion") != _meta(obj).get(
+                    "resourceVersion"
+                ):
+                    changed.add(uid)
+            self._parents = fresh
+            for uid in removed:
+                for key in self._children.pop(uid, {}):
+                    self._child_owner.pop(key, None)
+            return changed, removed
+
+    def parent(self, uid: str) -> dict | None:
+        with self._lock:
+            return self._parents.get(uid)
+
+    def parent_uids(self) -> list[str]:
+        with self._lock:
+            return list(self._parents)
+
+    def parent_count(self) -> int:
+        with self._lock:
+            return len(self._parents)
+
+    # ---- children -------------------------------------------------------------------------
+
+    def _owner_label(self, obj: dict) -> str | None:
+        return (_meta(obj).get("labels") or {}).get(self.label)
+
+    def _remove_child_locked(self, key: ChildKey) -> str | None:
+        owner = self._child_owner.pop(key, None)
+        if owner is not None:
+            bucket = self._children.get(owner)
+            if bucket is not None:
+                bucket.pop(key, None)
+                if not bucket:
+                    del self._children[owner]
+        return owner
+
+    def upsert_child(self, obj: dict) -> set[str]:
+        """Store a child; returns the parent uids whose children changed."""
+        key = child_key(obj)
+        rv = _meta(obj).get("resourceVersion")
+        owner = self._owner_label(obj)
+        with self._lock:
+            tomb = self._tombstones.get(key)
+            if tomb is not None:
+                if not newer(rv, tomb):
+                    return set()
+                del self._tombstones[key]
+            prev_owner = self._child_owner.get(key)
+            if prev_owner is not None:
+                cur = self._children.get(prev_owner, {}).get(key)
+                if cur is not None and not newer(rv, _meta(cur).get("resourceVersion")):
+                    return set()
+            affected = set()
+            if prev_owner is not None and prev_owner != owner:
+                self._remove_child_locked(key)
+                affected.add(prev_owner)
+            if owner:
+                self._children.setdefault(owner, {})[key] = obj
+                self._child_owner[key] = owner
+                affected.add(owner)
+            return affected
+
+    def delete_child(self, obj: dict, *, tombstone: bool = False) -> set[str]:
+        """Forget a child; with ``tombstone`` older versions of it are ignored from now on."""
+        key = child_key(obj)
+        rv = _meta(obj).get("resourceVersion")
+        with self._lock:
+            if tombstone and rv:
+                self._tombstones[key] = rv
+            elif not tombstone:
+                self._tombstones.pop(key, None)
+            owner = self._remove_child_locked(key)
+            return {owner} if owner else set()
+
+    def replace_children(self, api_version: str, kind: str, objs: Iterable[dict]) -> set[str]:
+        """Make the cached children of one type exactly ``objs``; returns affected parent uids."""
+        fresh = {child_key(o): o for o in objs}
+        with self._lock:
+            affected: set[str] = set()
+            for key in [k for k in self._child_owner if k[0] == api_version and k[1] == kind]:
+                if key not in fresh:
+                    owner = self._remove_child_locked(key)
+                    if owner:
+                        affected.add(owner)
+            self._tombstones = {
+                k: v
+                for k, v in self._tombstones.items()
+                if not (k[0] == api_version and k[1] == kind)
+            }
+            for key, obj in fresh.items():
+                owner = self._owner_label(obj)
+                prev_owner = self._child_owner.get(key)
+                cur = self._children.get(prev_owner, {}).get(key) if prev_owner else None
+                if cur is not None and _meta(cur).get("resourceVersion") == _meta(obj).get(
+                    "resourceVersion"
+                ):
+                    continue
+                if prev_owner is not None and prev_owner != owner:
+                    self._remove_child_locked(key)
+                    affected.add(prev_owner)
+                if owner:
+                    self._children.setdefault(owner, {})[key] = obj
+                    self._child_owner[key] = owner
+                    affected.add(owner)
+            return affected
+
+    def snapshot(self, uid: str) -> tuple[dict | None, list[dict]]:
+        with self._lock:
+            return self._parents.get(uid), list(self._children.get(uid, {}).values())
+
+    def counts(self) -> dict[str, int]:
+        """Cached objects by type, e.g. ``{"parents": 10, "v1/ConfigMap": 12}``."""
+        with self._lock:
+            out: dict[str, int] = {"parents": len(self._parents)}
+            for api_version, kind, _, _ in self._child_owner:
+                name = f"{api_version}/{kind}"
+                out[name] = out.get(name, 0) + 1
+            return out
