@@ -1,0 +1,236 @@
+"""`operatord demo`: the embedded API server, the example Widget operator and sample parents.
+
+It starts everything on 127.0.0.1, creates widgets, shows them converging, deletes a third of
+them and shows them finalized, prints a few metrics, then stops by itself. Exit status 0 means
+every step converged within its deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+NAMESPACE = "demo"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _bar(done: int, total: int, width: int = 30) -> str:
+    filled = int(width * done / total) if total else width
+    return "[" + "#" * filled + "." * (width - filled) + f"] {done}/{total}"
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _progress(label: str, done: int, total: int, final: bool = False) -> None:
+    end = "\n" if final or not sys.stdout.isatty() else "\r"
+    if sys.stdout.isatty() or final:
+        print(f"  {label:<11} {_bar(done, total)}", end=end, flush=True)
+
+
+def _scrape(port: int) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(body):
+        for s in fam.samples:
+            if s.name.endswith(("_bucket", "_created")):
+                continue
+            key = s.name + (
+                "{" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) + "}"
+                if s.labels
+                else ""
+            )
+            out[key] = s.value
+    return out
+
+
+def main(parents: int = 30, workers: int = 2, timeout: float = 120.0) -> int:
+    from kubernetes import client
+
+    from operatord.testing import ApiServer
+
+    examples = REPO / "examples"
+    if not (examples / "widgets.py").exists():
+        _say(f"error: the example handler is not at {examples} (run the demo from a checkout)")
+        return 1
+    work = Path(tempfile.mkdtemp(prefix="operatord-demo-"))
+    with ApiServer() as api:
+        _say(f"1. embedded Kubernetes API server at {api.url} (kubeconfig: {api.kubeconfig})")
+        api_client = api.client()
+        crd = yaml.safe_load((examples / "widget-crd.yaml").read_text())
+        client.ApiextensionsV1Api(api_client).create_custom_resource_definition(crd)
+        core = client.CoreV1Api(api_client)
+        core.create_namespace({"metadata": {"name": NAMESPACE}})
+        _say("2. installed the Widget CRD (example.com/v1) and namespace 'demo'")
+
+        metrics_port, health_port = _free_port(), _free_port()
+        config = {
+            "name": "widget-operator",
+            "handler": "examples.widgets:Widgets",
+            "pythonPath": [str(REPO)],
+            "parent": {"apiVersion": "example.com/v1", "kind": "Widget"},
+            "children": [{"apiVersion": "v1", "kind": "ConfigMap", "updateStrategy": "Replace"}],
+            "workers": workers,
+            "leaderElection": {"enabled": True, "leaseNamespace": "default"},
+            "metrics": {"port": metrics_port},
+            "health": {"port": health_port},
+            "logging": {"format": "json", "level": "info"},
+        }
+        cfg_path = work / "config.yaml"
+        cfg_path.write_text(yaml.safe_dump(config))
+        log_path = work / "operatord.log"
+        log_file = open(log_path, "w")  # noqa: SIM115 - closed in finally
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "operatord",
+                "run",
+                "--config",
+                str(cfg_path),
+                "--kubeconfig",
+                api.kubeconfig,
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        _say(
+            f"3. started `operatord run` with {workers} workers (pid {proc.pid}, logs: {log_path})"
+        )
+        custom = client.CustomObjectsApi(api_client)
+        try:
+            t0 = time.monotonic()
+            for i in range(parents):
+                custom.create_namespaced_custom_object(
+                    "example.com",
+                    "v1",
+                    NAMESPACE,
+                    "widgets",
+                    {
+                        "apiVersion": "example.com/v1",
+                        "kind": "Widget",
+                        "metadata": {"name": f"widget-{i:03d}"},
+                        "spec": {"size": i % 5 + 1, "message": f"hello {i}"},
+                    },
+                )
+            _say(f"4. created {parents} widgets; waiting for them to converge")
+            ok = _wait(
+                "converged",
+                parents,
+                lambda: sum(1 for w in _widgets(custom) if _converged(w)),
+                timeout,
+                proc,
+            )
+            if not ok:
+                return _fail(proc, log_path, "widgets did not converge")
+            cms = core.list_namespaced_config_map(
+                NAMESPACE, label_selector="app.kubernetes.io/managed-by=widget-operator"
+            ).items
+            _say(
+                f"   {parents} widgets ready in {time.monotonic() - t0:.1f}s; "
+                f"{len(cms)} ConfigMaps owned by them"
+            )
+            sample = cms[0]
+            _say(f"   e.g. ConfigMap {sample.metadata.name}: data={json.dumps(sample.data)}")
+
+            doomed = [f"widget-{i:03d}" for i in range(0, parents, 3)]
+            for name in doomed:
+                custom.delete_namespaced_custom_object(
+                    "example.com", "v1", NAMESPACE, "widgets", name
+                )
+            _say(f"5. deleted {len(doomed)} widgets; waiting for finalize + garbage collection")
+            ok = _wait(
+                "finalized",
+                len(doomed),
+                lambda: (
+                    len(doomed)
+                    - len({w["metadata"]["name"] for w in _widgets(custom)} & set(doomed))
+                ),
+                timeout,
+                proc,
+            )
+            if not ok:
+                return _fail(proc, log_path, "widgets were not finalized")
+            m = _scrape(metrics_port)
+            _say(f"6. a few metrics from :{metrics_port}/metrics")
+            for key in sorted(m):
+                if (
+                    key.startswith(
+                        (
+                            "operatord_syncs_total",
+                            "operatord_finalizes_total",
+                            "operatord_child_writes_total",
+                            "operatord_workers_alive",
+                            "operatord_leader{",
+                            "operatord_leader ",
+                        )
+                    )
+                    or key == "operatord_leader"
+                ):
+                    _say(f"   {key} = {m[key]:g}")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+            log_file.close()
+        _say(f"7. operatord drained and exited with status {code}; demo complete")
+        return 0 if code == 0 else 1
+
+
+def _widgets(custom) -> list[dict]:
+    return custom.list_namespaced_custom_object("example.com", "v1", NAMESPACE, "widgets")["items"]
+
+
+def _converged(w: dict) -> bool:
+    status = w.get("status") or {}
+    return bool(status.get("ready")) and status.get("observedGeneration") == w["metadata"].get(
+        "generation"
+    )
+
+
+def _wait(label: str, total: int, count, timeout: float, proc) -> bool:
+    deadline = time.monotonic() + timeout
+    done = 0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            _say(f"\n   operatord exited early with status {proc.returncode}")
+            return False
+        done = count()
+        _progress(label, done, total)
+        if done >= total:
+            _progress(label, done, total, final=True)
+            return True
+        time.sleep(0.25)
+    _progress(label, done, total, final=True)
+    return False
+
+
+def _fail(proc, log_path: Path, what: str) -> int:
+    _say(f"error: {what}; last log lines:")
+    lines = log_path.read_text().splitlines()[-15:]
+    for line in lines:
+        _say("   " + line)
+    return 1

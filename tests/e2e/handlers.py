@@ -1,0 +1,101 @@
+"""Handlers for the end-to-end tests; their behaviour is driven by the parent's spec.
+
+spec keys:
+- ``size``: data of the ConfigMap child.
+- ``fail``: raise in sync. ``garbage``: return something that is not a SyncResponse.
+- ``badChild``: return a child of an undeclared type.
+- ``resyncAfter``: ask for a resync after that many seconds.
+- ``holdFinalizer``: finalize returns finalized=False (retry_after from ``finalizeRetryAfter``).
+- ``secret``: also desire a Secret child.
+- ``sleep``: seconds to sleep in sync (handler timeout tests).
+Every call is appended to ``$E2E_LOG_DIR/<name>.log`` (one line: "<op> <monotonic time>") so
+tests can see how often and when a parent was handled.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from operatord import FinalizeResponse, Handler, SyncResponse
+
+
+def _log(request, op: str) -> None:
+    log_dir = os.environ.get("E2E_LOG_DIR")
+    if not log_dir:
+        return
+    name = request.parent["metadata"]["name"]
+    with open(os.path.join(log_dir, f"{name}.log"), "a") as f:
+        f.write(f"{op} {time.time():.6f}\n")
+
+
+class Driven(Handler):
+    def sync(self, request):
+        _log(request, "sync")
+        p = request.parent
+        spec = p.get("spec") or {}
+        name = p["metadata"]["name"]
+        if spec.get("sleep"):
+            time.sleep(float(spec["sleep"]))
+        if spec.get("fail"):
+            raise RuntimeError(f"asked to fail ({name})")
+        if spec.get("garbage"):
+            return {"not": "a response"}
+        children = [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name},
+                "data": {"size": str(spec.get("size", 1))},
+            }
+        ]
+        if spec.get("secret"):
+            children.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": f"{name}-secret"},
+                    "stringData": {"token": "t"},
+                    "type": "Opaque",
+                }
+            )
+        if spec.get("badChild"):
+            children.append(
+                {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": {}}
+            )
+        observed = request.children.of_type("v1", "ConfigMap").get(name)
+        status = {
+            "ready": observed is not None
+            and (observed.get("data") or {}).get("size") == str(spec.get("size", 1)),
+            "children": len(request.children),
+        }
+        return SyncResponse(status=status, children=children, resync_after=spec.get("resyncAfter"))
+
+    def finalize(self, request):
+        _log(request, "finalize")
+        spec = request.parent.get("spec") or {}
+        attempts = int((request.parent.get("status") or {}).get("finalizeAttempts", 0)) + 1
+        status = dict(request.parent.get("status") or {})
+        status["finalizeAttempts"] = attempts
+        if spec.get("holdFinalizer"):
+            return FinalizeResponse(
+                status=status, finalized=False, retry_after=spec.get("finalizeRetryAfter")
+            )
+        return FinalizeResponse(status=status, finalized=True)
+
+
+def cluster_sync(request):
+    """A plain-function handler for a cluster-scoped parent: one ConfigMap in spec.namespace."""
+    _log(request, "sync")
+    p = request.parent
+    return SyncResponse(
+        status={"ok": True},
+        children=[
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": p["metadata"]["name"], "namespace": p["spec"]["namespace"]},
+                "data": {"owner": p["metadata"]["name"]},
+            }
+        ],
+    )
