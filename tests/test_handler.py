@@ -521,3 +521,29 @@ def test_invalid_finalize_responses(response, expected):
     with pytest.raises(InvalidResponse) as info:
         validate_finalize_response(response)
     assert expected in str(info.value)
+
+
+# -- public API ---------------------------------------------------------------------------------
+
+
+def test_public_api_reexports():
+    import operatord
+    from operatord import config, handler
+
+    for name in ("Handler", "SyncRequest", "SyncResponse", "FinalizeResponse", "Children"):
+        assert getattr(operatord, name) is getattr(handler, name)
+    for name in ("load_config", "Config", "ConfigError"):
+        assert getattr(operatord, name) is getattr(config, name)
+    assert isinstance(operatord.__version__, str) and operatord.__version__
+    assert operatord.__doc__
+    assert set(operatord.__all__) >= {
+        "Handler",
+        "SyncRequest",
+        "SyncResponse",
+        "FinalizeResponse",
+        "Children",
+        "load_config",
+        "Config",
+        "ConfigError",
+        "__version__",
+    }
