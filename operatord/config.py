@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -401,7 +402,7 @@ def _schema_errors(data: Any) -> list[tuple[list[Any], str]]:
                 did_you_mean = f", did you mean {hint[0]!r}?" if hint else ""
                 out.append(
                     (
-                        [*path, key],
+                        [*path, key if isinstance(key, str) else repr(key)],
                         f"unknown key{did_you_mean} (allowed: {', '.join(allowed)})",
                     )
                 )
@@ -448,8 +449,21 @@ def _document_order(data: Any, path: list[Any]) -> tuple[int, ...]:
 
 
 def _semantic_errors(d: dict[str, Any]) -> list[tuple[list[Any], str]]:
-    """Cross-field rules; ``d`` has passed the schema."""
+    """Cross-field rules and non-finite numbers; ``d`` has passed the schema."""
     out: list[tuple[list[Any], str]] = []
+
+    # JSON Schema cannot reject YAML's .nan/.inf (every comparison with NaN is false)
+    stack: list[tuple[list[Any], Any]] = [([], d)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            out.append((path, f"must be a finite number, got {node}"))
+        elif isinstance(node, dict):
+            stack.extend(([*path, k], v) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend(([*path, i], v) for i, v in enumerate(node))
+    if out:
+        return out
 
     def value(section: str, key: str, default: float) -> tuple[float, str]:
         raw = d.get(section, {})

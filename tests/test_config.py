@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -363,6 +364,33 @@ CM = {"apiVersion": "v1", "kind": "ConfigMap"}
 )
 def test_invalid_config(changes, expected):
     assert errors_of(with_(**changes))[0] == expected
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"resyncSeconds": math.nan}, "resyncSeconds: must be a finite number, got nan"),
+        (
+            {"backoff": {"maxSeconds": math.inf}},
+            "backoff.maxSeconds: must be a finite number, got inf",
+        ),
+        (
+            {"leaderElection": {"retryPeriodSeconds": math.nan}},
+            "leaderElection.retryPeriodSeconds: must be a finite number, got nan",
+        ),
+    ],
+)
+def test_non_finite_numbers_are_rejected(changes, expected):
+    assert errors_of(with_(**changes)) == [expected]
+
+
+def test_non_string_keys_are_unknown_keys(tmp_path):
+    path = write(
+        tmp_path, "name: op\nhandler: m:H\nparent: {apiVersion: v1, kind: Pod}\nbackoff: {2: 3}\n"
+    )
+    assert load_error(path) == (
+        "backoff.2: unknown key (allowed: initialSeconds, maxSeconds, multiplier, jitter)"
+    )
 
 
 def test_allowed_edge_values():

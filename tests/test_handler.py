@@ -232,6 +232,21 @@ def test_python_path_entries_are_prepended_once(make_module):
     assert sys.path.count(path) == 1
 
 
+def test_python_path_keeps_the_given_order_in_front(make_module, tmp_path):
+    make, path = make_module
+    first, second = tmp_path / "first", tmp_path / "second"
+    for d in (first, second):
+        d.mkdir()
+        (d / "shadowed_mod_xyz.py").write_text(f"WHERE = {d.name!r}\n")
+    mod = make("import shadowed_mod_xyz\ndef sync(request):\n    return shadowed_mod_xyz.WHERE\n")
+    try:
+        h = load_handler(f"{mod}:sync", [str(first), str(second), path])
+        assert sys.path[:3] == [str(first), str(second), path]
+        assert h.sync(None) == "first"
+    finally:
+        sys.modules.pop("shadowed_mod_xyz", None)
+
+
 def _load_error(import_path: str, python_path=()) -> str:
     with pytest.raises(HandlerImportError) as info:
         load_handler(import_path, python_path)
