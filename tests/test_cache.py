@@ -1,0 +1,124 @@
+from operatord.apply import is_subset, overlay
+from operatord.cache import Cache, newer
+
+
+def parent(uid, rv, name="p"):
+    return {
+        "apiVersion": "example.com/v1",
+        "kind": "Widget",
+        "metadata": {"name": name, "namespace": "ns", "uid": uid, "resourceVersion": str(rv)},
+    }
+
+
+def child(name, owner, rv, kind="ConfigMap"):
+    return {
+        "apiVersion": "v1",
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "resourceVersion": str(rv),
+            "labels": {"operatord.io/parent-uid": owner} if owner else {},
+        },
+    }
+
+
+def test_newer_compares_numerically():
+    assert newer("10", "9")
+    assert not newer("9", "10")
+    assert not newer("10", "10")
+    assert newer("1", None)
+    assert not newer(None, "1")
+
+
+def test_parent_upsert_ignores_stale_and_equal_versions():
+    c = Cache()
+    assert c.upsert_parent(parent("u1", 5))
+    assert not c.upsert_parent(parent("u1", 5))
+    assert not c.upsert_parent(parent("u1", 4))
+    assert c.upsert_parent(parent("u1", 6))
+    assert c.parent("u1")["metadata"]["resourceVersion"] == "6"
+
+
+def test_children_are_indexed_by_parent_label():
+    c = Cache()
+    c.upsert_parent(parent("u1", 1))
+    assert c.upsert_child(child("a", "u1", 2)) == {"u1"}
+    assert c.upsert_child(child("b", "u1", 3, kind="Secret")) == {"u1"}
+    c.upsert_child(child("orphan", None, 4))
+    p, kids = c.snapshot("u1")
+    assert p["metadata"]["uid"] == "u1"
+    assert sorted(k["metadata"]["name"] for k in kids) == ["a", "b"]
+    assert c.counts() == {"parents": 1, "v1/ConfigMap": 1, "v1/Secret": 1}
+
+
+def test_own_write_fed_back_makes_the_later_identical_event_a_no_op():
+    c = Cache()
+    c.upsert_parent(parent("u1", 1))
+    assert c.upsert_child(child("a", "u1", 7)) == {"u1"}  # the worker's write
+    assert c.upsert_child(child("a", "u1", 7)) == set()  # the watch event for it
+    assert c.upsert_child(child("a", "u1", 6)) == set()  # an older event
+
+
+def test_tombstone_hides_older_versions_of_a_deleted_child():
+    c = Cache()
+    c.upsert_child(child("a", "u1", 5))
+    assert c.delete_child(child("a", "u1", 5), tombstone=True) == {"u1"}
+    assert c.upsert_child(child("a", "u1", 5)) == set()
+    assert c.snapshot("u1")[1] == []
+    # A re-created child (newer version) is accepted again.
+    assert c.upsert_child(child("a", "u1", 9)) == {"u1"}
+    assert len(c.snapshot("u1")[1]) == 1
+
+
+def test_child_moving_between_parents_affects_both():
+    c = Cache()
+    c.upsert_child(child("a", "u1", 1))
+    assert c.upsert_child(child("a", "u2", 2)) == {"u1", "u2"}
+    assert c.snapshot("u1")[1] == []
+    assert len(c.snapshot("u2")[1]) == 1
+
+
+def test_replace_children_reports_removed_and_changed_only():
+    c = Cache()
+    c.upsert_child(child("a", "u1", 1))
+    c.upsert_child(child("b", "u2", 2))
+    affected = c.replace_children("v1", "ConfigMap", [child("a", "u1", 1), child("c", "u3", 5)])
+    assert affected == {"u2", "u3"}
+    assert c.snapshot("u2")[1] == []
+
+
+def test_replace_parents_returns_changed_and_removed():
+    c = Cache()
+    c.upsert_parent(parent("u1", 1))
+    c.upsert_parent(parent("u2", 1))
+    c.upsert_child(child("a", "u2", 3))
+    changed, removed = c.replace_parents([parent("u1", 1), parent("u3", 1)])
+    assert changed == {"u3"}
+    assert removed == {"u2"}
+    assert c.snapshot("u2") == (None, [])
+
+
+def test_is_subset_compares_only_desired_fields():
+    observed = {"metadata": {"name": "a", "uid": "x"}, "data": {"k": "v"}, "extra": 1}
+    assert is_subset({"metadata": {"name": "a"}, "data": {"k": "v"}}, observed)
+    assert not is_subset({"data": {"k": "w"}}, observed)
+    assert not is_subset({"data": {"k": "v", "k2": "v"}}, observed)
+    assert not is_subset({"list": [1, 2]}, {"list": [1, 2, 3]})
+    assert is_subset({"list": [{"a": 1}]}, {"list": [{"a": 1, "b": 2}]})
+    assert not is_subset({"flag": True}, {"flag": 1})
+
+
+def test_overlay_merges_dicts_and_replaces_the_rest():
+    base = {
+        "metadata": {"name": "a", "resourceVersion": "3"},
+        "data": {"x": "1", "y": "2"},
+        "l": [1],
+    }
+    top = {"data": {"x": "9"}, "l": [2, 3]}
+    assert overlay(base, top) == {
+        "metadata": {"name": "a", "resourceVersion": "3"},
+        "data": {"x": "9", "y": "2"},
+        "l": [2, 3],
+    }
+    assert base["data"]["x"] == "1"  # inputs untouched
