@@ -335,6 +335,8 @@ class Controller:
             if item is None:
                 if queue.shutting_down:
                     return
+                if not slot.alive() and not self.stopping.is_set():
+                    self._replace_idle(slot)
                 continue
             uid = item.key
             try:
@@ -358,9 +360,9 @@ class Controller:
             "children": children,
             "finalizing": bool(parent["metadata"].get("deletionTimestamp")),
         }
+        if not slot.alive():
+            self._replace_idle(slot)
         try:
-            if not slot.alive():
-                raise WorkerGone(f"worker {index} is not running")
             result = slot.run(task, self.task_deadline)
         except WorkerGone as exc:
             meta = parent["metadata"]
@@ -380,6 +382,14 @@ class Controller:
                 self._start_slot(slot)
             return
         self._handle_result(queue, uid, result)
+
+    def _replace_idle(self, slot: WorkerSlot) -> None:
+        """Replace a worker that died while it had no task (no parent is charged for it)."""
+        code = slot.process.exitcode if slot.process is not None else None
+        log.error("worker died while idle; restarting it", worker=slot.index, exit_code=code)
+        slot.kill()
+        self.metrics.inc("worker_restarts_total")
+        self._start_slot(slot)
 
     def _handle_result(self, queue: WorkQueue, uid: str, result: dict) -> None:
         for w in result.get("written") or []:
