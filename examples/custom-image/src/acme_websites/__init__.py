@@ -1,0 +1,1 @@
+"""Example handler package shipped in a custom operatord image."""

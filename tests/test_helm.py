@@ -1,0 +1,1098 @@
+"""The Helm chart under helm/operatord, rendered and linted by real Helm (helm-python-sdk).
+
+Every rendered object is validated against the Kubernetes JSON schemas (kubernetes-validate,
+strict: unknown fields fail), the rendered operatord config passes `operatord check-config`, and
+the RBAC the chart grants is checked against what operatord asks the API server for.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "operatord"
+KUBE_VERSION = "1.30.0"
+RELEASE = "ops"
+NAMESPACE = "operators"
+
+# ---------------------------------------------------------------------------------------------
+# rendering helpers
+
+
+def chart() -> helm.Chart:
+    return helm.Chart.load(CHART)
+
+
+def render(values: dict | None = None, *, namespace: str = NAMESPACE) -> dict[str, str]:
+    """Template path -> rendered text, exactly as `helm template` would produce it."""
+    with chart() as c:
+        return c.render(values or {}, name=RELEASE, namespace=namespace, is_install=True)
+
+
+def render_objects(values: dict | None = None, *, namespace: str = NAMESPACE) -> list[dict]:
+    objects = []
+    for path, text in sorted(render(values, namespace=namespace).items()):
+        if not path.endswith(".yaml"):
+            continue
+        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return objects
+
+
+def find(objects: list[dict], kind: str, name_suffix: str = "") -> list[dict]:
+    return [
+        o
+        for o in objects
+        if o["kind"] == kind and o["metadata"]["name"].endswith(name_suffix)
+    ]
+
+
+def one(objects: list[dict], kind: str, name_suffix: str = "") -> dict:
+    found = find(objects, kind, name_suffix)
+    assert len(found) == 1, f"expected one {kind} *{name_suffix}, got {len(found)}"
+    return found[0]
+
+
+def rendered_config(objects: list[dict]) -> dict:
+    return yaml.safe_load(one(objects, "ConfigMap", "-config")["data"]["config.yaml"])
+
+
+def deployment_container(objects: list[dict]) -> dict:
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return container
+
+
+def merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+HANDLER_SOURCE = '''\
+from operatord import SyncResponse
+
+
+def sync(request):
+    name = request.parent["metadata"]["name"]
+    return SyncResponse(status={"seen": True}, children=[])
+'''
+
+CUSTOM_IMAGE = ROOT / "examples" / "custom-image"
+
+VARIANTS: dict[str, dict] = {
+    "default": {},
+    "namespaced": {"config": {"namespace": "team-a"}},
+    "leader-election-off": {"replicaCount": 1, "config": {"leaderElection": {"enabled": False}}},
+    "servicemonitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}},
+    "handler-configmap": {
+        "handlerCode": {"enabled": True, "files": {"myhandler.py": HANDLER_SOURCE}},
+        "config": {"handler": "myhandler:sync"},
+    },
+    "everything-on": {
+        "podDisruptionBudget": {"enabled": True},
+        "networkPolicy": {
+            "enabled": True,
+            "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+        },
+        "serviceMonitor": {"enabled": True},
+        "rbac": {
+            "extraRules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+        },
+        "extraEnv": [{"name": "ACME_MODE", "value": "strict"}],
+        "image": {"digest": "sha256:" + "a" * 64},
+    },
+    "custom-image": yaml.safe_load((CUSTOM_IMAGE / "values.yaml").read_text()),
+}
+
+
+def dashboard_present() -> bool:
+    return (CHART / "dashboards" / "operatord.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# lint, schema, Kubernetes validation
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_helm_lint_is_clean(variant: str) -> None:
+    report = helm.lint(
+        CHART, VARIANTS[variant], strict=True, namespace=NAMESPACE, kube_version="v" + KUBE_VERSION
+    )
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and problems == [], report
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_rendered_object_validates_against_kubernetes_schemas(variant: str) -> None:
+    objects = render_objects(VARIANTS[variant])
+    assert objects
+    for obj in objects:
+        if obj["kind"] == "ServiceMonitor":
+            continue  # a CRD: checked against its Service in test_servicemonitor_*
+        try:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            path = ".".join(str(p) for p in e.path)
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {path}: {e.message}")
+
+
+def test_kubernetes_validation_would_catch_a_broken_manifest() -> None:
+    deployment = one(render_objects(), "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["porrt"] = 1
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+
+
+BAD_VALUES = {
+    "replicas-zero": {"replicaCount": 0},
+    "replicas-string": {"replicaCount": "two"},
+    "unknown-top-level-key": {"replicas": 2},
+    "unknown-config-key": {"config": {"workerz": 3}},
+    "handler-without-attribute": {"config": {"handler": "examples.widgets"}},
+    "name-not-dns-label": {"config": {"name": "Widget_Operator"}},
+    "parent-without-kind": {"config": {"parent": {"apiVersion": "example.com/v1", "kind": None}}},
+    "bad-api-version": {"config": {"parent": {"apiVersion": "example.com"}}},
+    "bad-plural": {"config": {"parent": {"plural": "Widgets"}}},
+    "bad-update-strategy": {
+        "config": {"children": [{"apiVersion": "v1", "kind": "ConfigMap", "updateStrategy": "Merge"}]}
+    },
+    "workers-zero": {"config": {"workers": 0}},
+    "jitter-above-one": {"config": {"backoff": {"jitter": 1.5}}},
+    "negative-resync": {"config": {"resyncSeconds": -1}},
+    "log-level": {"config": {"logging": {"level": "verbose"}}},
+    "health-port-range": {"config": {"health": {"port": 70000}}},
+    "namespace-uppercase": {"config": {"namespace": "Team"}},
+    "pull-policy": {"image": {"pullPolicy": "Sometimes"}},
+    "digest": {"image": {"digest": "latest"}},
+    "servicemonitor-interval": {"serviceMonitor": {"interval": "30"}},
+    "pdb-string": {"podDisruptionBudget": {"minAvailable": "half"}},
+    "relative-mount-path": {"handlerCode": {"mountPath": "handler"}},
+    "grace-period-string": {"terminationGracePeriodSeconds": "60s"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+def test_values_schema_rejects_bad_values(case: str) -> None:
+    with chart() as c:
+        with pytest.raises(helm.HelmValuesError):
+            c.validate_schema(merge(c.values, BAD_VALUES[case]))
+    with pytest.raises(helm.HelmValuesError):
+        render(BAD_VALUES[case])
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_values_schema_accepts_the_variants(variant: str) -> None:
+    with chart() as c:
+        c.validate_schema(c.merge_values(VARIANTS[variant]))
+
+
+GUARDED = {
+    "replicas-without-election": (
+        {"config": {"leaderElection": {"enabled": False}}},
+        "replicaCount > 1 needs config.leaderElection.enabled",
+    ),
+    "grace-below-handler-timeout": (
+        {"terminationGracePeriodSeconds": 20},
+        "terminationGracePeriodSeconds must exceed config.handlerTimeoutSeconds",
+    ),
+    "same-ports": ({"config": {"health": {"port": 8080}}}, "must differ"),
+    "handler-code-without-files": ({"handlerCode": {"enabled": True}}, "handlerCode.files"),
+    "lease-timings": (
+        {"config": {"leaderElection": {"renewDeadlineSeconds": 20}}},
+        "leaseDurationSeconds must exceed renewDeadlineSeconds",
+    ),
+    "retry-period": (
+        {"config": {"leaderElection": {"retryPeriodSeconds": 9}}},
+        "renewDeadlineSeconds must exceed 1.2 * retryPeriodSeconds",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GUARDED))
+def test_render_refuses_inconsistent_values(case: str) -> None:
+    values, message = GUARDED[case]
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        render(values)
+
+
+def _schema_paths(schema: dict, prefix: str = "") -> set[str]:
+    paths = set()
+    for key, sub in schema.get("properties", {}).items():
+        path = f"{prefix}{key}"
+        paths.add(path)
+        if sub.get("type") == "object" and "properties" in sub:
+            paths |= _schema_paths(sub, path + ".")
+    return paths
+
+
+def _value_paths(values: dict, prefix: str = "") -> set[str]:
+    paths = set()
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        paths.add(path)
+        if isinstance(value, dict) and value:
+            paths |= _value_paths(value, path + ".")
+    return paths
+
+
+def test_values_yaml_and_schema_describe_the_same_keys() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema_paths = _schema_paths(schema) - {"global"}
+    value_paths = {
+        p
+        for p in _value_paths(values)
+        # free-form Kubernetes objects: their inner keys are not chart values
+        if not re.match(r"(podSecurityContext|securityContext|resources)\.", p)
+    }
+    missing_in_schema = value_paths - schema_paths
+    missing_in_values = {
+        p for p in schema_paths - value_paths if not p.startswith(("resources.", "livenessProbe."))
+    }
+    assert not missing_in_schema, missing_in_schema
+    assert missing_in_values <= {"readinessProbe.successThreshold"}, missing_in_values
+
+
+FREE_FORM_PARENTS = {
+    "podSecurityContext",
+    "securityContext",
+    "resources",
+    "livenessProbe",
+    "readinessProbe",
+    "children",
+}
+
+
+def test_every_value_in_values_yaml_has_a_comment() -> None:
+    """A key is documented by a comment right above it, or by its parent's comment when the
+    parent is a free-form block (security contexts, resources, probes, list items)."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    stack: list[tuple[int, str]] = []  # (indent, key) of the enclosing mappings
+    undocumented = []
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)(- )?([A-Za-z][\w.]*):", line)
+        if not m:
+            continue
+        indent = len(m.group(1)) + (2 if m.group(2) else 0)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        parents = [k for _, k in stack]
+        previous = lines[i - 1].strip() if i else ""
+        documented = previous.startswith("#") or any(p in FREE_FORM_PARENTS for p in parents)
+        if not documented and not m.group(2):
+            undocumented.append(".".join([*parents, m.group(3)]))
+        stack.append((indent, m.group(3)))
+    assert undocumented == []
+
+
+# ---------------------------------------------------------------------------------------------
+# the Deployment
+
+
+def test_default_deployment_runs_two_replicas_with_leader_election() -> None:
+    objects = render_objects()
+    assert one(objects, "Deployment")["spec"]["replicas"] == 2
+    assert rendered_config(objects)["leaderElection"]["enabled"] is True
+    assert find(objects, "Role", "-leader-election")
+
+
+def _restricted_violations(pod: dict) -> list[str]:
+    """The checks of the `restricted` Pod Security Standard (v1.30) that apply to a pod spec."""
+    out = []
+    psc = pod.get("securityContext") or {}
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            out.append(key)
+    for volume in pod.get("volumes", []):
+        allowed = {"configMap", "emptyDir", "projected", "secret", "downwardAPI", "name"}
+        allowed |= {"persistentVolumeClaim", "ephemeral", "csi"}
+        if set(volume) - allowed:
+            out.append(f"volume {volume['name']} type")
+    for c in pod["containers"] + pod.get("initContainers", []):
+        sc = c.get("securityContext") or {}
+        name = c["name"]
+        if sc.get("privileged"):
+            out.append(f"{name}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{name}: allowPrivilegeEscalation")
+        if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
+            out.append(f"{name}: runAsNonRoot")
+        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+            out.append(f"{name}: runAsUser 0")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in caps.get("drop", []):
+            out.append(f"{name}: capabilities.drop ALL")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            out.append(f"{name}: capabilities.add")
+        seccomp = (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{name}: seccompProfile")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            out.append(f"{name}: hostPort")
+    return out
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_pod_meets_restricted_pod_security(variant: str) -> None:
+    objects = render_objects(VARIANTS[variant])
+    pods = [one(objects, "Deployment")["spec"]["template"]["spec"]]
+    pods += [o["spec"] for o in find(objects, "Pod")]
+    assert len(pods) == 3  # the operator and the two `helm test` pods
+    for pod in pods:
+        assert _restricted_violations(pod) == []
+        for container in pod["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            assert container["resources"]["requests"] and container["resources"]["limits"]
+
+
+def test_restricted_check_catches_a_privileged_container() -> None:
+    objects = render_objects(
+        {
+            "securityContext": {
+                "privileged": True,
+                "allowPrivilegeEscalation": True,
+                "capabilities": {"drop": []},
+            }
+        }
+    )
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert _restricted_violations(pod) == [
+        "operatord: privileged",
+        "operatord: allowPrivilegeEscalation",
+        "operatord: capabilities.drop ALL",
+    ]
+
+
+def test_probes_use_the_health_port_of_the_config() -> None:
+    objects = render_objects({"config": {"health": {"port": 9440}, "metrics": {"port": 9090}}})
+    container = deployment_container(objects)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"health": 9440, "metrics": 9090}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    config = rendered_config(objects)
+    assert (config["health"]["port"], config["metrics"]["port"]) == (9440, 9090)
+
+
+def test_container_runs_the_mounted_config_with_pod_namespace_from_downward_api() -> None:
+    objects = render_objects()
+    container = deployment_container(objects)
+    assert container["args"] == ["run", "--config", "/etc/operatord/config.yaml"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts["/etc/operatord"] == "config" and mounts["/tmp"] == "tmp"
+    volumes = {v["name"]: v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == one(objects, "ConfigMap", "-config")[
+        "metadata"
+    ]["name"]
+    assert rendered_config(objects)["leaderElection"]["leaseNamespace"] == ""
+
+
+def _checksum(values: dict) -> str:
+    pod = one(render_objects(values), "Deployment")["spec"]["template"]
+    return pod["metadata"]["annotations"]["checksum/config"]
+
+
+def test_config_checksum_rolls_pods_on_config_changes_only() -> None:
+    base = _checksum({})
+    assert _checksum({"config": {"workers": 4}}) != base
+    assert _checksum({"config": {"logging": {"level": "debug"}}}) != base
+    assert _checksum({"service": {"port": 9999}}) == base
+
+
+def test_handler_code_change_rolls_pods() -> None:
+    def handler_checksum(source: str) -> str:
+        values = merge(VARIANTS["handler-configmap"], {"handlerCode": {"files": {"myhandler.py": source}}})
+        pod = one(render_objects(values), "Deployment")["spec"]["template"]
+        return pod["metadata"]["annotations"]["checksum/handler"]
+
+    assert handler_checksum(HANDLER_SOURCE) != handler_checksum(HANDLER_SOURCE + "\n# v2\n")
+
+
+def test_termination_grace_period_outlasts_a_running_handler() -> None:
+    objects = render_objects()
+    grace = one(objects, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > rendered_config(objects)["handlerTimeoutSeconds"]
+
+
+def test_replicas_spread_over_nodes_unless_affinity_is_given() -> None:
+    spec = one(render_objects(), "Deployment")["spec"]["template"]["spec"]
+    term = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    custom = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "pool", "operator": "In", "values": ["ops"]}]}]}}}
+    spec = one(render_objects({"affinity": custom}), "Deployment")["spec"]["template"]["spec"]
+    assert spec["affinity"] == custom
+
+
+def test_image_tag_defaults_to_app_version_and_digest_pins() -> None:
+    with chart() as c:
+        app_version = c.metadata["appVersion"]
+    assert deployment_container(render_objects())["image"].endswith(f":{app_version}")
+    pinned = deployment_container(render_objects(VARIANTS["everything-on"]))["image"]
+    assert pinned == "ghcr.io/operatord/operatord@sha256:" + "a" * 64
+
+
+# ---------------------------------------------------------------------------------------------
+# the operatord config in the ConfigMap
+
+
+def _check_config(config_path: Path, pythonpath: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(pythonpath))
+    return subprocess.run(
+        [sys.executable, "-m", "operatord", "check-config", "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_rendered_config_passes_check_config_for_the_example_handler(tmp_path: Path) -> None:
+    pytest.importorskip("operatord.config")
+    config = rendered_config(render_objects())
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    # The image puts /app (holding examples/) on PYTHONPATH; the repository root plays /app.
+    result = _check_config(path, ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "examples.widgets:Widgets" in result.stdout
+
+
+def test_check_config_rejects_a_handler_that_is_not_there(tmp_path: Path) -> None:
+    pytest.importorskip("operatord.config")
+    config = rendered_config(render_objects({"config": {"handler": "examples.nothere:Widgets"}}))
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = _check_config(path, ROOT)
+    assert result.returncode != 0 and "examples.nothere" in result.stderr
+
+
+def test_handler_from_configmap_is_mounted_and_importable(tmp_path: Path) -> None:
+    pytest.importorskip("operatord.config")
+    mount = tmp_path / "handler"
+    values = merge(VARIANTS["handler-configmap"], {"handlerCode": {"mountPath": str(mount)}})
+    objects = render_objects(values)
+    code = one(objects, "ConfigMap", "-handler")
+    container = deployment_container(objects)
+    volumes = one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "handler", "mountPath": str(mount), "readOnly": True} in container["volumeMounts"]
+    assert {"name": "handler", "configMap": {"name": code["metadata"]["name"]}} in volumes
+    # What the kubelet would do: one file per ConfigMap key in the mount path.
+    mount.mkdir()
+    for name, source in code["data"].items():
+        (mount / name).write_text(source)
+    config = rendered_config(objects)
+    assert config["pythonPath"] == [str(mount)]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = _check_config(path, tmp_path / "empty")
+    assert result.returncode == 0, result.stderr
+
+
+def test_existing_handler_configmap_is_mounted_without_creating_one() -> None:
+    objects = render_objects(
+        {"handlerCode": {"enabled": True, "existingConfigMap": "my-code"}, "config": {"handler": "h:sync"}}
+    )
+    assert not find(objects, "ConfigMap", "-handler")
+    volumes = one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "handler", "configMap": {"name": "my-code"}} in volumes
+
+
+def test_custom_image_example_values_render_a_valid_config(tmp_path: Path) -> None:
+    pytest.importorskip("operatord.config")
+    config = rendered_config(render_objects(VARIANTS["custom-image"]))
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    # In the custom image the package is pip-installed; its source dir stands in for that here.
+    result = _check_config(path, CUSTOM_IMAGE / "src")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_rendered_config_matches_the_config_json_schema(variant: str) -> None:
+    schema = json.loads((ROOT / "config" / "config.schema.json").read_text())
+    config = rendered_config(render_objects(VARIANTS[variant]))
+    jsonschema.validate(config, schema)
+
+
+def test_config_values_reach_the_config_file() -> None:
+    values = {
+        "config": {
+            "name": "acme",
+            "pythonPath": ["/opt/extra"],
+            "namespace": "team-a",
+            "workers": 7,
+            "resyncSeconds": 0,
+            "handlerTimeoutSeconds": 12,
+            "backoff": {"initialSeconds": 0.1, "maxSeconds": 60, "multiplier": 1.5, "jitter": 0},
+            "leaderElection": {"leaseName": "acme-lock", "leaseNamespace": "kube-system"},
+            "logging": {"format": "console", "level": "debug"},
+            "children": [{"apiVersion": "apps/v1", "kind": "Deployment", "plural": "deployments"}],
+        }
+    }
+    config = rendered_config(render_objects(values))
+    assert config == {
+        "name": "acme",
+        "handler": "examples.widgets:Widgets",
+        "pythonPath": ["/opt/extra"],
+        "parent": {"apiVersion": "example.com/v1", "kind": "Widget"},
+        "children": [{"apiVersion": "apps/v1", "kind": "Deployment", "updateStrategy": "Replace"}],
+        "namespace": "team-a",
+        "workers": 7,
+        "resyncSeconds": 0,
+        "handlerTimeoutSeconds": 12,
+        "backoff": {"initialSeconds": 0.1, "maxSeconds": 60, "multiplier": 1.5, "jitter": 0},
+        "leaderElection": {
+            "enabled": True,
+            "leaseName": "acme-lock",
+            "leaseNamespace": "kube-system",
+            "leaseDurationSeconds": 15,
+            "renewDeadlineSeconds": 10,
+            "retryPeriodSeconds": 2,
+        },
+        "metrics": {"port": 8080},
+        "health": {"port": 8081},
+        "logging": {"format": "console", "level": "debug"},
+    }
+
+
+def test_workers_null_leaves_the_cpu_count_default() -> None:
+    assert "workers" not in rendered_config(render_objects({"config": {"workers": None}}))
+
+
+# ---------------------------------------------------------------------------------------------
+# RBAC: extraction, least privilege, coverage of what operatord asks for
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One permission: `namespace` None means every namespace (and cluster-scoped objects)."""
+
+    namespace: str | None
+    group: str
+    resource: str  # "plural" or "plural/subresource"
+    verb: str
+    name: str | None = None  # resourceNames restriction
+
+
+def rbac_grants(objects: list[dict], service_account: str, sa_namespace: str) -> set[Grant]:
+    """Every permission the rendered Roles/ClusterRoles give the service account through the
+    rendered bindings. Rules are expanded to one Grant per group x resource x verb x name."""
+    roles = {
+        (o["kind"], o["metadata"].get("namespace")): o
+        for o in objects
+        if o["kind"] in ("Role", "ClusterRole")
+    }
+    by_name = {(kind, ns, o["metadata"]["name"]): o for (kind, ns), o in roles.items()}
+    grants = set()
+    for binding in objects:
+        if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        if not any(
+            s["kind"] == "ServiceAccount"
+            and s["name"] == service_account
+            and s["namespace"] == sa_namespace
+            for s in binding["subjects"]
+        ):
+            continue
+        ref = binding["roleRef"]
+        binding_ns = binding["metadata"].get("namespace")
+        role_ns = None if ref["kind"] == "ClusterRole" else binding_ns
+        role = by_name.get((ref["kind"], role_ns, ref["name"]))
+        assert role is not None, f"{binding['metadata']['name']} refers to a missing role"
+        scope = binding_ns if binding["kind"] == "RoleBinding" else None
+        for rule in role["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        for name in rule.get("resourceNames") or [None]:
+                            grants.add(Grant(scope, group, resource, verb, name))
+    return grants
+
+
+UNNAMEABLE_VERBS = {"create", "list", "watch", "deletecollection"}
+
+
+def allowed(grants: Iterable[Grant], request: dict) -> bool:
+    """Would the Kubernetes RBAC authorizer allow this request (as the API server records it)?"""
+    resource = request["resource"]
+    if request.get("subresource"):
+        resource = f"{resource}/{request['subresource']}"
+    for g in grants:
+        if (g.group, g.resource, g.verb) != (request["apiGroup"], resource, request["verb"]):
+            continue
+        if g.namespace is not None and g.namespace != request.get("namespace"):
+            continue
+        if g.name is not None and (
+            request["verb"] in UNNAMEABLE_VERBS or request.get("name") != g.name
+        ):
+            continue
+        return True
+    return False
+
+
+def default_grants(values: dict | None = None) -> set[Grant]:
+    objects = render_objects(values)
+    sa = one(objects, "ServiceAccount")["metadata"]["name"]
+    return rbac_grants(objects, sa, NAMESPACE)
+
+
+# What operatord does with each type (the engine's API usage); the chart must grant exactly this.
+PARENT_VERBS = {"get", "list", "watch", "update", "patch"}
+STATUS_VERBS = {"update", "patch"}
+CHILD_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+LEASE_VERBS = {"get", "create", "update"}
+EVENT_VERBS = {"create", "patch"}
+
+
+def expected_grants(
+    scope: str | None,
+    parent: tuple[str, str],
+    children: list[tuple[str, str]],
+    lease: tuple[str, str] | None,
+) -> set[Grant]:
+    group, plural = parent
+    out = {Grant(scope, group, plural, v) for v in PARENT_VERBS}
+    out |= {Grant(scope, group, f"{plural}/status", v) for v in STATUS_VERBS}
+    # blockOwnerDeletion on children needs this under OwnerReferencesPermissionEnforcement.
+    out.add(Grant(scope, group, f"{plural}/finalizers", "update"))
+    for child_group, child_plural in children:
+        out |= {Grant(scope, child_group, child_plural, v) for v in CHILD_VERBS}
+    out |= {Grant(scope, "", "events", v) for v in EVENT_VERBS}
+    if lease is not None:
+        lease_ns, lease_name = lease
+        out.add(Grant(lease_ns, "coordination.k8s.io", "leases", "create"))
+        out |= {
+            Grant(lease_ns, "coordination.k8s.io", "leases", v, lease_name)
+            for v in LEASE_VERBS - {"create"}
+        }
+    return out
+
+
+def test_default_rbac_is_exactly_what_operatord_uses_cluster_wide() -> None:
+    assert default_grants() == expected_grants(
+        None,
+        ("example.com", "widgets"),
+        [("", "configmaps")],
+        (NAMESPACE, "widget-operator-leader"),
+    )
+    objects = render_objects()
+    assert one(objects, "ClusterRole") and one(objects, "ClusterRoleBinding")
+
+
+def test_namespaced_rbac_uses_a_role_in_the_watched_namespace() -> None:
+    objects = render_objects(VARIANTS["namespaced"])
+    assert not find(objects, "ClusterRole") and not find(objects, "ClusterRoleBinding")
+    role = one(objects, "Role", "operatord")
+    assert role["metadata"]["namespace"] == "team-a"
+    assert default_grants(VARIANTS["namespaced"]) == expected_grants(
+        "team-a",
+        ("example.com", "widgets"),
+        [("", "configmaps")],
+        (NAMESPACE, "widget-operator-leader"),
+    )
+
+
+def test_no_lease_permissions_without_leader_election() -> None:
+    grants = default_grants(VARIANTS["leader-election-off"])
+    assert not any(g.resource == "leases" for g in grants)
+
+
+def test_lease_permissions_follow_lease_name_and_namespace() -> None:
+    grants = default_grants(
+        {"config": {"leaderElection": {"leaseName": "lock", "leaseNamespace": "infra"}}}
+    )
+    leases = {g for g in grants if g.resource == "leases"}
+    assert leases == {
+        Grant("infra", "coordination.k8s.io", "leases", "create"),
+        Grant("infra", "coordination.k8s.io", "leases", "get", "lock"),
+        Grant("infra", "coordination.k8s.io", "leases", "update", "lock"),
+    }
+
+
+def test_custom_image_rbac_covers_several_child_types() -> None:
+    assert default_grants(VARIANTS["custom-image"]) == expected_grants(
+        None,
+        ("acme.example.com", "websites"),
+        [("apps", "deployments"), ("", "services")],
+        (NAMESPACE, "website-operator-leader"),
+    )
+
+
+def test_rbac_has_no_wildcards_and_extra_rules_are_appended() -> None:
+    for variant in VARIANTS.values():
+        for role in find(render_objects(variant), "ClusterRole") + find(render_objects(variant), "Role"):
+            for rule in role["rules"]:
+                for field in ("apiGroups", "resources", "verbs"):
+                    assert "*" not in rule[field], (role["metadata"]["name"], rule)
+    grants = default_grants(VARIANTS["everything-on"])
+    assert Grant(None, "", "secrets", "get") in grants
+
+
+@pytest.mark.parametrize(
+    ("kind", "plural", "expected"),
+    [
+        ("Widget", "", "widgets"),
+        ("Ingress", "", "ingresses"),
+        ("NetworkPolicy", "", "networkpolicies"),
+        ("Gateway", "", "gateways"),
+        ("Box", "", "boxes"),
+        ("Patch", "", "patches"),
+        ("Endpoints", "", "endpoints"),
+        ("Octopus", "octopodes", "octopodes"),
+    ],
+)
+def test_plural_guess_and_override(kind: str, plural: str, expected: str) -> None:
+    values = {"config": {"parent": {"apiVersion": "example.com/v1", "kind": kind, "plural": plural}}}
+    parent_resources = {g.resource for g in default_grants(values) if g.group == "example.com"}
+    assert parent_resources == {expected, f"{expected}/status", f"{expected}/finalizers"}
+
+
+def test_core_group_children_map_to_the_empty_api_group() -> None:
+    values = {"config": {"children": [{"apiVersion": "v1", "kind": "Secret"},
+                                      {"apiVersion": "batch/v1", "kind": "Job"}]}}
+    children = {(g.group, g.resource) for g in default_grants(values) if g.verb == "delete"}
+    assert children == {("", "secrets"), ("batch", "jobs")}
+
+
+# The requests operatord makes for the example operator, as the embedded API server records them
+# (one per verb and resource the engine uses; names and namespaces as in a real run).
+ENGINE_REQUESTS = [
+    {"verb": "list", "apiGroup": "example.com", "resource": "widgets", "namespace": None},
+    {"verb": "watch", "apiGroup": "example.com", "resource": "widgets", "namespace": None},
+    {"verb": "get", "apiGroup": "example.com", "resource": "widgets", "namespace": "apps", "name": "w"},
+    {"verb": "patch", "apiGroup": "example.com", "resource": "widgets", "namespace": "apps", "name": "w"},
+    {"verb": "update", "apiGroup": "example.com", "resource": "widgets", "namespace": "apps", "name": "w"},
+    {"verb": "update", "apiGroup": "example.com", "resource": "widgets", "subresource": "status",
+     "namespace": "apps", "name": "w"},
+    {"verb": "patch", "apiGroup": "example.com", "resource": "widgets", "subresource": "status",
+     "namespace": "apps", "name": "w"},
+    {"verb": "list", "apiGroup": "", "resource": "configmaps", "namespace": None},
+    {"verb": "watch", "apiGroup": "", "resource": "configmaps", "namespace": None},
+    {"verb": "create", "apiGroup": "", "resource": "configmaps", "namespace": "apps"},
+    {"verb": "update", "apiGroup": "", "resource": "configmaps", "namespace": "apps", "name": "w"},
+    {"verb": "patch", "apiGroup": "", "resource": "configmaps", "namespace": "apps", "name": "w"},
+    {"verb": "delete", "apiGroup": "", "resource": "configmaps", "namespace": "apps", "name": "w"},
+    {"verb": "create", "apiGroup": "", "resource": "events", "namespace": "apps"},
+    {"verb": "get", "apiGroup": "coordination.k8s.io", "resource": "leases", "namespace": NAMESPACE,
+     "name": "widget-operator-leader"},
+    {"verb": "create", "apiGroup": "coordination.k8s.io", "resource": "leases",
+     "namespace": NAMESPACE},
+    {"verb": "update", "apiGroup": "coordination.k8s.io", "resource": "leases",
+     "namespace": NAMESPACE, "name": "widget-operator-leader"},
+]
+
+
+def test_rbac_allows_every_request_the_engine_makes() -> None:
+    grants = default_grants()
+    denied = [r for r in ENGINE_REQUESTS if not allowed(grants, r)]
+    assert denied == []
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"verb": "get", "apiGroup": "", "resource": "secrets", "namespace": "apps", "name": "s"},
+        {"verb": "delete", "apiGroup": "example.com", "resource": "widgets", "namespace": "apps",
+         "name": "w"},
+        {"verb": "update", "apiGroup": "coordination.k8s.io", "resource": "leases",
+         "namespace": NAMESPACE, "name": "someone-elses-lease"},
+        {"verb": "get", "apiGroup": "coordination.k8s.io", "resource": "leases",
+         "namespace": "kube-system", "name": "widget-operator-leader"},
+        {"verb": "create", "apiGroup": "events.k8s.io", "resource": "events", "namespace": "apps"},
+        {"verb": "list", "apiGroup": "coordination.k8s.io", "resource": "leases",
+         "namespace": NAMESPACE},
+    ],
+)
+def test_rbac_denies_what_the_engine_does_not_need(request_: dict) -> None:
+    assert not allowed(default_grants(), request_)
+
+
+def test_namespaced_rbac_denies_other_namespaces() -> None:
+    grants = default_grants(VARIANTS["namespaced"])
+    watch_here = {"verb": "watch", "apiGroup": "example.com", "resource": "widgets",
+                  "namespace": "team-a"}
+    assert allowed(grants, watch_here)
+    assert not allowed(grants, {**watch_here, "namespace": "team-b"})
+    assert not allowed(grants, {**watch_here, "namespace": None})
+
+
+# ---- end to end: operatord against the embedded API server, its requests against the RBAC
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+# Permissions the chart grants that a short run of the example operator does not exercise, and
+# why they stay: everything else granted must show up in the recorded requests.
+NOT_EXERCISED_BY_THE_EXAMPLE = {
+    ("example.com", "widgets/finalizers", "update"): "OwnerReferencesPermissionEnforcement",
+    ("", "configmaps", "delete"): "a child dropped from the desired set (example never drops)",
+    ("", "configmaps", "update"): "Replace of a drifted child",
+    ("", "configmaps", "patch"): "Apply strategy",
+    ("", "configmaps", "get"): "reads of one child",
+    ("example.com", "widgets", "get"): "reads of one parent",
+    ("example.com", "widgets", "update"): "finalizer via update (patch is used too)",
+    ("example.com", "widgets", "patch"): "finalizer via patch (update is used too)",
+    ("example.com", "widgets/status", "patch"): "status via patch (update is used too)",
+    ("example.com", "widgets/status", "update"): "status via update (patch is used too)",
+    ("", "events", "create"): "only on handler errors",
+    ("", "events", "patch"): "event aggregation",
+    ("coordination.k8s.io", "leases", "create"): "only when the lease does not exist",
+    ("coordination.k8s.io", "leases", "get"): "acquire",
+    ("coordination.k8s.io", "leases", "update"): "renew/release",
+}
+
+
+def test_end_to_end_rbac_covers_every_request_operatord_makes(tmp_path: Path) -> None:
+    pytest.importorskip("operatord.daemon")
+    pytest.importorskip("operatord.election")
+    testing = pytest.importorskip("operatord.testing")
+    if not hasattr(testing, "ApiServer"):
+        pytest.skip("operatord.testing.ApiServer is not there yet")
+    from kubernetes import client, config as kube_config
+
+    objects = render_objects({"replicaCount": 1})
+    grants = rbac_grants(objects, one(objects, "ServiceAccount")["metadata"]["name"], NAMESPACE)
+    config = rendered_config(objects)
+    config["workers"] = 1
+    config["pythonPath"] = [str(ROOT)]
+    config["metrics"]["port"] = 0
+    config["health"]["port"] = 0
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+
+    with testing.ApiServer() as api:
+        kubeconfig = str(api.kubeconfig)
+        kclient = kube_config.new_client_from_config(config_file=kubeconfig)
+        own: Counter = Counter()  # the test's own requests, subtracted from the record
+
+        def mine(verb, group, resource, namespace=None, name=None, subresource=None):
+            own[(verb, group, resource, subresource, namespace, name)] += 1
+
+        crd = yaml.safe_load((ROOT / "examples" / "widget-crd.yaml").read_text())
+        client.ApiextensionsV1Api(kclient).create_custom_resource_definition(crd)
+        mine("create", "apiextensions.k8s.io", "customresourcedefinitions")
+        core = client.CoreV1Api(kclient)
+        for ns in (NAMESPACE, "apps"):
+            core.create_namespace({"metadata": {"name": ns}})
+            mine("create", "", "namespaces")
+        custom = client.CustomObjectsApi(kclient)
+        widget = {"apiVersion": "example.com/v1", "kind": "Widget",
+                  "metadata": {"name": "w", "namespace": "apps"}, "spec": {"size": 2}}
+        custom.create_namespaced_custom_object("example.com", "v1", "apps", "widgets", widget)
+        mine("create", "example.com", "widgets", "apps")
+        before = len(api.requests())
+
+        env = dict(os.environ, POD_NAMESPACE=NAMESPACE, PYTHONPATH=str(ROOT))
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "operatord", "run", "--config", str(config_path),
+             "--kubeconfig", kubeconfig],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            def ready():
+                mine("get", "example.com", "widgets", "apps", "w")
+                w = custom.get_namespaced_custom_object("example.com", "v1", "apps", "widgets", "w")
+                return (w.get("status") or {}).get("ready")
+
+            _wait(ready, 60, "the Widget to become ready")
+            custom.patch_namespaced_custom_object(
+                "example.com", "v1", "apps", "widgets", "w", {"spec": {"size": 5}}
+            )
+            mine("patch", "example.com", "widgets", "apps", "w")
+
+            def resized():
+                mine("get", "", "configmaps", "apps", "w")
+                return core.read_namespaced_config_map("w", "apps").data.get("size") == "5"
+
+            _wait(resized, 60, "the ConfigMap to follow the Widget")
+            custom.delete_namespaced_custom_object("example.com", "v1", "apps", "widgets", "w")
+            mine("delete", "example.com", "widgets", "apps", "w")
+
+            def gone():
+                mine("list", "example.com", "widgets", "apps")
+                items = custom.list_namespaced_custom_object("example.com", "v1", "apps", "widgets")
+                return not items["items"]
+
+            _wait(gone, 60, "the finalizer to be removed")
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            output, _ = daemon.communicate(timeout=60)
+        assert daemon.returncode == 0, output
+
+        recorded = api.requests()[before:]
+    operator_requests = []
+    for r in recorded:
+        key = (r["verb"], r["apiGroup"], r["resource"], r.get("subresource") or None,
+               r.get("namespace") or None, r.get("name") or None)
+        if own[key]:
+            own[key] -= 1
+            continue
+        if not r["resource"]:
+            continue  # discovery (/api, /apis, /version): allowed to every authenticated user
+        operator_requests.append(r)
+    assert operator_requests, "the daemon made no API requests"
+    denied = [r for r in operator_requests if not allowed(grants, r)]
+    assert denied == [], denied
+    used = {
+        (r["apiGroup"], r["resource"] + (f"/{r['subresource']}" if r.get("subresource") else ""),
+         r["verb"])
+        for r in operator_requests
+    }
+    granted = {(g.group, g.resource, g.verb) for g in grants}
+    unexplained = granted - used - set(NOT_EXERCISED_BY_THE_EXAMPLE)
+    assert unexplained == set(), f"granted but never used: {unexplained}"
+
+
+# ---------------------------------------------------------------------------------------------
+# monitoring, availability, network
+
+
+def test_servicemonitor_scrapes_the_metrics_service() -> None:
+    objects = render_objects(VARIANTS["servicemonitor"])
+    monitor = one(objects, "ServiceMonitor")
+    service = one(objects, "Service", "-metrics")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+    assert not find(render_objects(), "ServiceMonitor")
+
+
+def test_metrics_service_targets_the_metrics_port_of_the_pods() -> None:
+    objects = render_objects()
+    service = one(objects, "Service", "-metrics")
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (port,) = service["spec"]["ports"]
+    assert port["targetPort"] == "metrics"
+    assert {"name": "metrics", "containerPort": 8080, "protocol": "TCP"} in deployment_container(
+        objects
+    )["ports"]
+
+
+def test_pod_disruption_budget_is_optional() -> None:
+    assert not find(render_objects(), "PodDisruptionBudget")
+    pdb = one(render_objects(VARIANTS["everything-on"]), "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    pdb = one(
+        render_objects({"podDisruptionBudget": {"enabled": True, "maxUnavailable": 1}}),
+        "PodDisruptionBudget",
+    )
+    assert pdb["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": {"app.kubernetes.io/name": "operatord",
+                                     "app.kubernetes.io/instance": RELEASE}},
+    }
+
+
+def test_network_policy_allows_scrapes_probes_api_server_and_dns_only() -> None:
+    assert not find(render_objects(), "NetworkPolicy")
+    policy = one(render_objects(VARIANTS["everything-on"]), "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    metrics, health = policy["ingress"]
+    assert metrics["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert metrics["from"] == VARIANTS["everything-on"]["networkPolicy"]["metricsFrom"]
+    assert health["ports"] == [{"port": "health", "protocol": "TCP"}]
+    api, dns = policy["egress"]
+    assert {p["port"] for p in api["ports"]} == {443, 6443}
+    assert {(p["port"], p["protocol"]) for p in dns["ports"]} == {(53, "UDP"), (53, "TCP")}
+
+
+def test_grafana_dashboard_configmap_for_the_sidecar() -> None:
+    assert not find(render_objects(), "ConfigMap", "-dashboard")
+    if not dashboard_present():
+        with pytest.raises(helm.HelmRenderError, match="dashboards/operatord.json is missing"):
+            render({"grafanaDashboard": {"enabled": True}})
+        pytest.skip("helm/operatord/dashboards/operatord.json is not there yet")
+    objects = render_objects(
+        {"grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Operators"}}}
+    )
+    dashboard = one(objects, "ConfigMap", "-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Operators"}
+    shipped = json.loads((CHART / "dashboards" / "operatord.json").read_text())
+    assert json.loads(dashboard["data"]["operatord.json"]) == shipped
+    kubernetes_validate.validate(dashboard, KUBE_VERSION, strict=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# helm test hooks and NOTES
+
+
+def test_helm_test_hooks_check_the_config_and_the_metrics_endpoint() -> None:
+    objects = render_objects(VARIANTS["handler-configmap"])
+    pods = {p["metadata"]["name"]: p for p in find(objects, "Pod")}
+    assert set(pods) == {f"{RELEASE}-operatord-test-config", f"{RELEASE}-operatord-test-metrics"}
+    for pod in pods.values():
+        assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+        assert pod["spec"]["restartPolicy"] == "Never"
+    check = pods[f"{RELEASE}-operatord-test-config"]["spec"]
+    assert check["containers"][0]["args"] == ["check-config", "--config", "/etc/operatord/config.yaml"]
+    assert {v["name"] for v in check["volumes"]} == {"config", "tmp", "handler"}
+    scrape = pods[f"{RELEASE}-operatord-test-metrics"]["spec"]["containers"][0]
+    service = one(objects, "Service", "-metrics")["metadata"]["name"]
+    assert f"http://{service}.{NAMESPACE}.svc:8080/metrics" in scrape["args"][0]
+    compile(scrape["args"][0], "test-metrics", "exec")
+
+
+def test_notes_describe_the_deployment() -> None:
+    notes = render()["operatord/templates/NOTES.txt"]
+    assert 'runs the operator "widget-operator"' in notes
+    assert "example.com/v1 Widget" in notes and '"widgets"' in notes
+    assert f"Lease {NAMESPACE}/widget-operator-leader" in notes
+    assert f"helm test {RELEASE}" in notes
+    notes = render(VARIANTS["namespaced"])["operatord/templates/NOTES.txt"]
+    assert "namespace team-a (Role)" in notes
+
+
+def test_chart_readme_documents_every_top_level_value() -> None:
+    readme = (CHART / "README.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    missing = [key for key in values if f"`{key}" not in readme]
+    assert missing == []
+    assert "helm install" in readme
+
+
+def test_deploy_doc_shows_install_command_and_required_values() -> None:
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    assert "helm install" in doc
+    for value in ("image.repository", "config.name", "config.handler", "config.parent",
+                  "config.children", "config.namespace", "handlerCode"):
+        assert value in doc, value
