@@ -1,0 +1,142 @@
+"""The Grafana dashboard: valid shape, and every metric it queries is one the daemon exports."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from operatord.metrics import CATALOG
+
+DASHBOARD = Path(__file__).resolve().parents[1] / "helm/operatord/dashboards/operatord.json"
+
+# sample name -> labels of the metric that exposes it
+EXPORTED: dict[str, set[str]] = {
+    sample: set(m.labels) for m in CATALOG for sample in m.sample_names()
+}
+# labels Prometheus adds at scrape time, and the histogram bucket label
+TARGET_LABELS = {"namespace", "pod", "job", "instance", "container", "service", "le"}
+METRIC_RE = re.compile(r"\boperatord_[A-Za-z0-9_:]+")
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict:
+    return json.loads(DASHBOARD.read_text())
+
+
+def all_panels(dashboard: dict) -> list[dict]:
+    out = []
+    for p in dashboard["panels"]:
+        out.append(p)
+        out.extend(p.get("panels", []))  # collapsed rows nest their panels
+    return out
+
+
+def exprs(dashboard: dict) -> list[tuple[str, str]]:
+    found = [(p["title"], t["expr"]) for p in all_panels(dashboard) for t in p.get("targets", [])]
+    for var in dashboard["templating"]["list"]:
+        q = var.get("query")
+        if isinstance(q, dict):
+            q = q.get("query")
+        if var["type"] == "query":
+            found.append((f"variable {var['name']}", q))
+    return found
+
+
+def test_dashboard_shape(dashboard):
+    for key in ("title", "uid", "panels", "templating", "schemaVersion", "time"):
+        assert key in dashboard, key
+    assert isinstance(dashboard["schemaVersion"], int)
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    ids = [p["id"] for p in all_panels(dashboard)]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for p in all_panels(dashboard):
+        assert p["title"] and p["type"]
+        g = p["gridPos"]
+        assert 0 <= g["x"] and g["w"] > 0 and g["x"] + g["w"] <= 24 and g["h"] > 0
+        if p["type"] == "row":
+            continue
+        assert p["datasource"]["uid"] == "${datasource}"
+        assert p["targets"], p["title"]
+        refs = [t["refId"] for t in p["targets"]]
+        assert len(refs) == len(set(refs))
+        for t in p["targets"]:
+            assert t["expr"].strip()
+            assert t["datasource"]["uid"] == "${datasource}"
+
+
+def test_panels_do_not_overlap(dashboard):
+    cells = set()
+    for p in dashboard["panels"]:
+        g = p["gridPos"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']} overlaps another panel"
+                cells.add((x, y))
+
+
+def test_every_referenced_metric_is_exported(dashboard):
+    for title, expr in exprs(dashboard):
+        names = METRIC_RE.findall(expr)
+        assert names, f"{title}: no operatord metric in {expr!r}"
+        for name in names:
+            assert name in EXPORTED, f"{title}: {name} is not exported by operatord"
+
+
+def test_grouping_labels_exist_on_the_metric(dashboard):
+    for title, expr in exprs(dashboard):
+        labels = set().union(*(EXPORTED[n] for n in METRIC_RE.findall(expr))) | TARGET_LABELS
+        for group in re.findall(r"\b(?:by|on|without)\s*\(([^)]*)\)", expr):
+            for label in filter(None, (x.strip() for x in group.split(","))):
+                assert label in labels, f"{title}: grouping by unknown label {label!r}"
+        for label in re.findall(r"[{,]\s*([A-Za-z_]+)\s*(?:=~|!~|!=|=)", expr):
+            assert label in labels, f"{title}: selecting on unknown label {label!r}"
+
+
+def test_expressions_are_balanced_and_use_rate_intervals(dashboard):
+    pairs = {")": "(", "]": "[", "}": "{"}
+    for title, expr in exprs(dashboard):
+        stack = []
+        for ch in re.sub(r'"[^"]*"', '""', expr):
+            if ch in "([{":
+                stack.append(ch)
+            elif ch in pairs:
+                assert stack and stack.pop() == pairs[ch], f"{title}: unbalanced {expr!r}"
+        assert not stack, f"{title}: unbalanced {expr!r}"
+        if "_bucket" in expr:
+            assert "histogram_quantile(" in expr and "by (le" in expr, title
+        for name in METRIC_RE.findall(expr):
+            if name.endswith(("_total", "_bucket")):
+                assert re.search(rf"(rate|increase)\({name}\b", expr), f"{title}: raw counter"
+
+
+def test_required_panels_are_present(dashboard):
+    text = json.dumps(dashboard)
+    for metric in (
+        "operatord_syncs_total",
+        "operatord_sync_duration_seconds_bucket",
+        "operatord_queue_depth",
+        "operatord_queue_wait_seconds_bucket",
+        "operatord_parents_backing_off",
+        "operatord_retries_total",
+        "operatord_leader",
+        "operatord_leader_transitions_total",
+        "operatord_workers_alive",
+        "operatord_worker_restarts_total",
+        "operatord_api_requests_total",
+        "operatord_api_request_duration_seconds_bucket",
+        "operatord_watch_restarts_total",
+        "operatord_cached_objects",
+    ):
+        assert metric in text, metric
+    quantiles = {
+        q
+        for _, e in exprs(dashboard)
+        if "operatord_sync_duration_seconds_bucket" in e
+        for q in re.findall(r"histogram_quantile\(([0-9.]+)", e)
+    }
+    assert quantiles == {"0.5", "0.9", "0.99"}
