@@ -1,0 +1,205 @@
+"""Benchmark: time for N parents to converge, and no-op resync throughput, per worker count.
+
+For each worker count it runs `operatord run` (the example Widget operator) against the
+embedded API server and measures:
+- converge: from the first create until every Widget reports ready with the current
+  observedGeneration (each Widget needs a finalizer write, a ConfigMap create, and two syncs);
+- no-op resync: a fresh operator process lists the converged Widgets and syncs each once,
+  writing nothing; measured from its caches being synced (readyz) until syncs_total >= N.
+
+    python bench/converge.py --parents 1000 --workers 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from operatord.testing import ApiServer  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int, name: str, labels: dict | None = None) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    total = 0.0
+    for fam in text_string_to_metric_families(body):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in (labels or {}).items()):
+                total += s.value
+    return total
+
+
+def http_ok(port: int, path: str) -> bool:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2).status == 200
+    except OSError:
+        return False
+
+
+def wait(pred, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+class Operator:
+    def __init__(self, api, workdir: Path, workers: int):
+        self.metrics = free_port()
+        self.health = free_port()
+        cfg = {
+            "name": "bench",
+            "handler": "examples.widgets:Widgets",
+            "pythonPath": [str(REPO)],
+            "parent": {"apiVersion": "example.com/v1", "kind": "Widget"},
+            "children": [{"apiVersion": "v1", "kind": "ConfigMap"}],
+            "workers": workers,
+            "resyncSeconds": 0,
+            "leaderElection": {"enabled": False},
+            "metrics": {"port": self.metrics},
+            "health": {"port": self.health},
+            "logging": {"format": "json", "level": "warning"},
+        }
+        path = workdir / f"config-{workers}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        self.log = open(workdir / f"operatord-{workers}.log", "a")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "operatord",
+                "run",
+                "--config",
+                str(path),
+                "--kubeconfig",
+                api.kubeconfig,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+        self.log.close()
+
+
+def run_case(parents: int, workers: int) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="operatord-bench-"))
+    with ApiServer() as api:
+        kube = api.client()
+        crd = yaml.safe_load((REPO / "examples" / "widget-crd.yaml").read_text())
+        client.ApiextensionsV1Api(kube).create_custom_resource_definition(crd)
+        client.CoreV1Api(kube).create_namespace({"metadata": {"name": "bench"}})
+        custom = client.CustomObjectsApi(kube)
+        wait(lambda: _served(custom), 10, "CRD served")
+
+        op = Operator(api, workdir, workers)
+        wait(lambda: http_ok(op.health, "/readyz"), 120, "operator ready")
+        t0 = time.monotonic()
+        for i in range(parents):
+            custom.create_namespaced_custom_object(
+                "example.com",
+                "v1",
+                "bench",
+                "widgets",
+                {
+                    "apiVersion": "example.com/v1",
+                    "kind": "Widget",
+                    "metadata": {"name": f"w-{i:05d}"},
+                    "spec": {"size": i % 7},
+                },
+            )
+        t_created = time.monotonic() - t0
+
+        def converged() -> bool:
+            items = custom.list_namespaced_custom_object("example.com", "v1", "bench", "widgets")[
+                "items"
+            ]
+            return sum(1 for w in items if (w.get("status") or {}).get("ready")) >= parents
+
+        wait(converged, 600, "convergence")
+        t_converge = time.monotonic() - t0
+        writes = scrape(op.metrics, "operatord_child_writes_total")
+        conflicts = sum(1 for r in api.requests() if r["code"] == 409)
+        op.stop()
+
+        # No-op resync: a fresh operator syncs every converged parent once, writing nothing.
+        op = Operator(api, workdir, workers)
+        wait(lambda: http_ok(op.health, "/readyz"), 120, "operator ready (resync)")
+        t1 = time.monotonic()
+        wait(lambda: scrape(op.metrics, "operatord_syncs_total") >= parents, 600, "no-op resync")
+        t_resync = time.monotonic() - t1
+        resync_writes = scrape(op.metrics, "operatord_child_writes_total") + scrape(
+            op.metrics, "operatord_status_writes_total"
+        )
+        op.stop()
+    return {
+        "workers": workers,
+        "parents": parents,
+        "create_s": t_created,
+        "converge_s": t_converge,
+        "converge_per_s": parents / t_converge,
+        "child_writes": writes,
+        "conflicts_409": conflicts,
+        "resync_s": t_resync,
+        "resync_per_s": parents / t_resync,
+        "resync_writes": resync_writes,
+    }
+
+
+def _served(custom) -> bool:
+    try:
+        custom.list_namespaced_custom_object("example.com", "v1", "bench", "widgets")
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--parents", type=int, default=1000)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = ap.parse_args()
+    print(f"# operatord converge benchmark — {platform.python_version()}, {os.cpu_count()} CPUs")
+    print(
+        "| workers | parents | converge (s) | parents/s | child writes | 409s "
+        "| no-op resync (s) | syncs/s | writes during resync |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for w in args.workers:
+        r = run_case(args.parents, w)
+        print(
+            f"| {r['workers']} | {r['parents']} | {r['converge_s']:.1f} | {r['converge_per_s']:.0f} "
+            f"| {r['child_writes']:.0f} | {r['conflicts_409']} | {r['resync_s']:.1f} "
+            f"| {r['resync_per_s']:.0f} | {r['resync_writes']:.0f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
