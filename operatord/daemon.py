@@ -34,15 +34,31 @@ EXIT_ERROR = 1
 DRAIN_SECONDS = 25.0
 
 
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
 def lease_namespace(config) -> str:
-    return config.leader_election.lease_namespace or os.environ.get("POD_NAMESPACE") or "default"
+    """leaderElection.leaseNamespace, else $POD_NAMESPACE, else the service account's, else default."""
+    if config.leader_election.lease_namespace:
+        return config.leader_election.lease_namespace
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE) as f:
+            return f.read().strip() or "default"
+    except OSError:
+        return "default"
 
 
 def run(config_path: str, kubeconfig: str | None = None) -> int:
     try:
         config = load_config(config_path)
         load_handler(config.handler, config.python_path)
-    except (ConfigError, HandlerImportError) as exc:
+    except ConfigError as exc:
+        for line in getattr(exc, "errors", None) or [str(exc)]:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_ERROR
+    except HandlerImportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     configure_logging(config.logging_format, config.logging_level, process="leader")
