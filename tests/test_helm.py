@@ -56,11 +56,7 @@ def render_objects(values: dict | None = None, *, namespace: str = NAMESPACE) ->
 
 
 def find(objects: list[dict], kind: str, name_suffix: str = "") -> list[dict]:
-    return [
-        o
-        for o in objects
-        if o["kind"] == kind and o["metadata"]["name"].endswith(name_suffix)
-    ]
+    return [o for o in objects if o["kind"] == kind and o["metadata"]["name"].endswith(name_suffix)]
 
 
 def one(objects: list[dict], kind: str, name_suffix: str = "") -> dict:
@@ -89,14 +85,14 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-HANDLER_SOURCE = '''\
+HANDLER_SOURCE = """\
 from operatord import SyncResponse
 
 
 def sync(request):
     name = request.parent["metadata"]["name"]
     return SyncResponse(status={"seen": True}, children=[])
-'''
+"""
 
 CUSTOM_IMAGE = ROOT / "examples" / "custom-image"
 
@@ -116,9 +112,7 @@ VARIANTS: dict[str, dict] = {
             "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
         },
         "serviceMonitor": {"enabled": True},
-        "rbac": {
-            "extraRules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
-        },
+        "rbac": {"extraRules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]},
         "extraEnv": [{"name": "ACME_MODE", "value": "strict"}],
         "image": {"digest": "sha256:" + "a" * 64},
     },
@@ -175,7 +169,9 @@ BAD_VALUES = {
     "bad-api-version": {"config": {"parent": {"apiVersion": "example.com"}}},
     "bad-plural": {"config": {"parent": {"plural": "Widgets"}}},
     "bad-update-strategy": {
-        "config": {"children": [{"apiVersion": "v1", "kind": "ConfigMap", "updateStrategy": "Merge"}]}
+        "config": {
+            "children": [{"apiVersion": "v1", "kind": "ConfigMap", "updateStrategy": "Merge"}]
+        }
     },
     "workers-zero": {"config": {"workers": 0}},
     "jitter-above-one": {"config": {"backoff": {"jitter": 1.5}}},
@@ -403,10 +399,13 @@ def test_container_runs_the_mounted_config_with_pod_namespace_from_downward_api(
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert mounts["/etc/operatord"] == "config" and mounts["/tmp"] == "tmp"
-    volumes = {v["name"]: v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["config"]["configMap"]["name"] == one(objects, "ConfigMap", "-config")[
-        "metadata"
-    ]["name"]
+    volumes = {
+        v["name"]: v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    }
+    assert (
+        volumes["config"]["configMap"]["name"]
+        == one(objects, "ConfigMap", "-config")["metadata"]["name"]
+    )
     assert rendered_config(objects)["leaderElection"]["leaseNamespace"] == ""
 
 
@@ -424,7 +423,9 @@ def test_config_checksum_rolls_pods_on_config_changes_only() -> None:
 
 def test_handler_code_change_rolls_pods() -> None:
     def handler_checksum(source: str) -> str:
-        values = merge(VARIANTS["handler-configmap"], {"handlerCode": {"files": {"myhandler.py": source}}})
+        values = merge(
+            VARIANTS["handler-configmap"], {"handlerCode": {"files": {"myhandler.py": source}}}
+        )
         pod = one(render_objects(values), "Deployment")["spec"]["template"]
         return pod["metadata"]["annotations"]["checksum/handler"]
 
@@ -441,9 +442,15 @@ def test_replicas_spread_over_nodes_unless_affinity_is_given() -> None:
     spec = one(render_objects(), "Deployment")["spec"]["template"]["spec"]
     term = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
     assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
-    custom = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": [
-            {"key": "pool", "operator": "In", "values": ["ops"]}]}]}}}
+    custom = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["ops"]}]}
+                ]
+            }
+        }
+    }
     spec = one(render_objects({"affinity": custom}), "Deployment")["spec"]["template"]["spec"]
     assert spec["affinity"] == custom
 
@@ -499,7 +506,9 @@ def test_handler_from_configmap_is_mounted_and_importable(tmp_path: Path) -> Non
     code = one(objects, "ConfigMap", "-handler")
     container = deployment_container(objects)
     volumes = one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
-    assert {"name": "handler", "mountPath": str(mount), "readOnly": True} in container["volumeMounts"]
+    assert {"name": "handler", "mountPath": str(mount), "readOnly": True} in container[
+        "volumeMounts"
+    ]
     assert {"name": "handler", "configMap": {"name": code["metadata"]["name"]}} in volumes
     # What the kubelet would do: one file per ConfigMap key in the mount path.
     mount.mkdir()
@@ -515,7 +524,10 @@ def test_handler_from_configmap_is_mounted_and_importable(tmp_path: Path) -> Non
 
 def test_existing_handler_configmap_is_mounted_without_creating_one() -> None:
     objects = render_objects(
-        {"handlerCode": {"enabled": True, "existingConfigMap": "my-code"}, "config": {"handler": "h:sync"}}
+        {
+            "handlerCode": {"enabled": True, "existingConfigMap": "my-code"},
+            "config": {"handler": "h:sync"},
+        }
     )
     assert not find(objects, "ConfigMap", "-handler")
     volumes = one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
@@ -745,7 +757,9 @@ def test_custom_image_rbac_covers_several_child_types() -> None:
 
 def test_rbac_has_no_wildcards_and_extra_rules_are_appended() -> None:
     for variant in VARIANTS.values():
-        for role in find(render_objects(variant), "ClusterRole") + find(render_objects(variant), "Role"):
+        for role in find(render_objects(variant), "ClusterRole") + find(
+            render_objects(variant), "Role"
+        ):
             for rule in role["rules"]:
                 for field in ("apiGroups", "resources", "verbs"):
                     assert "*" not in rule[field], (role["metadata"]["name"], rule)
@@ -767,14 +781,22 @@ def test_rbac_has_no_wildcards_and_extra_rules_are_appended() -> None:
     ],
 )
 def test_plural_guess_and_override(kind: str, plural: str, expected: str) -> None:
-    values = {"config": {"parent": {"apiVersion": "example.com/v1", "kind": kind, "plural": plural}}}
+    values = {
+        "config": {"parent": {"apiVersion": "example.com/v1", "kind": kind, "plural": plural}}
+    }
     parent_resources = {g.resource for g in default_grants(values) if g.group == "example.com"}
     assert parent_resources == {expected, f"{expected}/status", f"{expected}/finalizers"}
 
 
 def test_core_group_children_map_to_the_empty_api_group() -> None:
-    values = {"config": {"children": [{"apiVersion": "v1", "kind": "Secret"},
-                                      {"apiVersion": "batch/v1", "kind": "Job"}]}}
+    values = {
+        "config": {
+            "children": [
+                {"apiVersion": "v1", "kind": "Secret"},
+                {"apiVersion": "batch/v1", "kind": "Job"},
+            ]
+        }
+    }
     children = {(g.group, g.resource) for g in default_grants(values) if g.verb == "delete"}
     assert children == {("", "secrets"), ("batch", "jobs")}
 
@@ -784,13 +806,43 @@ def test_core_group_children_map_to_the_empty_api_group() -> None:
 ENGINE_REQUESTS = [
     {"verb": "list", "apiGroup": "example.com", "resource": "widgets", "namespace": None},
     {"verb": "watch", "apiGroup": "example.com", "resource": "widgets", "namespace": None},
-    {"verb": "get", "apiGroup": "example.com", "resource": "widgets", "namespace": "apps", "name": "w"},
-    {"verb": "patch", "apiGroup": "example.com", "resource": "widgets", "namespace": "apps", "name": "w"},
-    {"verb": "update", "apiGroup": "example.com", "resource": "widgets", "namespace": "apps", "name": "w"},
-    {"verb": "update", "apiGroup": "example.com", "resource": "widgets", "subresource": "status",
-     "namespace": "apps", "name": "w"},
-    {"verb": "patch", "apiGroup": "example.com", "resource": "widgets", "subresource": "status",
-     "namespace": "apps", "name": "w"},
+    {
+        "verb": "get",
+        "apiGroup": "example.com",
+        "resource": "widgets",
+        "namespace": "apps",
+        "name": "w",
+    },
+    {
+        "verb": "patch",
+        "apiGroup": "example.com",
+        "resource": "widgets",
+        "namespace": "apps",
+        "name": "w",
+    },
+    {
+        "verb": "update",
+        "apiGroup": "example.com",
+        "resource": "widgets",
+        "namespace": "apps",
+        "name": "w",
+    },
+    {
+        "verb": "update",
+        "apiGroup": "example.com",
+        "resource": "widgets",
+        "subresource": "status",
+        "namespace": "apps",
+        "name": "w",
+    },
+    {
+        "verb": "patch",
+        "apiGroup": "example.com",
+        "resource": "widgets",
+        "subresource": "status",
+        "namespace": "apps",
+        "name": "w",
+    },
     {"verb": "list", "apiGroup": "", "resource": "configmaps", "namespace": None},
     {"verb": "watch", "apiGroup": "", "resource": "configmaps", "namespace": None},
     {"verb": "create", "apiGroup": "", "resource": "configmaps", "namespace": "apps"},
@@ -798,12 +850,26 @@ ENGINE_REQUESTS = [
     {"verb": "patch", "apiGroup": "", "resource": "configmaps", "namespace": "apps", "name": "w"},
     {"verb": "delete", "apiGroup": "", "resource": "configmaps", "namespace": "apps", "name": "w"},
     {"verb": "create", "apiGroup": "", "resource": "events", "namespace": "apps"},
-    {"verb": "get", "apiGroup": "coordination.k8s.io", "resource": "leases", "namespace": NAMESPACE,
-     "name": "widget-operator-leader"},
-    {"verb": "create", "apiGroup": "coordination.k8s.io", "resource": "leases",
-     "namespace": NAMESPACE},
-    {"verb": "update", "apiGroup": "coordination.k8s.io", "resource": "leases",
-     "namespace": NAMESPACE, "name": "widget-operator-leader"},
+    {
+        "verb": "get",
+        "apiGroup": "coordination.k8s.io",
+        "resource": "leases",
+        "namespace": NAMESPACE,
+        "name": "widget-operator-leader",
+    },
+    {
+        "verb": "create",
+        "apiGroup": "coordination.k8s.io",
+        "resource": "leases",
+        "namespace": NAMESPACE,
+    },
+    {
+        "verb": "update",
+        "apiGroup": "coordination.k8s.io",
+        "resource": "leases",
+        "namespace": NAMESPACE,
+        "name": "widget-operator-leader",
+    },
 ]
 
 
@@ -817,15 +883,34 @@ def test_rbac_allows_every_request_the_engine_makes() -> None:
     "request_",
     [
         {"verb": "get", "apiGroup": "", "resource": "secrets", "namespace": "apps", "name": "s"},
-        {"verb": "delete", "apiGroup": "example.com", "resource": "widgets", "namespace": "apps",
-         "name": "w"},
-        {"verb": "update", "apiGroup": "coordination.k8s.io", "resource": "leases",
-         "namespace": NAMESPACE, "name": "someone-elses-lease"},
-        {"verb": "get", "apiGroup": "coordination.k8s.io", "resource": "leases",
-         "namespace": "kube-system", "name": "widget-operator-leader"},
+        {
+            "verb": "delete",
+            "apiGroup": "example.com",
+            "resource": "widgets",
+            "namespace": "apps",
+            "name": "w",
+        },
+        {
+            "verb": "update",
+            "apiGroup": "coordination.k8s.io",
+            "resource": "leases",
+            "namespace": NAMESPACE,
+            "name": "someone-elses-lease",
+        },
+        {
+            "verb": "get",
+            "apiGroup": "coordination.k8s.io",
+            "resource": "leases",
+            "namespace": "kube-system",
+            "name": "widget-operator-leader",
+        },
         {"verb": "create", "apiGroup": "events.k8s.io", "resource": "events", "namespace": "apps"},
-        {"verb": "list", "apiGroup": "coordination.k8s.io", "resource": "leases",
-         "namespace": NAMESPACE},
+        {
+            "verb": "list",
+            "apiGroup": "coordination.k8s.io",
+            "resource": "leases",
+            "namespace": NAMESPACE,
+        },
     ],
 )
 def test_rbac_denies_what_the_engine_does_not_need(request_: dict) -> None:
@@ -834,8 +919,12 @@ def test_rbac_denies_what_the_engine_does_not_need(request_: dict) -> None:
 
 def test_namespaced_rbac_denies_other_namespaces() -> None:
     grants = default_grants(VARIANTS["namespaced"])
-    watch_here = {"verb": "watch", "apiGroup": "example.com", "resource": "widgets",
-                  "namespace": "team-a"}
+    watch_here = {
+        "verb": "watch",
+        "apiGroup": "example.com",
+        "resource": "widgets",
+        "namespace": "team-a",
+    }
     assert allowed(grants, watch_here)
     assert not allowed(grants, {**watch_here, "namespace": "team-b"})
     assert not allowed(grants, {**watch_here, "namespace": None})
@@ -881,7 +970,8 @@ def test_end_to_end_rbac_covers_every_request_operatord_makes(tmp_path: Path) ->
     testing = pytest.importorskip("operatord.testing")
     if not hasattr(testing, "ApiServer"):
         pytest.skip("operatord.testing.ApiServer is not there yet")
-    from kubernetes import client, config as kube_config
+    from kubernetes import client
+    from kubernetes import config as kube_config
 
     objects = render_objects({"replicaCount": 1})
     grants = rbac_grants(objects, one(objects, "ServiceAccount")["metadata"]["name"], NAMESPACE)
@@ -909,19 +999,35 @@ def test_end_to_end_rbac_covers_every_request_operatord_makes(tmp_path: Path) ->
             core.create_namespace({"metadata": {"name": ns}})
             mine("create", "", "namespaces")
         custom = client.CustomObjectsApi(kclient)
-        widget = {"apiVersion": "example.com/v1", "kind": "Widget",
-                  "metadata": {"name": "w", "namespace": "apps"}, "spec": {"size": 2}}
+        widget = {
+            "apiVersion": "example.com/v1",
+            "kind": "Widget",
+            "metadata": {"name": "w", "namespace": "apps"},
+            "spec": {"size": 2},
+        }
         custom.create_namespaced_custom_object("example.com", "v1", "apps", "widgets", widget)
         mine("create", "example.com", "widgets", "apps")
         before = len(api.requests())
 
         env = dict(os.environ, POD_NAMESPACE=NAMESPACE, PYTHONPATH=str(ROOT))
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "operatord", "run", "--config", str(config_path),
-             "--kubeconfig", kubeconfig],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "operatord",
+                "run",
+                "--config",
+                str(config_path),
+                "--kubeconfig",
+                kubeconfig,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         try:
+
             def ready():
                 mine("get", "example.com", "widgets", "apps", "w")
                 w = custom.get_namespaced_custom_object("example.com", "v1", "apps", "widgets", "w")
@@ -955,8 +1061,14 @@ def test_end_to_end_rbac_covers_every_request_operatord_makes(tmp_path: Path) ->
         recorded = api.requests()[before:]
     operator_requests = []
     for r in recorded:
-        key = (r["verb"], r["apiGroup"], r["resource"], r.get("subresource") or None,
-               r.get("namespace") or None, r.get("name") or None)
+        key = (
+            r["verb"],
+            r["apiGroup"],
+            r["resource"],
+            r.get("subresource") or None,
+            r.get("namespace") or None,
+            r.get("name") or None,
+        )
         if own[key]:
             own[key] -= 1
             continue
@@ -967,8 +1079,11 @@ def test_end_to_end_rbac_covers_every_request_operatord_makes(tmp_path: Path) ->
     denied = [r for r in operator_requests if not allowed(grants, r)]
     assert denied == [], denied
     used = {
-        (r["apiGroup"], r["resource"] + (f"/{r['subresource']}" if r.get("subresource") else ""),
-         r["verb"])
+        (
+            r["apiGroup"],
+            r["resource"] + (f"/{r['subresource']}" if r.get("subresource") else ""),
+            r["verb"],
+        )
         for r in operator_requests
     }
     granted = {(g.group, g.resource, g.verb) for g in grants}
@@ -1017,8 +1132,12 @@ def test_pod_disruption_budget_is_optional() -> None:
     )
     assert pdb["spec"] == {
         "maxUnavailable": 1,
-        "selector": {"matchLabels": {"app.kubernetes.io/name": "operatord",
-                                     "app.kubernetes.io/instance": RELEASE}},
+        "selector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "operatord",
+                "app.kubernetes.io/instance": RELEASE,
+            }
+        },
     }
 
 
@@ -1064,7 +1183,11 @@ def test_helm_test_hooks_check_the_config_and_the_metrics_endpoint() -> None:
         assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
         assert pod["spec"]["restartPolicy"] == "Never"
     check = pods[f"{RELEASE}-operatord-test-config"]["spec"]
-    assert check["containers"][0]["args"] == ["check-config", "--config", "/etc/operatord/config.yaml"]
+    assert check["containers"][0]["args"] == [
+        "check-config",
+        "--config",
+        "/etc/operatord/config.yaml",
+    ]
     assert {v["name"] for v in check["volumes"]} == {"config", "tmp", "handler"}
     scrape = pods[f"{RELEASE}-operatord-test-metrics"]["spec"]["containers"][0]
     service = one(objects, "Service", "-metrics")["metadata"]["name"]
@@ -1093,6 +1216,13 @@ def test_chart_readme_documents_every_top_level_value() -> None:
 def test_deploy_doc_shows_install_command_and_required_values() -> None:
     doc = (ROOT / "docs" / "deploy.md").read_text()
     assert "helm install" in doc
-    for value in ("image.repository", "config.name", "config.handler", "config.parent",
-                  "config.children", "config.namespace", "handlerCode"):
+    for value in (
+        "image.repository",
+        "config.name",
+        "config.handler",
+        "config.parent",
+        "config.children",
+        "config.namespace",
+        "handlerCode",
+    ):
         assert value in doc, value
