@@ -1,1 +1,9 @@
-"""Test support for operatord: an embedded Kubernetes API server you can run in-process."""
+"""Test support for operatord: an embedded Kubernetes API server you can run in-process.
+
+`ApiServer` serves the Kubernetes API over real HTTP on 127.0.0.1 so that the official
+`kubernetes` client, kubectl and kopf talk to it unmodified. See docs/apiserver.md.
+"""
+
+from operatord.testing.apiserver import ApiServer, FaultsClient, serve_forever, write_kubeconfig
+
+__all__ = ["ApiServer", "FaultsClient", "serve_forever", "write_kubeconfig"]
