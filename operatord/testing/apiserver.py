@@ -417,15 +417,16 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     if exit_on_stdin_eof:
 
-        def watch_stdin() -> None:
+        def on_stdin() -> None:
             try:
-                while sys.stdin.buffer.read(4096):
-                    pass
-            except (OSError, ValueError):
-                pass
-            loop.call_soon_threadsafe(stop.set)
+                data = os.read(0, 4096)
+            except OSError:
+                data = b""
+            if not data:
+                loop.remove_reader(0)
+                stop.set()
 
-        threading.Thread(target=watch_stdin, daemon=True).start()
+        loop.add_reader(0, on_stdin)
     await stop.wait()
     await srv.close()
     return 0
