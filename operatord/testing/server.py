@@ -377,6 +377,10 @@ class ApiHttpServer:
             }
         if path == "/apis":
             return 200, self.registry.api_group_list()
+        if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
+            doc = self.registry.openapi_v3(path[len("/openapi/v3") :].lstrip("/"))
+            if doc is not None:
+                return 200, doc
         if path in ("/healthz", "/livez", "/readyz"):
             return 200, "ok"
         if path == "/":
