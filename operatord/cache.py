@@ -199,6 +199,17 @@ class Cache:
         with self._lock:
             return self._parents.get(uid), list(self._children.get(uid, {}).values())
 
+    def versions(self, uid: str) -> dict[ChildKey, str]:
+        """resourceVersion of the parent and of each of its children, by object key."""
+        with self._lock:
+            out = {}
+            parent = self._parents.get(uid)
+            if parent is not None:
+                out[child_key(parent)] = _meta(parent).get("resourceVersion", "")
+            for key, obj in self._children.get(uid, {}).items():
+                out[key] = _meta(obj).get("resourceVersion", "")
+            return out
+
     def counts(self) -> dict[str, int]:
         """Cached objects by type, e.g. ``{"parents": 10, "v1/ConfigMap": 12}``."""
         with self._lock:

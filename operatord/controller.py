@@ -8,7 +8,11 @@ Guarantees:
   first sync of a parent already sees its existing children.
 - Objects a worker wrote are put into the cache before its parent can be dispatched again, so a
   sync never acts on state older than our own writes; watch events carrying nothing newer than
-  the cache do not cause syncs.
+  the cache (the echoes of our own writes) do not cause syncs.
+- A sync that wrote children is followed by one more sync, so the handler observes the children
+  it caused (and can report them in status); a sync that wrote no child is not, unless something
+  else changed meanwhile. A handler that returns different children on every call therefore
+  loops: desired state must be a function of observed state.
 - A failed sync or finalize is retried after the parent's exponential backoff; success resets
   it. Periodic resync goes through the low-priority lane of the queue.
 - A worker that dies, or exceeds its deadline, is killed and replaced; the parent it was
@@ -27,7 +31,7 @@ import multiprocess
 import structlog
 
 from operatord.backoff import Backoff
-from operatord.cache import Cache
+from operatord.cache import Cache, child_key
 from operatord.config import Config
 from operatord.health import Heartbeat
 from operatord.informer import Informer
@@ -153,6 +157,9 @@ class Controller:
             for i in range(config.workers)
         ]
         self._threads: list[threading.Thread] = []
+        # uid -> "changed while in flight"; guarded by _inflight_lock.
+        self._inflight: dict[str, bool] = {}
+        self._inflight_lock = threading.Lock()
         self.parent_resource: Resource | None = None
         self.child_resources: list[Resource] = []
         self.task_deadline = config.handler_timeout_seconds + 60
@@ -290,15 +297,25 @@ class Controller:
         return self.queues[shard_for(uid, len(self.queues))]
 
     def enqueue(self, uid: str) -> None:
-        if self.cache.parent(uid) is not None:
-            self._queue_for(uid).add(uid)
+        """Queue a sync of ``uid`` because its state changed.
+
+        While the parent is being synced, the change is only noted: when the sync ends, it is
+        queued again unless every change seen meanwhile was the echo of the sync's own writes.
+        """
+        if self.cache.parent(uid) is None:
+            return
+        with self._inflight_lock:
+            if uid in self._inflight:
+                self._inflight[uid] = True
+                return
+        self._queue_for(uid).add(uid)
 
     def _on_parent_list(self, items: list[dict]) -> None:
         changed, removed = self.cache.replace_parents(items)
         for uid in removed:
             self._queue_for(uid).discard(uid)
         for uid in changed:
-            self._queue_for(uid).add(uid)
+            self.enqueue(uid)
 
     def _on_parent_event(self, etype: str, obj: dict) -> None:
         uid = obj["metadata"].get("uid")
@@ -306,7 +323,7 @@ class Controller:
             self.cache.delete_parent(obj)
             self._queue_for(uid).discard(uid)
         elif self.cache.upsert_parent(obj):
-            self._queue_for(uid).add(uid)
+            self.enqueue(uid)
 
     def _on_child_list(self, res: Resource, items: list[dict]) -> None:
         for uid in self.cache.replace_children(res.api_version, res.kind, items):
@@ -339,20 +356,32 @@ class Controller:
                     self._replace_idle(slot)
                 continue
             uid = item.key
+            with self._inflight_lock:
+                self._inflight[uid] = False
+            expected = None
             try:
                 self.metrics.observe("queue_wait_seconds", item.waited)
-                self._dispatch(index, slot, queue, uid)
+                expected = self._dispatch(index, slot, queue, uid)
             except Exception:  # noqa: BLE001 - the dispatcher must survive anything
                 log.exception("dispatch failed", worker=index, uid=uid)
                 queue.add_rate_limited(uid)
                 self.metrics.inc("retries_total")
             finally:
+                with self._inflight_lock:
+                    changed = self._inflight.pop(uid, False)
                 queue.done(uid)
+                if changed and (expected is None or self.cache.versions(uid) != expected):
+                    queue.add(uid)
 
-    def _dispatch(self, index: int, slot: WorkerSlot, queue: WorkQueue, uid: str) -> None:
+    def _dispatch(
+        self, index: int, slot: WorkerSlot, queue: WorkQueue, uid: str
+    ) -> dict[tuple, str] | None:
+        """Run one sync; returns the object versions the cache should hold if nothing but the
+        sync's own writes happened meanwhile (None when unknown or a re-sync is due)."""
+        expected = self.cache.versions(uid)
         parent, children = self.cache.snapshot(uid)
         if parent is None:
-            return
+            return None
         task = {
             "op": "sync",
             "uid": uid,
@@ -380,8 +409,23 @@ class Controller:
             self.metrics.inc("retries_total")
             if not self.stopping.is_set():
                 self._start_slot(slot)
-            return
+            return None
         self._handle_result(queue, uid, result)
+        parent_key = child_key(parent)
+        if result.get("outcome") == "ok" and any(
+            child_key(w["object"]) != parent_key for w in result.get("written") or []
+        ):
+            # The children changed: sync once more so the handler observes what it caused.
+            with self._inflight_lock:
+                self._inflight[uid] = True
+            return None
+        for w in result.get("written") or []:
+            key = child_key(w["object"])
+            if w["action"] == "upsert":
+                expected[key] = w["object"]["metadata"].get("resourceVersion", "")
+            else:
+                expected.pop(key, None)
+        return expected
 
     def _replace_idle(self, slot: WorkerSlot) -> None:
         """Replace a worker that died while it had no task (no parent is charged for it)."""

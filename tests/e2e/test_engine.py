@@ -166,7 +166,7 @@ def test_invalid_responses_mark_only_that_parent(operator, kube, ns):
     assert configmap(kube, ns, "undeclared") is None
     assert not (get_widget(kube, ns, "undeclared").get("status") or {})
     out = op.output()
-    assert "invalid" in out and "not declared" in out
+    assert "invalid handler response" in out and "not a configured child type" in out
 
 
 def test_finalize_retries_with_backoff_then_removes_finalizer(operator, kube, ns):
