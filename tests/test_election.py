@@ -200,6 +200,28 @@ def test_a_forged_lease_that_is_never_renewed_is_taken_over(kube, lease_name):
         a.halt()
 
 
+def test_a_standby_wakes_when_the_observed_lease_expires_not_at_its_next_poll(kube, lease_name):
+    # With a 0.9s retry period, polls fall at ~0.9s and ~1.8s after the first read, then ~2.7s:
+    # only a wake-up scheduled at the expiry (2s after observing) takes over close to 2s.
+    kube.request(
+        "POST",
+        f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases",
+        body={
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": lease_name, "namespace": NS},
+            "spec": {"holderIdentity": "ghost", "leaseDurationSeconds": 2},
+        },
+    )
+    began = time.monotonic()
+    a = Candidate(kube, lease_name, "a", retry_period=0.9)
+    try:
+        wait_for(lambda: a.started_at, timeout=10, what="takeover")
+        assert 2 - 0.05 <= a.started_at - began <= 2 + 0.35
+    finally:
+        a.halt()
+
+
 def test_a_lease_renewed_by_its_holder_is_never_taken(kube, lease_name):
     holder = Candidate(kube, lease_name, "holder")
     wait_for(lambda: holder.elector.is_leader, what="holder leads")
