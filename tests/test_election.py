@@ -337,6 +337,44 @@ def test_the_leader_gives_up_when_renewals_fail_past_the_deadline(lease_name):
             server.__exit__(None, None, None)
 
 
+@pytest.fixture
+def own_api():
+    """A private API server for tests that inject faults."""
+    with ApiServer() as server:
+        yield server
+
+
+def test_the_watchdog_gives_up_on_time_while_a_renewal_hangs(own_api, lease_name):
+    k = Kube(ClientSettings(kubeconfig=own_api.kubeconfig))
+    a = Candidate(k, lease_name, "a")
+    try:
+        wait_for(lambda: a.elector.is_leader, what="a leads")
+        own_api.faults.set_latency(10.0)  # every request now hangs far past the deadline
+        wait_for(lambda: a.stopped_at, timeout=RD + 5, what="on_stopped_leading")
+        assert RD - 0.05 <= a.stopped_at - a.elector.last_renewal <= RD + SLACK
+        assert not a.elector.is_leader
+    finally:
+        own_api.faults.set_latency(0.0)
+        a.halt()
+
+
+def test_failures_shorter_than_the_renew_deadline_are_ridden_out(own_api, lease_name):
+    k = Kube(ClientSettings(kubeconfig=own_api.kubeconfig))
+    a = Candidate(k, lease_name, "a")
+    try:
+        wait_for(lambda: a.elector.is_leader, what="a leads")
+        own_api.faults.add_error(500, resources=["leases"], count=3)  # ~3 retry periods
+        wait_for(lambda: own_api.faults.get()["errors"][0]["count"] == 0, what="faults used")
+        renewed_after = time.monotonic()
+        wait_for(lambda: a.elector.last_renewal > renewed_after, what="a renewal after faults")
+        assert a.stopped_at is None and a.elector.is_leader
+        own_api.faults.add_error(500, resources=["leases"])  # now they never stop
+        wait_for(lambda: a.stopped_at, timeout=RD + 5, what="on_stopped_leading")
+        assert a.stopped_at - a.elector.last_renewal <= RD + SLACK
+    finally:
+        a.halt()
+
+
 def test_on_started_leading_failure_gives_up_leadership(kube, lease_name):
     def boom():
         raise RuntimeError("controller failed to start")
