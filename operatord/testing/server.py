@@ -733,6 +733,10 @@ class ApiHttpServer:
                     while evs:
                         t, o = evs.popleft()
                         lines.append(_event_line(t, o, api_version, convert))
+                    if bookmarks and loop.time() - last_bookmark >= self.bookmark_interval:
+                        # a busy stream still gets its periodic bookmark, after the events
+                        lines.append(self._bookmark(rt, api_version))
+                        last_bookmark = loop.time()
                     writer.write(_chunk(b"".join(lines)))
                     await writer.drain()
                     continue

@@ -251,3 +251,37 @@ def test_list_resource_version_and_items_kind(client, core, ns):
     status, body = raw(client, "GET", f"/api/v1/namespaces/{ns}/configmaps")
     assert body["kind"] == "ConfigMapList" and body["metadata"]["resourceVersion"].isdigit()
     assert body["items"][0]["kind"] == "ConfigMap" and body["items"][0]["apiVersion"] == "v1"
+
+
+def test_busy_stream_still_gets_bookmarks(core, ns):
+    """Writes every few milliseconds never leave the stream idle; bookmarks still come."""
+    import threading
+
+    rv = core.list_namespaced_config_map(ns).metadata.resource_version
+    stop = threading.Event()
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            make(core, ns, f"busy{i}")
+            i += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    seen = {"BOOKMARK": 0, "ADDED": 0}
+    w = watch.Watch()
+    try:
+        for ev in w.stream(
+            core.list_namespaced_config_map,
+            ns,
+            resource_version=rv,
+            allow_watch_bookmarks=True,
+            timeout_seconds=10,
+        ):
+            seen[ev["type"]] = seen.get(ev["type"], 0) + 1
+            if seen["BOOKMARK"] >= 2:
+                w.stop()
+    finally:
+        stop.set()
+        t.join()
+    assert seen["BOOKMARK"] >= 2 and seen["ADDED"] > 10
