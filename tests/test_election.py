@@ -14,7 +14,12 @@ from collections.abc import Callable
 
 import pytest
 
-from operatord.election import LeaderElector, default_identity, rfc3339_micro
+from operatord.election import (
+    LeaderElector,
+    default_identity,
+    default_namespace,
+    rfc3339_micro,
+)
 from operatord.kube import ApiError, ClientSettings, Kube
 from operatord.metrics import Metrics
 from operatord.testing import ApiServer
@@ -399,3 +404,11 @@ def test_settings_are_validated_and_identity_is_unique():
     a, b = default_identity(), default_identity()
     assert a != b and re.match(r"^.+_[0-9a-f]{12}$", a)
     assert MICRO.match(rfc3339_micro())
+
+
+def test_default_namespace_prefers_the_pod_namespace(monkeypatch):
+    monkeypatch.setenv("POD_NAMESPACE", "operators")
+    assert default_namespace() == "operators"
+    monkeypatch.delenv("POD_NAMESPACE")
+    monkeypatch.setattr("operatord.election._SERVICE_ACCOUNT_NAMESPACE", "/nonexistent/ns")
+    assert default_namespace() == "default"

@@ -48,6 +48,7 @@ with bind_parent(parent, worker=3):
     except ZeroDivisionError:
         log.exception("handler raised")
 log.info("after sync")
+get_logger("operatord.custom").info("named", x=1)
 log.debug("hidden at info")
 logging.getLogger("kubernetes.client.rest").info("plain stdlib %s", "line")
 """
@@ -66,7 +67,9 @@ def test_json_lines_with_static_and_bound_context_from_structlog_and_stdlib():
         "handler raised",
         "after sync",
         "plain stdlib line",
+        "named",
     }
+    assert by_event["named"]["logger"] == "operatord.custom"
     for e in events:
         assert e["process"] == "worker" and e["worker"] == 3
         assert e["timestamp"].endswith("Z") and "T" in e["timestamp"]
