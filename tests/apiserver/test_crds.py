@@ -135,3 +135,32 @@ def test_invalid_crd_is_422(client):
         client, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", bad
     )
     assert status == 422 and body["reason"] == "Invalid"
+
+
+def test_multiple_served_versions(client, custom):
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "multis.mv.example.com"},
+        "spec": {
+            "group": "mv.example.com",
+            "names": {"plural": "multis", "kind": "Multi"},
+            "scope": "Namespaced",
+            "versions": [
+                {"name": "v1beta1", "served": True, "storage": False},
+                {"name": "v1", "served": True, "storage": True},
+            ],
+        },
+    }
+    kubernetes.client.ApiextensionsV1Api(client).create_custom_resource_definition(crd)
+    obj = {
+        "apiVersion": "mv.example.com/v1",
+        "kind": "Multi",
+        "metadata": {"name": "m"},
+        "spec": {"a": 1},
+    }
+    custom.create_namespaced_custom_object("mv.example.com", "v1", "default", "multis", obj)
+    old = custom.get_namespaced_custom_object("mv.example.com", "v1beta1", "default", "multis", "m")
+    assert old["apiVersion"] == "mv.example.com/v1beta1" and old["spec"] == {"a": 1}
+    status, doc = raw(client, "GET", "/apis/mv.example.com")
+    assert doc["preferredVersion"]["version"] == "v1"

@@ -119,3 +119,35 @@ def test_keep_alive_reuses_connections(api, core, ns):
     pool = core.api_client.rest_client.pool_manager
     conns = sum(p.num_connections for p in pool.pools._container.values())
     assert conns <= 2
+
+
+def test_many_concurrent_watches(api, core, ns):
+    import http.client
+    import threading
+
+    rv = core.list_namespaced_config_map(ns).metadata.resource_version
+    n = 100
+    received = []
+    lock = threading.Lock()
+
+    def watcher():
+        conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=20)
+        conn.request(
+            "GET",
+            f"/api/v1/namespaces/{ns}/configmaps?watch=true&resourceVersion={rv}&timeoutSeconds=15",
+        )
+        line = conn.getresponse().readline()
+        with lock:
+            received.append(json.loads(line)["object"]["metadata"]["name"])
+        conn.close()
+
+    threads = [threading.Thread(target=watcher) for _ in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while api.state()["watches"] < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "fanout"}})
+    for t in threads:
+        t.join(20)
+    assert received == ["fanout"] * n
