@@ -217,6 +217,9 @@ class Controller:
 
     def _start(self) -> None:
         cfg = self.config
+        t = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
+        t.start()
+        self._threads.append(t)
         self.parent_resource = self._resolve(cfg.parent.api_version, cfg.parent.kind)
         self.child_resources = [self._resolve(c.api_version, c.kind) for c in cfg.children]
         for slot in self.slots:
@@ -254,9 +257,6 @@ class Controller:
             )
             t.start()
             self._threads.append(t)
-        t = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
-        t.start()
-        self._threads.append(t)
         while not self.stopping.is_set():
             if all(inf.synced.wait(0.2) for inf in self.informers):
                 break
@@ -476,8 +476,13 @@ class Controller:
     # ---- housekeeping ---------------------------------------------------------------------
 
     def _housekeeping(self) -> None:
-        while not self.stopping.wait(1.0):
-            self.update_gauges()
+        while True:
+            try:
+                self.update_gauges()
+            except Exception:  # noqa: BLE001 - gauges must not kill the loop
+                log.exception("updating gauges failed")
+            if self.stopping.wait(0.5):
+                return
 
     def update_gauges(self) -> None:
         m = self.metrics

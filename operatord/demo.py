@@ -120,6 +120,10 @@ def main(parents: int = 30, workers: int = 2, timeout: float = 120.0) -> int:
         custom = client.CustomObjectsApi(api_client)
         try:
             t0 = time.monotonic()
+            if not _wait_ready(health_port, proc, timeout):
+                return _fail(proc, log_path, "operatord did not become ready")
+            _say(f"   leader elected, caches synced, workers up in {time.monotonic() - t0:.1f}s")
+            t0 = time.monotonic()
             for i in range(parents):
                 custom.create_namespaced_custom_object(
                     "example.com",
@@ -187,7 +191,8 @@ def main(parents: int = 30, workers: int = 2, timeout: float = 120.0) -> int:
                     )
                     or key == "operatord_leader"
                 ):
-                    _say(f"   {key} = {m[key]:g}")
+                    if m[key]:
+                        _say(f"   {key} = {m[key]:g}")
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -198,6 +203,19 @@ def main(parents: int = 30, workers: int = 2, timeout: float = 120.0) -> int:
             log_file.close()
         _say(f"7. operatord drained and exited with status {code}; demo complete")
         return 0 if code == 0 else 1
+
+
+def _wait_ready(port: int, proc, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
 
 
 def _widgets(custom) -> list[dict]:
