@@ -6,8 +6,10 @@ Guarantees:
   namespaced parent raises `ResponseError` and nothing is written for that parent.
 - Every desired child gets the labels ``operatord.io/parent-uid`` and
   ``app.kubernetes.io/managed-by`` and a controller ownerReference to the parent.
-- Only the fields the handler sets are compared: a child whose observed state already contains
-  every desired field is not written, so an unchanged response causes no write.
+- Only the fields the handler sets are compared (after folding write-only fields such as a
+  Secret's ``stringData`` into what the server stores): a child whose observed state already
+  contains every desired field is not written, so an unchanged response causes no write. An
+  update the server answers without a new resourceVersion counts as no change.
 - Per child type, ``updateStrategy`` decides what happens to a child that differs:
   Replace = PUT of the observed object with the desired fields laid over it (optimistic
   concurrency through its resourceVersion); Recreate = delete (uid precondition) and create;
@@ -20,6 +22,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import base64
 import copy
 from dataclasses import dataclass, field
 
@@ -80,6 +83,26 @@ def overlay(base: dict, top: dict) -> dict:
         else:
             out[k] = copy.deepcopy(v)
     return out
+
+
+def comparable(child: dict) -> dict:
+    """The desired child as the API server will store it, for comparison with observed state.
+
+    Covers write-only fields the server folds into others: a Secret's ``stringData`` is stored
+    base64-encoded in ``data``.
+    """
+    if (
+        child.get("kind") == "Secret"
+        and child.get("apiVersion") == "v1"
+        and child.get("stringData")
+    ):
+        out = dict(child)
+        data = dict(out.get("data") or {})
+        for k, v in out.pop("stringData").items():
+            data[k] = base64.b64encode(str(v).encode()).decode()
+        out["data"] = data
+        return out
+    return child
 
 
 class Applier:
@@ -215,7 +238,7 @@ class Applier:
 
     def _update(self, res: Resource, child: dict, current: dict, outcome: Outcome) -> None:
         strategy = self.strategies[(res.api_version, res.kind)]
-        if strategy == "OnDelete" or is_subset(child, current):
+        if strategy == "OnDelete" or is_subset(comparable(child), current):
             return
         if strategy == "Replace":
             body = overlay(current, child)
@@ -232,6 +255,12 @@ class Applier:
             op = "create"
         updated.setdefault("apiVersion", res.api_version)
         updated.setdefault("kind", res.kind)
+        if op != "create" and (updated.get("metadata") or {}).get("resourceVersion") == current[
+            "metadata"
+        ].get("resourceVersion"):
+            # The server found nothing to change (its defaulting or normalization differs from
+            # what the handler wrote): not a change, so no re-sync is caused by it.
+            return
         outcome.upsert(updated)
         outcome.writes.append((res.kind, op))
 
