@@ -6,7 +6,8 @@ Guarantees:
 - Requests that fail with 429, 5xx (except 501) or a connection error are retried with capped
   exponential backoff, honouring ``Retry-After``; any other non-2xx answer raises `ApiError`
   at once, carrying the HTTP status, the Status reason and the body.
-- ``(apiVersion, kind)`` is resolved to a plural and a scope through discovery, once per process.
+- ``(apiVersion, kind)`` is resolved to a plural and a scope through discovery, once per process
+  (one request per group-version; a type that is not served yet is looked up again next time).
 - A `Kube` is safe to share between threads; it is never sent to another process. Send
   `ClientSettings.to_dict()` instead and build a new `Kube` there.
 """
@@ -262,12 +263,18 @@ class Kube:
         group = api_version.rpartition("/")[0]
         path = f"/apis/{api_version}" if group else f"/api/{api_version}"
         doc = self.request("GET", path, verb="discovery")
-        for r in doc.get("resources", []):
-            if r.get("kind") == kind and "/" not in r.get("name", ""):
-                found = Resource(api_version, kind, r["name"], bool(r.get("namespaced")))
-                with self._lock:
-                    self._resources[key] = found
-                return found
+        served = {
+            (api_version, r["kind"]): Resource(
+                api_version, r["kind"], r["name"], bool(r.get("namespaced"))
+            )
+            for r in doc.get("resources", [])
+            if r.get("kind") and "/" not in r.get("name", "")
+        }
+        with self._lock:  # every type of the group-version: one discovery request per group
+            for k, v in served.items():
+                self._resources.setdefault(k, v)
+        if key in served:
+            return served[key]
         raise ApiError(404, "NotFound", message=f"{kind} is not served by {api_version}")
 
     # ---- verbs on objects -----------------------------------------------------------------
