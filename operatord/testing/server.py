@@ -705,7 +705,14 @@ class ApiHttpServer:
         pair = (writer, w)
         self._watches.add(pair)
         eof = asyncio.ensure_future(reader.read(1))
-        eof.add_done_callback(lambda _f: (setattr(w, "closed", True), wake.set()))
+
+        def _client_gone(f: asyncio.Future) -> None:
+            if not f.cancelled():
+                f.exception()  # a reset connection is the normal end of a watch: retrieve it
+            w.closed = True
+            wake.set()
+
+        eof.add_done_callback(_client_gone)
         api_version = rt.api_version(version)
         convert = version != rt.storage_version and len(rt.versions) > 1
         start = loop.time()
