@@ -57,12 +57,12 @@ def http_ok(port: int, path: str) -> bool:
         return False
 
 
-def wait(pred, timeout: float, what: str) -> None:
+def wait(pred, timeout: float, what: str, interval: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
             return
-        time.sleep(0.05)
+        time.sleep(interval)
     raise SystemExit(f"timed out waiting for {what}")
 
 
@@ -142,7 +142,7 @@ def run_case(parents: int, workers: int) -> dict:
             ]
             return sum(1 for w in items if (w.get("status") or {}).get("ready")) >= parents
 
-        wait(converged, 600, "convergence")
+        wait(converged, 600, "convergence", interval=0.5)  # listing 1000 objects is not free
         t_converge = time.monotonic() - t0
         writes = scrape(op.metrics, "operatord_child_writes_total")
         conflicts = sum(1 for r in api.requests() if r["code"] == 409)
@@ -152,7 +152,9 @@ def run_case(parents: int, workers: int) -> dict:
         op = Operator(api, workdir, workers)
         wait(lambda: http_ok(op.health, "/readyz"), 120, "operator ready (resync)")
         t1 = time.monotonic()
-        wait(lambda: scrape(op.metrics, "operatord_syncs_total") >= parents, 600, "no-op resync")
+        wait(
+            lambda: scrape(op.metrics, "operatord_syncs_total") >= parents, 600, "no-op resync", 0.1
+        )
         t_resync = time.monotonic() - t1
         resync_writes = scrape(op.metrics, "operatord_child_writes_total") + scrape(
             op.metrics, "operatord_status_writes_total"
