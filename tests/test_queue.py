@@ -145,10 +145,10 @@ def test_never_handed_out_concurrently_and_no_add_lost() -> None:
                 in_flight.discard(item.key)
             q.done(item.key)
 
-    consumers = [threading.Thread(target=consumer) for _ in range(8)]
+    consumers = [threading.Thread(target=consumer, daemon=True) for _ in range(8)]
     for t in consumers:
         t.start()
-    prod = threading.Thread(target=producer)
+    prod = threading.Thread(target=producer, daemon=True)
     prod.start()
     prod.join(timeout=30)
     assert stop_producing.is_set()
@@ -235,7 +235,7 @@ def test_delayed_add_due_while_processing_marks_dirty(q: WorkQueue, clock: FakeC
 def test_blocked_get_wakes_when_delayed_key_falls_due() -> None:
     q = WorkQueue()  # real clock: the waiter must compute its own timed wait
     got: list[Item | None] = []
-    waiter = threading.Thread(target=lambda: got.append(q.get(timeout=30)))
+    waiter = threading.Thread(target=lambda: got.append(q.get(timeout=30)), daemon=True)
     waiter.start()
     wait_for(lambda: waiter.is_alive())
     q.add_after("late", 60)  # the waiter now waits towards this one ...
@@ -249,7 +249,7 @@ def test_blocked_get_wakes_when_delayed_key_falls_due() -> None:
 def test_blocked_get_wakes_on_add() -> None:
     q = WorkQueue()
     got: list[Item | None] = []
-    waiter = threading.Thread(target=lambda: got.append(q.get()))
+    waiter = threading.Thread(target=lambda: got.append(q.get()), daemon=True)
     waiter.start()
     q.add("x")
     waiter.join(timeout=10)
@@ -407,8 +407,10 @@ def test_discard_in_flight_key_only_cancels_dirty_readd(q: WorkQueue) -> None:
 def test_shutdown_wakes_all_waiters() -> None:
     q = WorkQueue()
     results: list[Item | None] = []
-    waiters = [threading.Thread(target=lambda: results.append(q.get())) for _ in range(4)]
-    waiters.append(threading.Thread(target=lambda: results.append(q.get(timeout=60))))
+    waiters = [
+        threading.Thread(target=lambda: results.append(q.get()), daemon=True) for _ in range(4)
+    ]
+    waiters.append(threading.Thread(target=lambda: results.append(q.get(timeout=60)), daemon=True))
     q.add_after("far", 3600)  # some waiters block on a timed wait
     for t in waiters:
         t.start()
@@ -441,7 +443,7 @@ def test_drain_waits_for_in_flight_keys(q: WorkQueue) -> None:
     take(q)
     assert q.drain(timeout=0.01) is False
     result: list[bool] = []
-    drainer = threading.Thread(target=lambda: result.append(q.drain(timeout=30)))
+    drainer = threading.Thread(target=lambda: result.append(q.drain(timeout=30)), daemon=True)
     drainer.start()
     q.done("a")
     assert drainer.is_alive() or result == [False]
