@@ -31,7 +31,7 @@ log = structlog.get_logger("operatord.daemon")
 
 EXIT_OK = 0
 EXIT_ERROR = 1
-DRAIN_SECONDS = 25.0
+DRAIN_GRACE_SECONDS = 5.0
 
 
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -48,6 +48,11 @@ def lease_namespace(config) -> str:
             return f.read().strip() or "default"
     except OSError:
         return "default"
+
+
+def drain_seconds(config) -> float:
+    """How long SIGTERM waits for in-flight syncs: one handler timeout plus time to apply."""
+    return config.handler_timeout_seconds + DRAIN_GRACE_SECONDS
 
 
 def run(config_path: str, kubeconfig: str | None = None) -> int:
@@ -100,7 +105,7 @@ def run(config_path: str, kubeconfig: str | None = None) -> int:
             controller.start()
             while not stop.wait(0.5):
                 pass
-            controller.stop(DRAIN_SECONDS)
+            controller.stop(drain_seconds(config))
             return EXIT_OK
         return _run_elected(config, settings, metrics, controller, health, leading, stop)
     finally:
@@ -153,7 +158,7 @@ def _run_elected(config, settings, metrics, controller, health, leading, stop) -
         election_stop.set()
         return EXIT_ERROR
     if leading.is_set():
-        controller.stop(DRAIN_SECONDS)
+        controller.stop(drain_seconds(config))
     election_stop.set()
     t.join(le.retry_period_seconds + 5)
     try:

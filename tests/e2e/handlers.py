@@ -4,6 +4,7 @@ spec keys:
 - ``size``: data of the ConfigMap child.
 - ``fail``: raise in sync. ``garbage``: return something that is not a SyncResponse.
 - ``badChild``: return a child of an undeclared type.
+- ``otherNamespace``: put the ConfigMap child in that namespace (not the parent's).
 - ``resyncAfter``: ask for a resync after that many seconds.
 - ``holdFinalizer``: finalize returns finalized=False (retry_after from ``finalizeRetryAfter``).
 - ``secret``: also desire a Secret child.
@@ -59,6 +60,8 @@ class Driven(Handler):
                     "type": "Opaque",
                 }
             )
+        if spec.get("otherNamespace"):
+            children[0]["metadata"]["namespace"] = spec["otherNamespace"]
         if spec.get("badChild"):
             children.append(
                 {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": {}}

@@ -158,15 +158,18 @@ def test_invalid_responses_mark_only_that_parent(operator, kube, ns):
     op = operator()
     create_widget(kube, ns, "garbage", garbage=True)
     create_widget(kube, ns, "undeclared", badChild=True)
+    create_widget(kube, ns, "elsewhere", otherNamespace="default")
     create_widget(kube, ns, "fine", size=1)
     wait_for(lambda: ready(kube, ns, "fine"), 30)
-    wait_for(lambda: len(op.calls("garbage")) >= 2 and len(op.calls("undeclared")) >= 2, 30)
+    wait_for(lambda: all(len(op.calls(n)) >= 2 for n in ("garbage", "undeclared", "elsewhere")), 30)
+    assert configmap(kube, "default", "elsewhere") is None
     # Nothing written for the invalid ones: not even the valid ConfigMap of "undeclared".
     assert configmap(kube, ns, "garbage") is None
     assert configmap(kube, ns, "undeclared") is None
     assert not (get_widget(kube, ns, "undeclared").get("status") or {})
     out = op.output()
     assert "invalid handler response" in out and "not a configured child type" in out
+    assert "differs from the parent's" in out
 
 
 def test_finalize_retries_with_backoff_then_removes_finalizer(operator, kube, ns):
