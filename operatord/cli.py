@@ -7,19 +7,27 @@ import sys
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="operatord", description="Run Kubernetes operators written in Python.")
+    p = argparse.ArgumentParser(
+        prog="operatord", description="Run Kubernetes operators written in Python."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the operator daemon")
     run.add_argument("--config", required=True, help="path of the operatord YAML config")
-    run.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, then ~/.kube/config)")
+    run.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="kubeconfig file (default: in-cluster, then ~/.kube/config)",
+    )
 
     chk = sub.add_parser("check-config", help="validate a config and import its handler")
     chk.add_argument("--config", required=True, help="path of the operatord YAML config")
 
     api = sub.add_parser("apiserver", help="run the embedded Kubernetes API server on 127.0.0.1")
     api.add_argument("--port", type=int, default=0, help="port to listen on (default: a free port)")
-    api.add_argument("--kubeconfig-out", default=None, help="write a kubeconfig for the server here")
+    api.add_argument(
+        "--kubeconfig-out", default=None, help="write a kubeconfig for the server here"
+    )
 
     demo = sub.add_parser("demo", help="embedded API server + example operator + sample parents")
     demo.add_argument("--parents", type=int, default=30, help="how many sample parents to create")
