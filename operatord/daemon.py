@@ -123,8 +123,6 @@ def _run_elected(config, settings, metrics, controller, health, leading, stop) -
 
     def started():
         leading.set()
-        metrics.set("leader", 1)
-        metrics.inc("leader_transitions_total")
         log.info("became leader; starting controller")
         controller.start()
 
@@ -142,9 +140,10 @@ def _run_elected(config, settings, metrics, controller, health, leading, stop) -
         retry_period=le.retry_period_seconds,
         on_started_leading=started,
         on_stopped_leading=stopped,
+        metrics=metrics,
     )
     if health is not None:
-        health.add_liveness("election", lambda: _election_liveness(elector, le))
+        health.add_liveness("election", elector.liveness)
     election_stop = threading.Event()
     t = threading.Thread(target=elector.run, args=(election_stop,), name="election", daemon=True)
     t.start()
@@ -167,14 +166,3 @@ def _run_elected(config, settings, metrics, controller, health, leading, stop) -
         log.warning("could not release the lease", error=str(exc))
     log.info("stopped")
     return EXIT_OK
-
-
-def _election_liveness(elector, le) -> str | None:
-    import time
-
-    if not elector.is_leader:
-        return None
-    age = time.monotonic() - elector.last_renewal
-    if age > le.renew_deadline_seconds + le.retry_period_seconds:
-        return f"lease not renewed for {age:.1f}s"
-    return None
