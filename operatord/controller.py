@@ -363,7 +363,7 @@ class Controller:
                 self.metrics.observe("queue_wait_seconds", item.waited)
                 expected = self._dispatch(index, slot, queue, uid)
             except Exception:  # noqa: BLE001 - the dispatcher must survive anything
-                log.exception("dispatch failed", worker=index, uid=uid)
+                log.exception("dispatch failed", worker=index, parent_uid=uid)
                 queue.add_rate_limited(uid)
                 self.metrics.inc("retries_total")
             finally:
@@ -399,9 +399,9 @@ class Controller:
                 "worker lost; restarting it",
                 worker=index,
                 error=str(exc),
-                namespace=meta.get("namespace"),
-                name=meta.get("name"),
-                uid=uid,
+                parent_namespace=meta.get("namespace"),
+                parent_name=meta.get("name"),
+                parent_uid=uid,
             )
             slot.kill()
             self.metrics.inc("worker_restarts_total")
@@ -411,6 +411,15 @@ class Controller:
                 self._start_slot(slot)
             return None
         self._handle_result(queue, uid, result)
+        if result.get("exiting"):
+            # The worker's handler thread is stuck; it exits now. Replace it before the next
+            # task so no other parent is charged for its death.
+            slot.process.join(5)
+            slot.kill()
+            self.metrics.inc("worker_restarts_total")
+            log.warning("worker exited after a handler timeout; restarting it", worker=index)
+            if not self.stopping.is_set():
+                self._start_slot(slot)
         parent_key = child_key(parent)
         if result.get("outcome") == "ok" and any(
             child_key(w["object"]) != parent_key for w in result.get("written") or []
@@ -465,9 +474,12 @@ class Controller:
         else:
             delay = queue.add_rate_limited(uid)
             self.metrics.inc("retries_total")
+            meta = (self.cache.parent(uid) or {}).get("metadata") or {}
             log.info(
                 "sync failed; backing off",
-                uid=uid,
+                parent_namespace=meta.get("namespace"),
+                parent_name=meta.get("name"),
+                parent_uid=uid,
                 error=result.get("error"),
                 retry_in=round(delay, 3),
                 failures=queue.num_requeues(uid),

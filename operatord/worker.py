@@ -251,6 +251,7 @@ def worker_main(index: int, config_dict: dict, settings_dict: dict, conn) -> Non
             break
         result = worker.handle(task)
         result["metrics"] = worker.recorder.drain()
+        result["exiting"] = worker.wedged
         try:
             conn.send(result)
         except (BrokenPipeError, OSError):

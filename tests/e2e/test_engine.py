@@ -341,7 +341,10 @@ def test_handler_timeout_replaces_worker_and_others_converge(operator, kube, ns)
     for i in range(4):
         wait_for(lambda i=i: ready(kube, ns, f"fast-{i}"), 60)
     wait_for(lambda: len(op.calls("slow")) >= 2, 30, message="slow retried after timeout")
-    assert "did not return within 1s" in op.output()
+    out = op.output()
+    assert "did not return within 1s" in out
+    assert "worker exited after a handler timeout; restarting it" in out
+    assert "worker lost" not in out, "no other parent was charged for the stuck worker"
 
 
 def test_sigterm_drains_and_exits_zero(operator, kube, ns):
