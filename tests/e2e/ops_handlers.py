@@ -9,6 +9,7 @@ spec keys:
 - ``sleep``: seconds to sleep in sync before returning.
 - ``fail``: raise in sync.
 - ``secretValue``: also desire a Secret child whose ``stringData.token`` is that value.
+Every call is appended to ``$E2E_LOG_DIR/<name>.log`` as in tests/e2e/handlers.py.
 """
 
 from __future__ import annotations
@@ -22,8 +23,16 @@ from operatord import Handler, SyncResponse
 LEADER_PID = os.getppid()
 
 
+def _log(name: str, op: str) -> None:
+    log_dir = os.environ.get("E2E_LOG_DIR")
+    if log_dir:
+        with open(os.path.join(log_dir, f"{name}.log"), "a") as f:
+            f.write(f"{op} {time.time():.6f}\n")
+
+
 class Stamped(Handler):
     def sync(self, request):
+        _log(request.parent["metadata"]["name"], "sync")
         p = request.parent
         spec = p.get("spec") or {}
         name = p["metadata"]["name"]

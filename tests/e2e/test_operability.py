@@ -254,6 +254,22 @@ def history(kube, ns: str, lease_name: str, since: str) -> list[tuple]:
     return sorted(events)
 
 
+def writes_under_lease(timeline: list[tuple], names: dict[str, str]) -> int:
+    """Assert every write in ``timeline`` came from the replica (pid -> lease identity in
+    ``names``) that the Lease named as holder at that point; returns the number of writes."""
+    holder = None
+    writes = 0
+    for event in timeline:
+        if event[1] == "lease":
+            holder = event[2]
+            continue
+        writes += 1
+        assert names[event[3]] == holder, (
+            f"write {event} by {names[event[3]]!r} while the lease named {holder!r}"
+        )
+    return writes
+
+
 def test_leader_election_failover_and_handover(replicas, kube, ns, api):
     """Two replicas: one leads; SIGKILL of the leader -> the standby leads within
     leaseDuration + retryPeriod; SIGTERM of the next leader -> exit 0, lease released, a third
@@ -333,17 +349,33 @@ def test_leader_election_failover_and_handover(replicas, kube, ns, api):
     assert acquired == [identity(first), identity(standby), identity(third)], holders
     released_at = holders.index("", holders.index(identity(standby)))
     assert holders[released_at + 1 :] and set(holders[released_at + 1 :]) == {identity(third)}
-    holder = None
-    writes = 0
-    for event in timeline:
-        if event[1] == "lease":
-            holder = event[2]
-            continue
-        writes += 1
-        assert names[event[3]] == holder, f"write {event} while the lease named {holder!r}"
-    assert writes > 20
+    assert writes_under_lease(timeline, names) > 20
     writers = {e[3] for e in timeline if e[1] != "lease"}
     assert writers == set(names), writers
+
+
+def test_killed_leader_s_worker_does_not_write_after_takeover(replicas, kube, ns):
+    """SIGKILL a leader while its worker is inside a slow sync (4 s > leaseDuration): the
+    standby takes over after ~2 s; the orphaned worker must not apply that sync's result
+    afterwards. Checked on the same resourceVersion timeline as the failover test."""
+    lease_name = f"{ns}-leader"
+    since = custom(kube).list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["metadata"][
+        "resourceVersion"
+    ]
+    a = replicas("a", **ha_config(ns, ns))
+    wait_for(lambda: leading(a), 30, message="a leads")
+    b = replicas("b", **ha_config(ns, ns))
+    wait_for(lambda: identity(b), 30, message="b campaigning")
+    create_widget(kube, ns, "slow", sleep=4)
+    wait_for(lambda: a.calls("slow"), 30, message="a's worker inside the slow sync")
+    orphans = list(worker_pids(a).values())
+    a.proc.send_signal(signal.SIGKILL)
+    wait_for(lambda: leading(b), 10, message="b leads")
+    wait_for(lambda: written_by(kube, ns, "slow", b), 30, message="b synced the slow parent")
+    for pid in orphans:
+        wait_for(lambda pid=pid: not pid_alive(pid), 10, message=f"orphan worker {pid} exits")
+    names = {str(op.proc.pid): identity(op) for op in (a, b)}
+    writes_under_lease(history(kube, ns, lease_name, since), names)
 
 
 # ---- 2. metrics -------------------------------------------------------------------------------
