@@ -7,7 +7,12 @@ Guarantees:
 - A watch that ends (server timeout, dropped connection) is resumed from the last
   resourceVersion seen, including bookmarks; a 410 Gone (or an ERROR event) triggers a relist,
   delivered again through `on_list` as the complete current state.
-- Errors back off exponentially (capped) and never stop the informer; only `stop()` does.
+- Errors back off exponentially (capped) and never stop the informer; only `stop()` does. A
+  watch that delivered events before it ended resets the backoff and is resumed at once, so
+  repeatedly dropped connections do not delay events; one that ends without progress backs off.
+- `stop()` also interrupts a watch blocked on a quiet connection: the thread ends promptly.
+- Restart reasons reported to ``observe("restart", ...)``: "timeout" (the server ended the
+  watch), "closed" (the connection was lost), "expired" (410: relist), "error" (anything else).
 - A connection that is silent for longer than ``idle_timeout`` is treated as dead and
   reconnected, so a half-open connection cannot wedge it.
 """
@@ -64,6 +69,7 @@ class Informer:
         self.last_activity = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._response = None  # the open watch response, for stop() to interrupt
 
     @property
     def name(self) -> str:
@@ -74,7 +80,22 @@ class Informer:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the thread; a watch blocked on a quiet connection is interrupted."""
         self._stop.set()
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        response = self._response
+        if response is not None:
+            try:
+                response.shutdown()
+            except Exception:  # noqa: BLE001 - best effort: the read ends either way
+                pass
+
+    def _opened(self, response) -> None:
+        self._response = response
+        if self._stop.is_set():
+            self._interrupt()
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread:
@@ -95,12 +116,19 @@ class Informer:
                 if need_list:
                     self._list()
                     need_list = False
-                restart_reason = self._watch()
-                delay = self.backoff_initial
-                if restart_reason == "expired":
+                reason, progressed = self._watch()
+                if reason == "stopped" or self._stop.is_set():
+                    return
+                if reason == "expired":
                     need_list = True
-                self._note("restart", restart_reason)
+                self._note("restart", reason)
+                if progressed:
+                    delay = self.backoff_initial
+                    continue
+                log.info("watch ended without progress", resource=self.name, reason=reason)
             except ApiError as exc:
+                if self._stop.is_set():
+                    return
                 reason = "expired" if exc.status == 410 else "error"
                 if exc.status == 410:
                     need_list = True
@@ -108,14 +136,14 @@ class Informer:
                 log.warning(
                     "watch failed", resource=self.name, status=exc.status, error=exc.message
                 )
-                self._sleep(delay)
-                delay = min(delay * 2, self.backoff_max)
             except Exception as exc:  # noqa: BLE001 - an informer must outlive any bug in a callback
+                if self._stop.is_set():
+                    return
                 self._note("restart", "error")
                 log.exception("informer error", resource=self.name, error=str(exc))
                 need_list = True
-                self._sleep(delay)
-                delay = min(delay * 2, self.backoff_max)
+            self._sleep(delay)
+            delay = min(delay * 2, self.backoff_max)
 
     def _list(self) -> None:
         items, rv = self.kube.list(
@@ -127,8 +155,10 @@ class Informer:
         self.synced.set()
         log.debug("listed", resource=self.name, count=len(items), resource_version=rv)
 
-    def _watch(self) -> str:
-        """Watch until the stream ends; returns why it ended ("timeout", "expired", "stopped")."""
+    def _watch(self) -> tuple[str, bool]:
+        """Watch until the stream ends; returns why ("timeout", "closed", "expired", "stopped")
+        and whether it delivered anything (an event or a bookmark)."""
+        progressed = False
         stream = self.kube.watch(
             self.resource,
             self.namespace,
@@ -136,11 +166,12 @@ class Informer:
             label_selector=self.label_selector,
             timeout_seconds=self.watch_timeout,
             idle_timeout=self.idle_timeout,
+            on_open=self._opened,
         )
         try:
             for event in stream:
                 if self._stop.is_set():
-                    return "stopped"
+                    return "stopped", progressed
                 self.last_activity = time.monotonic()
                 etype = event.get("type", "")
                 obj = event.get("object") or {}
@@ -148,19 +179,28 @@ class Informer:
                     code = obj.get("code")
                     self._note("event", "ERROR")
                     if code == 410:
-                        return "expired"
+                        return "expired", progressed
                     raise ApiError(int(code or 500), obj.get("reason", "Error"), obj)
                 rv = (obj.get("metadata") or {}).get("resourceVersion")
                 if rv:
                     self.resource_version = rv
                 self._note("event", etype)
+                progressed = True
                 if etype == "BOOKMARK":
                     continue
                 obj.setdefault("apiVersion", self.resource.api_version)
                 obj.setdefault("kind", self.resource.kind)
                 self.on_event(etype, obj)
+        except ApiError as exc:
+            if self._response is None or exc.status != 0:
+                raise  # the watch could not be opened, or the server sent an ERROR event
+            if self._stop.is_set():
+                return "stopped", progressed
+            log.info("watch connection lost", resource=self.name, error=exc.message)
+            return "closed", progressed
         finally:
+            self._response = None
             close = getattr(stream, "close", None)
             if close:
                 close()
-        return "timeout"
+        return "timeout", progressed

@@ -383,12 +383,15 @@ class Kube:
         timeout_seconds: int = 300,
         allow_bookmarks: bool = True,
         idle_timeout: float | None = None,
+        on_open: Callable[[urllib3.BaseHTTPResponse], None] | None = None,
     ) -> Iterator[dict]:
         """Yield raw watch events (``{"type": ..., "object": {...}}``) until the server closes.
 
         The socket read timeout is ``idle_timeout`` (default ``timeout_seconds + 30``), so a
         half-open connection raises instead of hanging. Errors opening the watch raise ApiError;
-        ``ERROR`` events are yielded as they are, for the caller to act on (e.g. 410).
+        a connection lost afterwards raises ApiError(0). ``ERROR`` events are yielded as they
+        are, for the caller to act on (e.g. 410). ``on_open`` receives the open urllib3
+        response: another thread may call its ``shutdown()`` to end a blocked read.
         """
         query = {
             "watch": "true",
@@ -410,6 +413,8 @@ class Kube:
             decoded = _decode_status(data)
             raise ApiError(resp.status, decoded.get("reason") or resp.reason or "Error", decoded)
         raw = resp.response
+        if on_open is not None:
+            on_open(raw)
         try:
             buf = b""
             for chunk in raw.stream(amt=None, decode_content=False):
@@ -420,7 +425,7 @@ class Kube:
                         yield json.loads(line)
             if buf.strip():
                 yield json.loads(buf)
-        except _RETRYABLE_CONNECTION_ERRORS as exc:
+        except (*_RETRYABLE_CONNECTION_ERRORS, OSError) as exc:
             raise ApiError(0, "ConnectionError", message=str(exc)) from exc
         finally:
             raw.release_conn()

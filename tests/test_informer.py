@@ -1,0 +1,270 @@
+"""operatord.informer.Informer against the embedded API server, over real HTTP."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from operatord.informer import Informer
+from operatord.kube import ClientSettings, Kube
+from operatord.testing import ApiServer
+
+
+def wait_for(predicate, timeout: float = 10.0, message: str = ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
+
+
+class Mirror:
+    """What the informer delivered: lists, events, restarts, and the state they add up to."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.log: list[tuple] = []  # ("list", names) | (event type, name, resourceVersion)
+        self.lists: list[dict[str, dict]] = []
+        self.events: list[tuple[str, str, str]] = []
+        self.restarts: list[tuple[float, str]] = []
+        self.state: dict[str, dict] = {}
+
+    def on_list(self, items: list[dict]) -> None:
+        with self.lock:
+            snapshot = {i["metadata"]["name"]: i for i in items}
+            self.lists.append(snapshot)
+            self.log.append(("list", sorted(snapshot)))
+            self.state = dict(snapshot)
+
+    def on_event(self, etype: str, obj: dict) -> None:
+        assert obj["apiVersion"] == "v1" and obj["kind"] == "ConfigMap"
+        with self.lock:
+            name = obj["metadata"]["name"]
+            entry = (etype, name, obj["metadata"]["resourceVersion"])
+            self.events.append(entry)
+            self.log.append(entry)
+            if etype == "DELETED":
+                self.state.pop(name, None)
+            else:
+                self.state[name] = obj
+
+    def observe(self, metric: str, resource: str, label: str) -> None:
+        assert resource == "configmaps"
+        if metric == "restart":
+            with self.lock:
+                self.restarts.append((time.monotonic(), label))
+
+    def reasons(self) -> list[str]:
+        with self.lock:
+            return [r for _, r in self.restarts]
+
+    def rvs(self) -> list[str]:
+        with self.lock:
+            return [rv for _, _, rv in self.events]
+
+    def data(self) -> dict[str, dict]:
+        with self.lock:
+            return {n: o.get("data") or {} for n, o in self.state.items()}
+
+
+@pytest.fixture(scope="module")
+def api():
+    # Rare bookmarks: an informer's resourceVersion only moves with its own events, which lets
+    # the compaction test put it behind the history on purpose.
+    with ApiServer(bookmark_interval=60) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def kube(api):
+    k = Kube(
+        ClientSettings(kubeconfig=api.kubeconfig),
+        max_attempts=2,
+        backoff_initial=0.01,
+        backoff_max=0.02,
+    )
+    yield k
+    k.close()
+
+
+@pytest.fixture
+def res(kube):
+    return kube.resource("v1", "ConfigMap")
+
+
+@pytest.fixture
+def ns(kube, api):
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kube.create(kube.resource("v1", "Namespace"), {"metadata": {"name": name}})
+    yield name
+    api.faults.clear()
+
+
+@pytest.fixture
+def start(kube, res):
+    started: list[Informer] = []
+
+    def make(ns: str, mirror: Mirror, **kw) -> Informer:
+        kw.setdefault("backoff_initial", 0.05)
+        kw.setdefault("backoff_max", 0.4)
+        inf = Informer(
+            kube,
+            res,
+            namespace=ns,
+            on_list=mirror.on_list,
+            on_event=mirror.on_event,
+            observe=mirror.observe,
+            **kw,
+        )
+        inf.start()
+        started.append(inf)
+        return inf
+
+    yield make
+    for inf in started:
+        inf.stop()
+    for inf in started:
+        inf.join(5)
+
+
+def cm(name: str, **data) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
+
+
+def server_state(kube, res, ns) -> dict[str, dict]:
+    items, _ = kube.list(res, ns)
+    return {i["metadata"]["name"]: i.get("data") or {} for i in items}
+
+
+def test_list_then_events_in_order(kube, res, ns, start):
+    for i in range(3):
+        kube.create(res, cm(f"pre{i}"), ns)
+    mirror = Mirror()
+    inf = start(ns, mirror)
+    assert inf.synced.wait(10)
+    written = [
+        ("ADDED", kube.create(res, cm("a", v="1"), ns)),
+        ("MODIFIED", kube.patch(res, "a", {"data": {"v": "2"}}, ns)),
+        ("MODIFIED", kube.patch(res, "pre0", {"data": {"v": "3"}}, ns)),
+        ("DELETED", kube.delete(res, "pre1", ns)),
+        ("ADDED", kube.create(res, cm("b"), ns)),
+    ]
+    expected = [(t, o["metadata"]["name"], o["metadata"]["resourceVersion"]) for t, o in written]
+    wait_for(lambda: len(mirror.events) >= len(expected), message="5 events")
+    assert mirror.log == [("list", ["pre0", "pre1", "pre2"]), *expected]
+    assert mirror.data() == server_state(kube, res, ns)
+    assert inf.resource_version == expected[-1][2]
+
+
+def test_dropped_watches_resume_without_missing_or_duplicating(api, kube, res, ns, start):
+    mirror = Mirror()
+    inf = start(ns, mirror)
+    assert inf.synced.wait(10)
+    written = []
+    for i in range(30):
+        written.append(kube.create(res, cm(f"c{i}"), ns)["metadata"]["resourceVersion"])
+        if i % 10 == 5:
+            wait_for(lambda: api.state()["watches"] > 0, message="a watch to drop")
+            api.faults.drop_watches()
+    wait_for(lambda: written[-1] in mirror.rvs(), message="the last write delivered")
+    assert mirror.rvs() == written  # each exactly once, in order
+    assert len(mirror.lists) == 1  # resumed, not relisted
+    assert mirror.reasons().count("closed") >= 3
+    assert mirror.data() == server_state(kube, res, ns)
+
+
+def test_repeatedly_dropped_watches_do_not_delay_events(api, kube, res, ns, start):
+    mirror = Mirror()
+    inf = start(ns, mirror, backoff_max=5.0)
+    assert inf.synced.wait(10)
+    api.faults.drop_watches_after(0.2)
+    api.faults.drop_watches()  # the open watch predates the rule
+    worst = 0.0
+    deadline = time.monotonic() + 4
+    i = 0
+    while time.monotonic() < deadline:
+        rv = kube.create(res, cm(f"d{i}"), ns)["metadata"]["resourceVersion"]
+        t0 = time.monotonic()
+        wait_for(lambda rv=rv: rv in mirror.rvs(), message=f"d{i} delivered")
+        worst = max(worst, time.monotonic() - t0)
+        time.sleep(0.05)  # pacing only: a few events per dropped watch
+        i += 1
+    api.faults.drop_watches_after(None)
+    assert mirror.reasons().count("closed") >= 5
+    assert len(set(mirror.rvs())) == len(mirror.rvs()) == i
+    # A watch that made progress resets the backoff: no delivery waits for a grown delay.
+    assert worst < 1.0, worst
+
+
+def test_compaction_forces_a_relist_with_the_complete_state(api, kube, res, ns, start):
+    for i in range(3):
+        kube.create(res, cm(f"k{i}", v="0"), ns)
+    mirror = Mirror()
+    inf = start(ns, mirror)
+    assert inf.synced.wait(10)
+    behind = inf.resource_version
+    # Keep the informer disconnected while things change and the history is compacted.
+    api.faults.add_error(code=500, verbs=["watch"], resources=["configmaps"])
+    api.faults.drop_watches()
+    wait_for(lambda: "error" in mirror.reasons(), message="a failed re-watch")
+    kube.create(res, cm("k3", v="new"), ns)
+    kube.patch(res, "k0", {"data": {"v": "changed"}}, ns)
+    kube.delete(res, "k1", ns)
+    api.faults.compact()
+    assert inf.resource_version == behind
+    api.faults.clear()
+    wait_for(lambda: len(mirror.lists) == 2, message="a relist")
+    assert "expired" in mirror.reasons()
+    expected = server_state(kube, res, ns)
+    assert expected == {"k0": {"v": "changed"}, "k2": {"v": "0"}, "k3": {"v": "new"}}
+    assert {n: o.get("data") for n, o in mirror.lists[1].items()} == expected
+    # And it keeps watching from the relist.
+    rv = kube.create(res, cm("k4"), ns)["metadata"]["resourceVersion"]
+    wait_for(lambda: rv in mirror.rvs(), message="an event after the relist")
+    assert mirror.data() == server_state(kube, res, ns)
+
+
+def test_errors_back_off_and_recover(api, kube, res, ns, start):
+    kube.create(res, cm("e0"), ns)
+    api.faults.add_error(code=500, verbs=["list"], resources=["configmaps"])
+    mirror = Mirror()
+    inf = start(ns, mirror, backoff_initial=0.05, backoff_max=0.4)
+    wait_for(lambda: len(mirror.restarts) >= 6, message="6 failed lists")
+    assert not inf.synced.is_set() and mirror.lists == []
+    assert set(mirror.reasons()) == {"error"}
+    times = [t for t, _ in mirror.restarts[:6]]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    # 0.05, 0.1, 0.2, 0.4, 0.4 (±20%) plus the failed list itself.
+    assert gaps[0] < 0.2 and gaps[3] > 0.3 and gaps[4] < 1.0, gaps
+    api.faults.clear()
+    assert inf.synced.wait(5)
+    assert list(mirror.lists[0]) == ["e0"]
+    rv = kube.create(res, cm("e1"), ns)["metadata"]["resourceVersion"]
+    wait_for(lambda: rv in mirror.rvs(), message="events after recovery")
+
+
+def test_a_silent_connection_is_reconnected_after_idle_timeout(kube, res, ns, start):
+    mirror = Mirror()
+    inf = start(ns, mirror, idle_timeout=0.5)
+    assert inf.synced.wait(10)
+    wait_for(lambda: len(mirror.restarts) >= 2, message="idle reconnects")
+    rv = kube.create(res, cm("i0"), ns)["metadata"]["resourceVersion"]
+    wait_for(lambda: rv in mirror.rvs(), message="an event after reconnecting")
+
+
+def test_stop_ends_the_thread_even_on_a_quiet_watch(kube, res, ns, start):
+    mirror = Mirror()
+    inf = start(ns, mirror)
+    assert inf.synced.wait(10)
+    wait_for(lambda: inf._response is not None, message="the watch is open")
+    t0 = time.monotonic()
+    inf.stop()
+    inf.join(5)
+    assert not inf._thread.is_alive()
+    assert time.monotonic() - t0 < 2
+    assert mirror.restarts == []  # stopping is not a restart
