@@ -7,9 +7,10 @@ Guarantees:
 - A watch that ends (server timeout, dropped connection) is resumed from the last
   resourceVersion seen, including bookmarks; a 410 Gone (or an ERROR event) triggers a relist,
   delivered again through `on_list` as the complete current state.
-- Errors back off exponentially (capped) and never stop the informer; only `stop()` does. A
-  watch that delivered events before it ended resets the backoff and is resumed at once, so
-  repeatedly dropped connections do not delay events; one that ends without progress backs off.
+- Errors back off exponentially (capped; at least the server's Retry-After) and never stop the
+  informer; only `stop()` does. A watch that delivered events before it ended resets the
+  backoff and is resumed at once, so repeatedly dropped connections do not delay events; one
+  that ends without progress backs off.
 - `stop()` also interrupts a watch blocked on a quiet connection: the thread ends promptly.
 - Restart reasons reported to ``observe("restart", ...)``: "timeout" (the server ended the
   watch), "closed" (the connection was lost), "expired" (410: relist), "error" (anything else).
@@ -136,6 +137,8 @@ class Informer:
                 log.warning(
                     "watch failed", resource=self.name, status=exc.status, error=exc.message
                 )
+                if exc.retry_after:  # e.g. 429 on opening the watch: wait as long as asked
+                    self._sleep(max(exc.retry_after - delay, 0))
             except Exception as exc:  # noqa: BLE001 - an informer must outlive any bug in a callback
                 if self._stop.is_set():
                     return

@@ -268,3 +268,19 @@ def test_stop_ends_the_thread_even_on_a_quiet_watch(kube, res, ns, start):
     assert not inf._thread.is_alive()
     assert time.monotonic() - t0 < 2
     assert mirror.restarts == []  # stopping is not a restart
+
+
+def test_a_429_on_opening_the_watch_waits_for_retry_after(api, kube, res, ns, start):
+    mirror = Mirror()
+    inf = start(ns, mirror, backoff_initial=0.05)
+    assert inf.synced.wait(10)
+    api.faults.add_error(code=429, verbs=["watch"], resources=["configmaps"], retry_after=1)
+    api.faults.drop_watches()
+    wait_for(lambda: "error" in mirror.reasons(), message="a refused re-watch")
+    refused = mirror.restarts[-1][0]
+    api.faults.clear()
+    rv = kube.create(res, cm("r0"), ns)["metadata"]["resourceVersion"]
+    wait_for(lambda: rv in mirror.rvs(), message="the event after the pause")
+    delivered = time.monotonic()
+    assert mirror.reasons().count("error") == 1  # waited 1 s instead of retrying every 0.05 s
+    assert delivered - refused >= 0.7
