@@ -510,6 +510,7 @@ def test_logs_are_json_carry_parent_context_and_never_secret_data(operator, kube
     uid = bad["metadata"]["uid"]
     about_bad = [r for r in logs if uid in json.dumps(r) or "asked to fail (bad)" in json.dumps(r)]
     assert any(r["event"] == "handler raised" and r["level"] == "error" for r in about_bad)
+    # (Fails today: the leader's "sync failed; backing off" line has no ``worker``.)
     missing = [
         r
         for r in about_bad
