@@ -108,9 +108,12 @@ def comparable(child: dict) -> dict:
 class Applier:
     """Applies handler responses for one operator; one per worker process (caches discovery)."""
 
-    def __init__(self, kube: Kube, config):
+    def __init__(self, kube: Kube, config, guard=None):
+        """``guard()`` is called before every write and may raise to prevent it (a worker
+        whose leader is gone must not write)."""
         self.kube = kube
         self.config = config
+        self.guard = guard or (lambda: None)
         self.strategies = {(c.api_version, c.kind): c.update_strategy for c in config.children}
         self._status_subresource: dict[str, bool] = {}
 
@@ -206,6 +209,7 @@ class Applier:
         return outcome
 
     def _create(self, res: Resource, child: dict, parent: dict, outcome: Outcome) -> None:
+        self.guard()
         strategy = self.strategies[(res.api_version, res.kind)]
         meta = child["metadata"]
         try:
@@ -237,6 +241,7 @@ class Applier:
         outcome.writes.append((res.kind, op))
 
     def _update(self, res: Resource, child: dict, current: dict, outcome: Outcome) -> None:
+        self.guard()
         strategy = self.strategies[(res.api_version, res.kind)]
         if strategy == "OnDelete" or is_subset(comparable(child), current):
             return
@@ -265,6 +270,7 @@ class Applier:
         outcome.writes.append((res.kind, op))
 
     def _server_side_apply(self, res: Resource, child: dict) -> dict:
+        self.guard()
         meta = child["metadata"]
         return self.kube.patch(
             res,
@@ -279,6 +285,7 @@ class Applier:
     def _delete(
         self, res: Resource, obj: dict, outcome: Outcome, operation: str = "delete"
     ) -> None:
+        self.guard()
         meta = obj["metadata"]
         try:
             self.kube.delete(
@@ -305,6 +312,7 @@ class Applier:
             desired["observedGeneration"] = generation
         if parent.get("status") == desired:
             return None
+        self.guard()
         patch = [{"op": "add", "path": "/status", "value": desired}]
         meta = parent["metadata"]
         use_sub = self._status_subresource.get(parent_res.key, True)
@@ -340,6 +348,7 @@ class Applier:
             if (fin in current) == present:
                 return None if obj is parent else obj
             wanted = current + [fin] if present else [f for f in current if f != fin]
+            self.guard()
             patch = [
                 {
                     "op": "test",

@@ -59,12 +59,16 @@ class Cache:
 
     # ---- parents --------------------------------------------------------------------------
 
-    def upsert_parent(self, obj: dict) -> bool:
+    def upsert_parent(self, obj: dict, *, only_existing: bool = False) -> bool:
+        """Store a parent unless the cached one is as new; with ``only_existing`` a parent that
+        is not cached (e.g. deleted meanwhile) is not brought back."""
         uid = _meta(obj).get("uid")
         if not uid:
             return False
         with self._lock:
             cur = self._parents.get(uid)
+            if cur is None and only_existing:
+                return False
             if cur is not None and not newer(
                 _meta(obj).get("resourceVersion"), _meta(cur).get("resourceVersion")
             ):

@@ -363,7 +363,14 @@ class Controller:
                 self.metrics.observe("queue_wait_seconds", item.waited)
                 expected = self._dispatch(index, slot, queue, uid)
             except Exception:  # noqa: BLE001 - the dispatcher must survive anything
-                log.exception("dispatch failed", worker=index, parent_uid=uid)
+                meta = (self.cache.parent(uid) or {}).get("metadata") or {}
+                log.exception(
+                    "dispatch failed",
+                    worker=index,
+                    parent_namespace=meta.get("namespace"),
+                    parent_name=meta.get("name"),
+                    parent_uid=uid,
+                )
                 queue.add_rate_limited(uid)
                 self.metrics.inc("retries_total")
             finally:
@@ -450,7 +457,8 @@ class Controller:
             is_parent = (obj.get("apiVersion"), obj.get("kind")) == self.config.parent.key
             if is_parent:
                 if w["action"] == "upsert":
-                    self.cache.upsert_parent(obj)
+                    # Workers never create parents: one deleted meanwhile stays deleted.
+                    self.cache.upsert_parent(obj, only_existing=True)
             elif w["action"] == "upsert":
                 self.cache.upsert_child(obj)
             else:
@@ -480,6 +488,7 @@ class Controller:
                 parent_namespace=meta.get("namespace"),
                 parent_name=meta.get("name"),
                 parent_uid=uid,
+                worker=shard_for(uid, len(self.queues)),
                 error=result.get("error"),
                 retry_in=round(delay, 3),
                 failures=queue.num_requeues(uid),

@@ -8,6 +8,8 @@ Guarantees:
   with a Warning Event on the parent, at most one per parent per ``event_interval`` seconds.
 - A handler that exceeds ``handlerTimeoutSeconds`` is reported as a timeout; the worker then
   exits (its stuck thread cannot be stopped) and the leader starts a fresh one.
+- A worker whose leader process is gone exits within ~0.1 s and checks before every write, so
+  it never writes for a leader that may already have been replaced.
 - Only plain data crosses the pipe: tasks and results as documented in docs/ARCHITECTURE.md.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime
 import os
+import threading
 import time
 import uuid
 
@@ -37,6 +40,7 @@ from operatord.metrics import DeltaRecorder
 log = structlog.get_logger("operatord.worker")
 
 EXIT_HANDLER_TIMEOUT = 3
+EXIT_LEADER_GONE = 4
 
 
 class HandlerTimeout(Exception):
@@ -45,6 +49,10 @@ class HandlerTimeout(Exception):
 
 class HandlerFailed(Exception):
     """The user's handler raised; ``__cause__`` is its exception."""
+
+
+class LeaderGone(Exception):
+    """The leader process that started this worker is gone: no more writes."""
 
 
 class Worker:
@@ -58,17 +66,24 @@ class Worker:
         *,
         recorder: DeltaRecorder | None = None,
         event_interval: float = 60.0,
+        leader_pid: int | None = None,
     ):
         self.index = index
         self.config = config
         self.recorder = recorder or DeltaRecorder()
         self.kube = Kube(settings, on_request=self._observe_request)
         self.handler = load_handler(config.handler, config.python_path)
-        self.applier = Applier(self.kube, config)
+        self.leader_pid = leader_pid
+        self.applier = Applier(self.kube, config, guard=self._check_leader)
         self.event_interval = event_interval
         self._last_event: dict[str, float] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="handler")
         self.wedged = False
+
+    def _check_leader(self) -> None:
+        if self.leader_pid is not None and os.getppid() != self.leader_pid:
+            log.error("leader process is gone; exiting without writing")
+            os._exit(EXIT_LEADER_GONE)
 
     def _observe_request(self, verb: str, code: int, seconds: float) -> None:
         self.recorder.inc("api_requests_total", {"verb": verb, "code": str(code or "error")})
@@ -236,11 +251,23 @@ class Worker:
             log.warning("could not post event", status=exc.status, error=exc.message)
 
 
+def _watch_leader(leader_pid: int, interval: float = 0.1) -> None:
+    """Exit as soon as the leader process is gone (this process is then re-parented), so a
+    worker never writes on behalf of a leader that may have been replaced."""
+    while os.getppid() == leader_pid:
+        time.sleep(interval)
+    os._exit(EXIT_LEADER_GONE)
+
+
 def worker_main(index: int, config_dict: dict, settings_dict: dict, conn) -> None:
     """Entry point of a worker process (spawned; receives plain data only)."""
     config = Config.from_dict(config_dict)
     configure_logging(config.logging_format, config.logging_level, process="worker", worker=index)
-    worker = Worker(index, config, ClientSettings.from_dict(settings_dict))
+    leader_pid = os.getppid()
+    worker = Worker(index, config, ClientSettings.from_dict(settings_dict), leader_pid=leader_pid)
+    threading.Thread(
+        target=_watch_leader, args=(leader_pid,), name="leader-watch", daemon=True
+    ).start()
     conn.send({"op": "ready", "pid": os.getpid(), "metrics": worker.recorder.drain()})
     while True:
         try:

@@ -73,7 +73,7 @@ def ready(kube, ns, name):
 
 
 def test_parent_gets_children_status_finalizer_labels_and_owner(operator, kube, ns):
-    operator()
+    operator(namespace=ns)
     create_widget(kube, ns, "w1", size=3)
     wait_for(lambda: ready(kube, ns, "w1"), 30, message="w1 ready")
     w = get_widget(kube, ns, "w1")
@@ -93,7 +93,7 @@ def test_parent_gets_children_status_finalizer_labels_and_owner(operator, kube, 
 
 
 def test_spec_change_updates_child_and_removed_child_is_deleted(operator, kube, ns):
-    operator()
+    operator(namespace=ns)
     create_widget(kube, ns, "w2", size=1, secret=True)
     wait_for(
         lambda: ready(kube, ns, "w2") and get_widget(kube, ns, "w2")["status"]["children"] == 2, 30
@@ -117,7 +117,7 @@ def test_spec_change_updates_child_and_removed_child_is_deleted(operator, kube, 
 
 
 def test_deleted_child_is_recreated(operator, kube, ns):
-    operator()
+    operator(namespace=ns)
     create_widget(kube, ns, "w3", size=2)
     wait_for(lambda: configmap(kube, ns, "w3"), 30)
     old_uid = configmap(kube, ns, "w3").metadata.uid
@@ -130,7 +130,7 @@ def test_deleted_child_is_recreated(operator, kube, ns):
 
 
 def test_failing_parent_backs_off_while_others_converge(operator, kube, ns, api):
-    op = operator()
+    op = operator(namespace=ns)
     create_widget(kube, ns, "bad", fail=True)
     for i in range(5):
         create_widget(kube, ns, f"good-{i}", size=i)
@@ -155,7 +155,7 @@ def test_failing_parent_backs_off_while_others_converge(operator, kube, ns, api)
 
 
 def test_invalid_responses_mark_only_that_parent(operator, kube, ns):
-    op = operator()
+    op = operator(namespace=ns)
     create_widget(kube, ns, "garbage", garbage=True)
     create_widget(kube, ns, "undeclared", badChild=True)
     create_widget(kube, ns, "elsewhere", otherNamespace="default")
@@ -173,7 +173,7 @@ def test_invalid_responses_mark_only_that_parent(operator, kube, ns):
 
 
 def test_finalize_retries_with_backoff_then_removes_finalizer(operator, kube, ns):
-    op = operator()
+    op = operator(namespace=ns)
     create_widget(kube, ns, "fin", size=1, holdFinalizer=True)
     wait_for(lambda: ready(kube, ns, "fin"), 30)
     delete_widget(kube, ns, "fin")
@@ -191,7 +191,7 @@ def test_finalize_retries_with_backoff_then_removes_finalizer(operator, kube, ns
 
 
 def test_finalize_retry_after_is_honoured(operator, kube, ns):
-    op = operator()
+    op = operator(namespace=ns)
     create_widget(kube, ns, "fin2", holdFinalizer=True, finalizeRetryAfter=0.3)
     wait_for(lambda: ready(kube, ns, "fin2"), 30)
     delete_widget(kube, ns, "fin2")
@@ -204,7 +204,7 @@ def test_finalize_retry_after_is_honoured(operator, kube, ns):
 
 
 def test_resync_after_triggers_more_syncs(operator, kube, ns):
-    op = operator()
+    op = operator(namespace=ns)
     create_widget(kube, ns, "rs", size=1, resyncAfter=0.3)
     wait_for(lambda: len(op.calls("rs")) >= 6, 30, message="repeated syncs")
     other = create_widget(kube, ns, "quiet", size=1)
@@ -221,6 +221,7 @@ def test_resync_after_triggers_more_syncs(operator, kube, ns):
 )
 def test_update_strategies(operator, kube, ns, strategy):
     operator(
+        namespace=ns,
         children=[{"apiVersion": "v1", "kind": "ConfigMap", "updateStrategy": strategy}],
     )
     create_widget(kube, ns, "s", size=1)
@@ -248,6 +249,7 @@ def test_update_strategies(operator, kube, ns, strategy):
 
 def test_cluster_scoped_parent_with_function_handler(operator, kube, ns):
     operator(
+        namespace=ns,
         handler="handlers:cluster_sync",
         parent={"apiVersion": "example.com/v1", "kind": "Gadget"},
         children=[{"apiVersion": "v1", "kind": "ConfigMap"}],
@@ -273,7 +275,7 @@ def test_cluster_scoped_parent_with_function_handler(operator, kube, ns):
 
 
 def test_unchanged_response_writes_nothing(operator, kube, ns, api):
-    op = operator()
+    op = operator(namespace=ns)
     # The Secret's stringData is stored as base64 data: still recognised as unchanged.
     create_widget(kube, ns, "idle", size=1, secret=True)
     wait_for(
@@ -312,7 +314,7 @@ def worker_pids(op) -> list[int]:
 
 
 def test_worker_killed_mid_run_is_replaced_and_all_converge(operator, kube, ns):
-    op = operator()
+    op = operator(namespace=ns)
     create_widget(kube, ns, "k0", size=1)
     wait_for(lambda: ready(kube, ns, "k0"), 30)
     first = wait_for(lambda: len(worker_pids(op)) >= 2 and worker_pids(op), 10)
@@ -334,7 +336,7 @@ def test_worker_killed_mid_run_is_replaced_and_all_converge(operator, kube, ns):
 
 
 def test_handler_timeout_replaces_worker_and_others_converge(operator, kube, ns):
-    op = operator(handlerTimeoutSeconds=1)
+    op = operator(namespace=ns, handlerTimeoutSeconds=1)
     create_widget(kube, ns, "slow", size=1, sleep=30)
     for i in range(4):
         create_widget(kube, ns, f"fast-{i}", size=1)
@@ -348,7 +350,7 @@ def test_handler_timeout_replaces_worker_and_others_converge(operator, kube, ns)
 
 
 def test_sigterm_drains_and_exits_zero(operator, kube, ns):
-    op = operator()
+    op = operator(namespace=ns)
     create_widget(kube, ns, "t", size=1)
     wait_for(lambda: ready(kube, ns, "t"), 30)
     assert op.stop() == 0
