@@ -43,6 +43,19 @@ from operatord.worker import worker_main
 log = structlog.get_logger("operatord.controller")
 
 
+_OWN_FIELDS = ("resourceVersion", "managedFields", "finalizers", "generation")
+
+
+def _content(parent: dict) -> dict:
+    """A parent without the parts operatord's own writes change (status, finalizers and the
+    bookkeeping that follows), to tell whether anyone else changed it."""
+    out = {k: v for k, v in parent.items() if k != "status"}
+    out["metadata"] = {
+        k: v for k, v in (parent.get("metadata") or {}).items() if k not in _OWN_FIELDS
+    }
+    return out
+
+
 class WorkerGone(Exception):
     """The worker process died or missed its deadline."""
 
@@ -428,6 +441,16 @@ class Controller:
             if not self.stopping.is_set():
                 self._start_slot(slot)
         parent_key = child_key(parent)
+        written_parents = [
+            w["object"] for w in result.get("written") or [] if child_key(w["object"]) == parent_key
+        ]
+        if written_parents and _content(written_parents[-1]) != _content(parent):
+            # Our write returned a parent that someone else changed after our snapshot (a status
+            # patch is not conditional): its watch event is now "old news" for the cache, so
+            # the change must be synced from here.
+            with self._inflight_lock:
+                self._inflight[uid] = True
+            return None
         if result.get("outcome") == "ok" and any(
             child_key(w["object"]) != parent_key for w in result.get("written") or []
         ):
