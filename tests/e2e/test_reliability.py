@@ -194,7 +194,7 @@ def test_converges_when_history_is_compacted_while_parents_change(api, kube, ns,
             if i % 7 == 3:
                 api.faults.compact()
                 api.faults.drop_watches()  # re-watch from a now-forgotten resourceVersion
-    wait_for(lambda: converged(kube, ns, N), 60, 0.3, "parents converge after compactions")
+    wait_for(lambda: converged(kube, ns, N), 30, 0.3, "parents converge after compactions")
     assert restarts(op, "expired") > before, "no informer had to relist"
     assert conflicts(api, ns) <= 10
     assert len(audit(api, ns, resource="configmaps", verb="create", code=201)) == N
