@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(BIN)/operatord demo
 
 bench: $(STAMP)
-	$(BIN)/python bench/queue.py
+	$(BIN)/python bench/workqueue.py
 	$(BIN)/python bench/apiserver.py
 	$(BIN)/python bench/converge.py
 
