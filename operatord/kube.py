@@ -28,6 +28,8 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+AUTH_REFRESH_SECONDS = 30.0
+
 # Callback for every finished request: (verb, status code or 0 for a connection error, seconds).
 RequestObserver = Callable[[str, int, float], None]
 
@@ -164,6 +166,10 @@ class Kube:
         self.default_timeout = default_timeout
         self._resources: dict[tuple[str, str], Resource] = {}
         self._lock = threading.Lock()
+        self._pool = self.api_client.rest_client.pool_manager
+        self._host = self.api_client.configuration.host.rstrip("/")
+        self._base_headers = {"User-Agent": self.api_client.user_agent}
+        self._auth: tuple[float, dict] | None = None
 
     def close(self) -> None:
         try:
@@ -173,6 +179,22 @@ class Kube:
 
     # ---- raw requests -------------------------------------------------------------------
 
+    def _auth_headers(self) -> dict:
+        """Authorization headers, recomputed at most every AUTH_REFRESH_SECONDS.
+
+        The client's own per-request path re-reads the kubeconfig (and the proxy environment)
+        on every call; caching keeps exec-plugin and token-file credentials fresh at a tiny
+        fraction of the cost.
+        """
+        now = time.monotonic()
+        cached = self._auth
+        if cached is not None and now - cached[0] < AUTH_REFRESH_SECONDS:
+            return cached[1]
+        headers: dict = {}
+        self.api_client.update_params_for_auth(headers, [], ["BearerToken"], "", "GET", None)
+        self._auth = (now, headers)
+        return headers
+
     def _send(
         self,
         method: str,
@@ -181,23 +203,28 @@ class Kube:
         body: Any,
         content_type: str | None,
         timeout: float | tuple | None,
-    ):
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type or "application/json"
-        url_path = path
+    ) -> urllib3.BaseHTTPResponse:
+        headers = {"Accept": "application/json", **self._base_headers, **self._auth_headers()}
+        url = self._host + path
         if query:
             items = query.items() if isinstance(query, dict) else query
-            url_path += "?" + urlencode([(k, _qv(v)) for k, v in items if v is not None])
-        method_, url, headers, body_, post = self.api_client.param_serialize(
-            method=method,
-            resource_path=url_path,
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        return self.api_client.call_api(
-            method_, url, header_params=headers, body=body_, _request_timeout=timeout
+            url += "?" + urlencode([(k, _qv(v)) for k, v in items if v is not None])
+        payload = None
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+            payload = body if isinstance(body, str | bytes) else json.dumps(body)
+        if isinstance(timeout, tuple):
+            tmo = urllib3.Timeout(connect=timeout[0], read=timeout[1])
+        else:
+            tmo = urllib3.Timeout(total=timeout)
+        return self._pool.request(
+            method,
+            url,
+            body=payload,
+            headers=headers,
+            timeout=tmo,
+            retries=False,
+            preload_content=False,
         )
 
     def request(
@@ -222,8 +249,8 @@ class Kube:
                 resp = self._send(
                     method, path, query, body, content_type, timeout or self.default_timeout
                 )
-                data = resp.read()
-                resp.response.release_conn()
+                data = resp.data
+                resp.release_conn()
             except (ApiException, *_RETRYABLE_CONNECTION_ERRORS) as exc:
                 self._observe(verb, 0, start)
                 if attempt >= attempts:
@@ -409,10 +436,11 @@ class Kube:
             raise ApiError(0, "ConnectionError", message=str(exc)) from exc
         self._observe("watch", resp.status, start)
         if resp.status != 200:
-            data = resp.read()
+            data = resp.data
+            resp.release_conn()
             decoded = _decode_status(data)
             raise ApiError(resp.status, decoded.get("reason") or resp.reason or "Error", decoded)
-        raw = resp.response
+        raw = resp
         if on_open is not None:
             on_open(raw)
         try:

@@ -8,6 +8,7 @@ import time
 import uuid
 
 import pytest
+import yaml
 
 from operatord.kube import ApiError, ClientSettings, Kube, Resource, is_conflict, is_not_found
 from operatord.testing import ApiServer
@@ -348,3 +349,23 @@ def test_dropped_watch_raises_connection_error(api, kube, ns):
         for _ in stream:
             pass
     assert exc.value.status == 0
+
+
+def test_bearer_token_from_kubeconfig_is_sent_and_cached(tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "s3cret-token"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    kube = Kube(ClientSettings(kubeconfig=str(kubeconfig)))
+    first = kube._auth_headers()
+    assert first == {"authorization": "Bearer s3cret-token"}
+    assert kube._auth_headers() is first  # cached, not recomputed per request
