@@ -145,15 +145,21 @@ class Cache:
                 cur = self._children.get(prev_owner, {}).get(key)
                 if cur is not None and not newer(rv, _meta(cur).get("resourceVersion")):
                     return set()
-            affected = set()
-            if prev_owner is not None and prev_owner != owner:
-                self._remove_child_locked(key)
-                affected.add(prev_owner)
-            if owner:
-                self._children.setdefault(owner, {})[key] = obj
-                self._child_owner[key] = owner
-                affected.add(owner)
-            return affected
+            return self._place_child_locked(key, obj, owner, prev_owner)
+
+    def _place_child_locked(
+        self, key: ChildKey, obj: dict, owner: str | None, prev_owner: str | None
+    ) -> set[str]:
+        """Store ``obj`` under ``owner`` (moving it from ``prev_owner``); returns affected uids."""
+        affected = set()
+        if prev_owner is not None and prev_owner != owner:
+            self._remove_child_locked(key)
+            affected.add(prev_owner)
+        if owner:
+            self._children.setdefault(owner, {})[key] = obj
+            self._child_owner[key] = owner
+            affected.add(owner)
+        return affected
 
     def delete_child(self, obj: dict, *, tombstone: bool = False) -> set[str]:
         """Forget a child; with ``tombstone`` older versions of it are ignored from now on."""
@@ -190,13 +196,7 @@ class Cache:
                     "resourceVersion"
                 ):
                     continue
-                if prev_owner is not None and prev_owner != owner:
-                    self._remove_child_locked(key)
-                    affected.add(prev_owner)
-                if owner:
-                    self._children.setdefault(owner, {})[key] = obj
-                    self._child_owner[key] = owner
-                    affected.add(owner)
+                affected |= self._place_child_locked(key, obj, owner, prev_owner)
             return affected
 
     def snapshot(self, uid: str) -> tuple[dict | None, list[dict]]:

@@ -23,6 +23,7 @@ from operatord.election import (
 from operatord.kube import ApiError, ClientSettings, Kube
 from operatord.metrics import Metrics
 from operatord.testing import ApiServer
+from operatord.testing.waiting import wait_for as _wait_for
 
 LD, RD, RP = 2.0, 1.5, 0.2
 SLACK = 0.6  # scheduling and HTTP latency allowance on a loaded CI machine
@@ -31,13 +32,7 @@ MICRO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
+    return _wait_for(cond, timeout, 0.01, what)
 
 
 def lease_path(name: str) -> str:

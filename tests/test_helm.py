@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+
+from operatord.testing.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "operatord"
@@ -936,13 +937,7 @@ def test_namespaced_rbac_denies_other_namespaces() -> None:
 
 
 def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+    return wait_for(predicate, timeout, 0.05, what)
 
 
 # Permissions the chart grants that a short run of the example operator does not exercise, and

@@ -11,16 +11,11 @@ import pytest
 from operatord.informer import Informer
 from operatord.kube import ClientSettings, Kube
 from operatord.testing import ApiServer
+from operatord.testing.waiting import wait_for as _wait_for
 
 
 def wait_for(predicate, timeout: float = 10.0, message: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
+    return _wait_for(predicate, timeout, 0.02, message)
 
 
 class Mirror:

@@ -11,6 +11,7 @@ import pytest
 
 from operatord.backoff import Backoff
 from operatord.queue import EVENT, RESYNC, Item, WorkQueue
+from operatord.testing.waiting import wait_for as _wait_for
 
 
 class FakeClock:
@@ -26,11 +27,7 @@ class FakeClock:
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     """Wait until `condition()` is true, failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.001)
+    _wait_for(condition, timeout, 0.001)
 
 
 def take(q: WorkQueue) -> Item:

@@ -3,7 +3,6 @@ namespace per test, clients from the official `kubernetes` package."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -11,6 +10,7 @@ import kubernetes
 import pytest
 
 from operatord.testing import ApiServer
+from operatord.testing.waiting import wait_for as _wait_for
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +56,7 @@ def widgets(api: ApiServer) -> dict:
 
 def wait_for(cond: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> object:
     """Poll `cond` until it returns a truthy value; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
+    return _wait_for(cond, timeout, interval)
 
 
 def cm(name: str, **labels: str) -> dict:

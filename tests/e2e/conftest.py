@@ -7,34 +7,16 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from kubernetes import client
 
-from operatord.testing import ApiServer
+from operatord.testing import ApiServer, wait_for
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = ""):
-    """Poll ``predicate`` until it returns a truthy value; fail with ``message`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last_exc = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - keep polling, report the last one
-            last_exc = exc
-        time.sleep(interval)
-    raise AssertionError(
-        f"timed out after {timeout}s waiting for {message or predicate}: {last_exc}"
-    )
 
 
 def free_port() -> int:
