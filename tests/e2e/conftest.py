@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client
 
-from operatord.testing import ApiServer, wait_for
+from operatord.testing import ApiServer, OperatorProcess, free_port, wait_for
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def widget_crd(group="example.com", kind="Widget", plural="widgets", scope="Namespaced"):
@@ -87,16 +75,10 @@ def kube(api):
     api_client.close()
 
 
-class Operator:
-    """One `operatord run` subprocess with its own config, logs and handler call log."""
+class Operator(OperatorProcess):
+    """`operatord run` with the e2e test handler, and the handler's call log."""
 
     def __init__(self, api, tmp_path: Path, **overrides):
-        self.api = api
-        self.dir = tmp_path
-        self.log_dir = tmp_path / "calls"
-        self.log_dir.mkdir(exist_ok=True)
-        self.metrics_port = free_port()
-        self.health_port = free_port()
         config = {
             "name": "e2e",
             "handler": "handlers:Driven",
@@ -111,36 +93,14 @@ class Operator:
             "handlerTimeoutSeconds": 10,
             "backoff": {"initialSeconds": 0.2, "maxSeconds": 5, "multiplier": 2.0, "jitter": 0.0},
             "leaderElection": {"enabled": False},
-            "metrics": {"port": self.metrics_port},
-            "health": {"port": self.health_port},
+            "metrics": {"port": free_port()},
+            "health": {"port": free_port()},
             "logging": {"format": "json", "level": "info"},
+            **overrides,
         }
-        for key, value in overrides.items():
-            config[key] = value
-        self.config = config
-        self.config_path = tmp_path / f"config-{id(self)}.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.out_path = tmp_path / f"operatord-{id(self)}.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Operator:
-        self._out = open(self.out_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "operatord",
-                "run",
-                "--config",
-                str(self.config_path),
-                "--kubeconfig",
-                self.api.kubeconfig,
-            ],
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "E2E_LOG_DIR": str(self.log_dir), "PYTHONUNBUFFERED": "1"},
-        )
-        return self
+        self.log_dir = tmp_path / "calls"
+        self.log_dir.mkdir(exist_ok=True)
+        super().__init__(api, config, workdir=tmp_path, env={"E2E_LOG_DIR": str(self.log_dir)})
 
     def calls(self, name: str, op: str = "sync") -> list[float]:
         path = self.log_dir / f"{name}.log"
@@ -149,22 +109,6 @@ class Operator:
         return [
             float(t) for o, t in (line.split() for line in path.read_text().splitlines()) if o == op
         ]
-
-    def output(self) -> str:
-        return self.out_path.read_text() if self.out_path.exists() else ""
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
-        return self.proc.returncode
 
 
 @pytest.fixture

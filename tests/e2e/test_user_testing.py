@@ -1,0 +1,56 @@
+"""The way README tells users to test their operator end to end, as a test of its own."""
+
+from pathlib import Path
+
+import yaml
+from kubernetes import client
+
+from operatord.testing import ApiServer, OperatorProcess, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_user_runs_their_operator_against_the_embedded_api_server(tmp_path):
+    config = {
+        "name": "widget-operator",
+        "handler": "examples.widgets:Widgets",
+        "pythonPath": [str(REPO)],
+        "parent": {"apiVersion": "example.com/v1", "kind": "Widget"},
+        "children": [{"apiVersion": "v1", "kind": "ConfigMap"}],
+        "workers": 1,
+    }
+    with ApiServer() as api:
+        kube = api.client()
+        crd = yaml.safe_load((REPO / "examples" / "widget-crd.yaml").read_text())
+        client.ApiextensionsV1Api(kube).create_custom_resource_definition(crd)
+        with OperatorProcess(api, config, workdir=tmp_path) as op:
+            op.wait_ready()
+            widgets = client.CustomObjectsApi(kube)
+            widgets.create_namespaced_custom_object(
+                "example.com",
+                "v1",
+                "default",
+                "widgets",
+                {
+                    "apiVersion": "example.com/v1",
+                    "kind": "Widget",
+                    "metadata": {"name": "w"},
+                    "spec": {"size": 2},
+                },
+            )
+
+            def ready():
+                w = widgets.get_namespaced_custom_object(
+                    "example.com", "v1", "default", "widgets", "w"
+                )
+                return (w.get("status") or {}).get("ready")
+
+            wait_for(ready, timeout=30, message="widget ready")
+            cm = client.CoreV1Api(kube).read_namespaced_config_map("w", "default")
+            assert cm.data["size"] == "2"
+            assert op.metric("operatord_syncs_total", result="ok") >= 2
+            assert (
+                op.metric("operatord_child_writes_total", kind="ConfigMap", operation="create") == 1
+            )
+            assert any(r.get("event") == "caches synced" for r in op.log_records())
+        assert op.proc.returncode == 0  # SIGTERM on leaving the block: drained, exit 0
