@@ -189,14 +189,15 @@ def main() -> None:
     args = ap.parse_args()
     print(f"# operatord converge benchmark — {platform.python_version()}, {os.cpu_count()} CPUs")
     print(
-        "| workers | parents | converge (s) | parents/s | child writes | 409s "
+        "| workers | parents | creates done (s) | converge (s) | parents/s | child writes | 409s "
         "| no-op resync (s) | syncs/s | writes during resync |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for w in args.workers:
         r = run_case(args.parents, w)
         print(
-            f"| {r['workers']} | {r['parents']} | {r['converge_s']:.1f} | {r['converge_per_s']:.0f} "
+            f"| {r['workers']} | {r['parents']} | {r['create_s']:.1f} | {r['converge_s']:.1f} "
+            f"| {r['converge_per_s']:.0f} "
             f"| {r['child_writes']:.0f} | {r['conflicts_409']} | {r['resync_s']:.1f} "
             f"| {r['resync_per_s']:.0f} | {r['resync_writes']:.0f} |",
             flush=True,
