@@ -235,8 +235,16 @@ class Controller:
         self._threads.append(t)
         self.parent_resource = self._resolve(cfg.parent.api_version, cfg.parent.kind)
         self.child_resources = [self._resolve(c.api_version, c.kind) for c in cfg.children]
-        for slot in self.slots:
-            self._start_slot(slot)
+        starters = [
+            threading.Thread(
+                target=self._start_slot, args=(slot,), name=f"start-worker-{slot.index}"
+            )
+            for slot in self.slots
+        ]
+        for t in starters:  # workers import the handler in parallel
+            t.start()
+        for t in starters:
+            t.join()
         selector = f"{cfg.managed_by_label}={cfg.name},{cfg.parent_uid_label}"
         self.informers = [
             Informer(
