@@ -11,8 +11,18 @@ import pytest
 from conftest import wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-
-GROUP, VERSION, PLURAL = "example.com", "v1", "widgets"
+from widgets import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    configmap,
+    create_widget,
+    custom,
+    delete_widget,
+    get_widget,
+    patch_spec,
+    ready,
+)
 
 
 @pytest.fixture
@@ -20,56 +30,6 @@ def ns(kube):
     name = f"t-{uuid.uuid4().hex[:8]}"
     client.CoreV1Api(kube).create_namespace({"metadata": {"name": name}})
     return name
-
-
-def custom(kube):
-    return client.CustomObjectsApi(kube)
-
-
-def create_widget(kube, ns, name, **spec):
-    body = {
-        "apiVersion": "example.com/v1",
-        "kind": "Widget",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    return custom(kube).create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
-
-
-def get_widget(kube, ns, name):
-    try:
-        return custom(kube).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
-def patch_spec(kube, ns, name, **spec):
-    return custom(kube).patch_namespaced_custom_object(
-        GROUP, VERSION, ns, PLURAL, name, {"spec": spec}
-    )
-
-
-def delete_widget(kube, ns, name):
-    custom(kube).delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-
-
-def configmap(kube, ns, name):
-    try:
-        return client.CoreV1Api(kube).read_namespaced_config_map(name, ns)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
-def ready(kube, ns, name):
-    w = get_widget(kube, ns, name)
-    if not w:
-        return False
-    st = w.get("status") or {}
-    return st.get("ready") is True and st.get("observedGeneration") == w["metadata"]["generation"]
 
 
 def test_parent_gets_children_status_finalizer_labels_and_owner(operator, kube, ns):

@@ -19,10 +19,9 @@ import uuid
 import pytest
 from conftest import HERE, Operator, wait_for
 from kubernetes import client, watch
-from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
+from widgets import GROUP, PLURAL, VERSION, configmap, create_widget, custom, get_widget
 
-GROUP, VERSION, PLURAL = "example.com", "v1", "widgets"
 LEASE_NAMESPACE = "default"
 
 
@@ -52,34 +51,6 @@ def replicas(api, kube, tmp_path):
     yield start
     for op in started:
         op.stop()
-
-
-def custom(kube):
-    return client.CustomObjectsApi(kube)
-
-
-def create_widget(kube, ns, name, **spec):
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Widget", "metadata": {"name": name}}
-    body["spec"] = spec
-    return custom(kube).create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
-
-
-def get_widget(kube, ns, name):
-    try:
-        return custom(kube).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
-def configmap(kube, ns, name):
-    try:
-        return client.CoreV1Api(kube).read_namespaced_config_map(name, ns)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
 
 
 def scrape(op: Operator) -> dict[tuple, float]:
