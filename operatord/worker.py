@@ -3,6 +3,8 @@
 Guarantees:
 - A worker handles one parent at a time and answers every task with exactly one result
   message, whatever the handler does (raises, returns garbage, hangs).
+- The handler gets its own copies of the parent and children: whatever it does to them cannot
+  change what operatord compares its response against.
 - A handler that raises or returns an invalid response changes nothing in the cluster for that
   parent (children and status are only written after the response validated) and is reported
   with a Warning Event on the parent, at most one per parent per ``event_interval`` seconds.
@@ -16,6 +18,7 @@ Guarantees:
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import datetime
 import os
 import threading
@@ -174,7 +177,7 @@ class Worker:
                 outcome.upsert(updated)
                 parent = updated
                 self.recorder.inc("finalizer_writes_total", {"operation": "add"})
-        request = SyncRequest.build(parent, children, finalizing=False)
+        request = SyncRequest.build(copy.deepcopy(parent), copy.deepcopy(children))
         response = validate_sync_response(
             self._call(self.handler.sync, request),
             default_namespace=parent["metadata"].get("namespace"),
@@ -193,7 +196,7 @@ class Worker:
             result["outcome"] = "finalized"  # not ours to finalize (or already done)
             return
         res = self._parent_resource()
-        request = SyncRequest.build(parent, children, finalizing=True)
+        request = SyncRequest.build(copy.deepcopy(parent), copy.deepcopy(children), finalizing=True)
         response = validate_finalize_response(self._call(self.handler.finalize, request))
         if response.status is not None:
             updated = self.applier.write_status(res, parent, response.status)

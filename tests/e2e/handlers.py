@@ -102,3 +102,10 @@ def cluster_sync(request):
             }
         ],
     )
+
+
+def mutating(request):
+    """Edits the request's parent in place and returns that status: must still be written."""
+    status = request.parent.setdefault("status", {})
+    status["tier"] = (request.parent["metadata"].get("labels") or {}).get("tier")
+    return SyncResponse(status=status, children=[])

@@ -314,3 +314,14 @@ def test_sigterm_drains_and_exits_zero(operator, kube, ns):
     create_widget(kube, ns, "t", size=1)
     wait_for(lambda: ready(kube, ns, "t"), 30)
     assert op.stop() == 0
+
+
+def test_handler_mutating_its_request_in_place_still_gets_its_status_written(operator, kube, ns):
+    operator(namespace=ns, handler="handlers:mutating")
+    create_widget(kube, ns, "m", size=1)
+    wait_for(lambda: (get_widget(kube, ns, "m").get("status") or {}).get("observedGeneration"), 30)
+    # A label change keeps the generation: only the status content differs.
+    custom(kube).patch_namespaced_custom_object(
+        GROUP, VERSION, ns, PLURAL, "m", {"metadata": {"labels": {"tier": "gold"}}}
+    )
+    wait_for(lambda: get_widget(kube, ns, "m")["status"].get("tier") == "gold", 30, message="tier")
