@@ -10,6 +10,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="operatord", description="Run Kubernetes operators written in Python."
     )
+    from operatord import __version__
+
+    p.add_argument("--version", action="version", version=f"operatord {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the operator daemon")
