@@ -248,6 +248,8 @@ class Applier:
         if strategy == "Replace":
             body = overlay(current, child)
             body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            # Absent managedFields keep the server's; sent ones would replace them.
+            body["metadata"].pop("managedFields", None)
             body.pop("status", None)
             updated = self.kube.replace(res, body)
             op = "update"
