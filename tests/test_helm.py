@@ -211,7 +211,11 @@ GUARDED = {
     ),
     "grace-below-handler-timeout": (
         {"terminationGracePeriodSeconds": 20},
-        "terminationGracePeriodSeconds must exceed config.handlerTimeoutSeconds",
+        "terminationGracePeriodSeconds must be at least config.handlerTimeoutSeconds + 10",
+    ),
+    "grace-without-room-to-drain": (
+        {"terminationGracePeriodSeconds": 35},
+        "terminationGracePeriodSeconds must be at least config.handlerTimeoutSeconds + 10",
     ),
     "same-ports": ({"config": {"health": {"port": 8080}}}, "must differ"),
     "handler-code-without-files": ({"handlerCode": {"enabled": True}}, "handlerCode.files"),
@@ -436,7 +440,8 @@ def test_handler_code_change_rolls_pods() -> None:
 def test_termination_grace_period_outlasts_a_running_handler() -> None:
     objects = render_objects()
     grace = one(objects, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace > rendered_config(objects)["handlerTimeoutSeconds"]
+    # operatord drains for handlerTimeoutSeconds + 5 s, then releases the lease.
+    assert grace >= rendered_config(objects)["handlerTimeoutSeconds"] + 10
 
 
 def test_replicas_spread_over_nodes_unless_affinity_is_given() -> None:

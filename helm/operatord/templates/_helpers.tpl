@@ -138,8 +138,8 @@ operatord rejects unknown keys. */}}
 {{- if and (gt (int .Values.replicaCount) 1) (not $c.leaderElection.enabled) }}
 {{- fail "replicaCount > 1 needs config.leaderElection.enabled=true: replicas without an election would all reconcile at once" }}
 {{- end }}
-{{- if le (float64 .Values.terminationGracePeriodSeconds) (float64 $c.handlerTimeoutSeconds) }}
-{{- fail "terminationGracePeriodSeconds must exceed config.handlerTimeoutSeconds so a drain can finish running syncs" }}
+{{- if lt (float64 .Values.terminationGracePeriodSeconds) (addf (float64 $c.handlerTimeoutSeconds) 10.0) }}
+{{- fail "terminationGracePeriodSeconds must be at least config.handlerTimeoutSeconds + 10: on SIGTERM operatord drains running syncs for handlerTimeoutSeconds + 5 s, then releases the lease" }}
 {{- end }}
 {{- if eq (int $c.metrics.port) (int $c.health.port) }}
 {{- fail "config.metrics.port and config.health.port must differ" }}
