@@ -12,7 +12,9 @@ Guarantees:
 - A sync that wrote children is followed by one more sync, so the handler observes the children
   it caused (and can report them in status); a sync that wrote no child is not, unless something
   else changed meanwhile. A handler that returns different children on every call therefore
-  loops: desired state must be a function of observed state.
+  keeps being re-synced: desired state must be a function of observed state. After
+  MAX_WRITE_STREAK such syncs in a row, its re-syncs wait for its exponential backoff (a
+  warning is logged), so a handler that never converges cannot hot-loop.
 - A failed sync or finalize is retried after the parent's exponential backoff; success resets
   it. Periodic resync goes through the low-priority lane of the queue.
 - A worker that dies, or exceeds its deadline, is killed and replaced; the parent it was
@@ -54,6 +56,11 @@ def _content(parent: dict) -> dict:
         k: v for k, v in (parent.get("metadata") or {}).items() if k not in _OWN_FIELDS
     }
     return out
+
+
+# After this many consecutive syncs of a parent that each wrote children, further re-syncs of
+# it wait for its exponential backoff: a handler that never converges must not hot-loop.
+MAX_WRITE_STREAK = 8
 
 
 class WorkerGone(Exception):
@@ -170,6 +177,8 @@ class Controller:
             for i in range(config.workers)
         ]
         self._threads: list[threading.Thread] = []
+        # uid -> consecutive syncs that wrote children (only its dispatcher touches a uid).
+        self._write_streak: dict[str, int] = {}
         # uid -> "changed while in flight"; guarded by _inflight_lock.
         self._inflight: dict[str, bool] = {}
         self._inflight_lock = threading.Lock()
@@ -335,6 +344,7 @@ class Controller:
         changed, removed = self.cache.replace_parents(items)
         for uid in removed:
             self._queue_for(uid).discard(uid)
+            self._write_streak.pop(uid, None)
         for uid in changed:
             self.enqueue(uid)
 
@@ -343,6 +353,7 @@ class Controller:
         if etype == "DELETED":
             self.cache.delete_parent(obj)
             self._queue_for(uid).discard(uid)
+            self._write_streak.pop(uid, None)
         elif self.cache.upsert_parent(obj):
             self.enqueue(uid)
 
@@ -438,7 +449,15 @@ class Controller:
             if not self.stopping.is_set():
                 self._start_slot(slot)
             return None
-        self._handle_result(queue, uid, result)
+        parent_key = child_key(parent)
+        children_written = result.get("outcome") == "ok" and any(
+            child_key(w["object"]) != parent_key for w in result.get("written") or []
+        )
+        streak = self._write_streak.pop(uid, 0) + 1 if children_written else 0
+        throttled = streak > MAX_WRITE_STREAK
+        if streak:
+            self._write_streak[uid] = streak
+        self._handle_result(queue, uid, result, throttled=throttled)
         if result.get("exiting"):
             # The worker's handler thread is stuck; it exits now. Replace it before the next
             # task so no other parent is charged for its death.
@@ -448,7 +467,6 @@ class Controller:
             log.warning("worker exited after a handler timeout; restarting it", worker=index)
             if not self.stopping.is_set():
                 self._start_slot(slot)
-        parent_key = child_key(parent)
         written_parents = [
             w["object"] for w in result.get("written") or [] if child_key(w["object"]) == parent_key
         ]
@@ -459,9 +477,7 @@ class Controller:
             with self._inflight_lock:
                 self._inflight[uid] = True
             return None
-        if result.get("outcome") == "ok" and any(
-            child_key(w["object"]) != parent_key for w in result.get("written") or []
-        ):
+        if children_written and not throttled:
             # The children changed: sync once more so the handler observes what it caused.
             with self._inflight_lock:
                 self._inflight[uid] = True
@@ -482,7 +498,9 @@ class Controller:
         self.metrics.inc("worker_restarts_total")
         self._start_slot(slot)
 
-    def _handle_result(self, queue: WorkQueue, uid: str, result: dict) -> None:
+    def _handle_result(
+        self, queue: WorkQueue, uid: str, result: dict, *, throttled: bool = False
+    ) -> None:
         for w in result.get("written") or []:
             obj = w["object"]
             is_parent = (obj.get("apiVersion"), obj.get("kind")) == self.config.parent.key
@@ -495,7 +513,22 @@ class Controller:
             else:
                 self.cache.delete_child(obj, tombstone=True)
         outcome = result.get("outcome")
-        if outcome == "ok":
+        if outcome == "ok" and throttled:
+            # Every recent sync changed children: the handler does not converge. Keep syncing
+            # (it may yet), but at the pace of the parent's backoff instead of flat out.
+            delay = queue.add_rate_limited(uid)
+            self.metrics.inc("retries_total")
+            meta = (self.cache.parent(uid) or {}).get("metadata") or {}
+            log.warning(
+                "children change on every sync; the handler does not converge, slowing down",
+                parent_namespace=meta.get("namespace"),
+                parent_name=meta.get("name"),
+                parent_uid=uid,
+                worker=shard_for(uid, len(self.queues)),
+                consecutive_writing_syncs=self._write_streak.get(uid),
+                retry_in=round(delay, 3),
+            )
+        elif outcome == "ok":
             queue.forget(uid)
             if result.get("resync_after") is not None:
                 queue.add_after(uid, float(result["resync_after"]))

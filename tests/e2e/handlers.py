@@ -4,6 +4,7 @@ spec keys:
 - ``size``: data of the ConfigMap child.
 - ``fail``: raise in sync. ``garbage``: return something that is not a SyncResponse.
 - ``badChild``: return a child of an undeclared type.
+- ``unstable``: the ConfigMap carries the current time, so it changes on every sync.
 - ``otherNamespace``: put the ConfigMap child in that namespace (not the parent's).
 - ``resyncAfter``: ask for a resync after that many seconds.
 - ``holdFinalizer``: finalize returns finalized=False (retry_after from ``finalizeRetryAfter``).
@@ -60,6 +61,8 @@ class Driven(Handler):
                     "type": "Opaque",
                 }
             )
+        if spec.get("unstable"):
+            children[0]["data"]["at"] = repr(time.time())  # never the same twice
         if spec.get("otherNamespace"):
             children[0]["metadata"]["namespace"] = spec["otherNamespace"]
         if spec.get("badChild"):

@@ -325,3 +325,14 @@ def test_handler_mutating_its_request_in_place_still_gets_its_status_written(ope
         GROUP, VERSION, ns, PLURAL, "m", {"metadata": {"labels": {"tier": "gold"}}}
     )
     wait_for(lambda: get_widget(kube, ns, "m")["status"].get("tier") == "gold", 30, message="tier")
+
+
+def test_a_handler_that_never_converges_is_slowed_down_not_hot_looped(operator, kube, ns):
+    op = operator(namespace=ns)
+    create_widget(kube, ns, "spin", size=1, unstable=True)
+    calls = wait_for(lambda: (c := op.calls("spin")) and len(c) >= 13 and c, 60, message="syncs")
+    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
+    # The first syncs follow each other at once; then backoff (0.2 s doubling, no jitter).
+    assert max(gaps[:6]) < 0.5, gaps
+    assert gaps[9] > 0.15 and gaps[11] > gaps[9] * 2.5, gaps
+    assert "the handler does not converge, slowing down" in op.output()
