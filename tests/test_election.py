@@ -231,7 +231,7 @@ def test_a_lease_renewed_by_its_holder_is_never_taken(kube, lease_name):
         while time.monotonic() < deadline:
             assert rival.started_at is None
             assert holder.elector.is_leader
-            time.sleep(0.02)
+            time.sleep(0.02)  # poll the invariant until the deadline
         assert read_lease(kube, lease_name)["spec"]["leaseTransitions"] == 0
     finally:
         holder.halt()

@@ -121,10 +121,6 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def dashboard_present() -> bool:
-    return (CHART / "dashboards" / "operatord.json").is_file()
-
-
 # ---------------------------------------------------------------------------------------------
 # lint, schema, Kubernetes validation
 
@@ -959,13 +955,10 @@ NOT_EXERCISED_BY_THE_EXAMPLE = {
 
 
 def test_end_to_end_rbac_covers_every_request_operatord_makes(tmp_path: Path) -> None:
-    pytest.importorskip("operatord.daemon")
-    pytest.importorskip("operatord.election")
-    testing = pytest.importorskip("operatord.testing")
-    if not hasattr(testing, "ApiServer"):
-        pytest.skip("operatord.testing.ApiServer is not there yet")
     from kubernetes import client
     from kubernetes import config as kube_config
+
+    from operatord import testing
 
     objects = render_objects({"replicaCount": 1})
     grants = rbac_grants(objects, one(objects, "ServiceAccount")["metadata"]["name"], NAMESPACE)
@@ -1150,10 +1143,6 @@ def test_network_policy_allows_scrapes_probes_api_server_and_dns_only() -> None:
 
 def test_grafana_dashboard_configmap_for_the_sidecar() -> None:
     assert not find(render_objects(), "ConfigMap", "-dashboard")
-    if not dashboard_present():
-        with pytest.raises(helm.HelmRenderError, match="dashboards/operatord.json is missing"):
-            render({"grafanaDashboard": {"enabled": True}})
-        pytest.skip("helm/operatord/dashboards/operatord.json is not there yet")
     objects = render_objects(
         {"grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Operators"}}}
     )

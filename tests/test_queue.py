@@ -25,6 +25,9 @@ class FakeClock:
         self.now += seconds
 
 
+SIMULATED_SYNC_SECONDS = 0.0005  # how long a stress-test "sync" holds its key
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     """Wait until `condition()` is true, failing after `timeout` seconds."""
     _wait_for(condition, timeout, 0.001)
@@ -137,7 +140,7 @@ def test_never_handed_out_concurrently_and_no_add_lost() -> None:
                 in_flight.add(item.key)
                 seen[item.key] = version[item.key]
             if rng.random() < 0.3:
-                time.sleep(0.0005)  # simulate a sync, to provoke dirty re-adds
+                time.sleep(SIMULATED_SYNC_SECONDS)  # provokes dirty re-adds
             with state:
                 in_flight.discard(item.key)
             q.done(item.key)

@@ -146,7 +146,7 @@ def test_many_concurrent_watches(api, core, ns):
         t.start()
     deadline = time.monotonic() + 10
     while api.state()["watches"] < n and time.monotonic() < deadline:
-        time.sleep(0.02)
+        time.sleep(0.02)  # poll until the watches are open or the deadline passes
     core.create_namespaced_config_map(ns, {"metadata": {"name": "fanout"}})
     for t in threads:
         t.join(20)

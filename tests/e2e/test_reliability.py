@@ -52,7 +52,7 @@ def retrying(call, timeout: float = 30.0):
         except ApiException as exc:
             if exc.status not in (429, 500, 503) or time.monotonic() > deadline:
                 raise
-            time.sleep(0.05)
+            time.sleep(0.05)  # retry until the deadline
 
 
 def custom(kube):
