@@ -15,97 +15,41 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import yaml
 from kubernetes import client
-from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from operatord.testing import ApiServer  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def scrape(port: int, name: str, labels: dict | None = None) -> float:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    total = 0.0
-    for fam in text_string_to_metric_families(body):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in (labels or {}).items()):
-                total += s.value
-    return total
-
-
-def http_ok(port: int, path: str) -> bool:
-    try:
-        return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2).status == 200
-    except OSError:
-        return False
+from operatord.testing import ApiServer, OperatorProcess, wait_for  # noqa: E402
 
 
 def wait(pred, timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(interval)
-    raise SystemExit(f"timed out waiting for {what}")
+    try:
+        wait_for(pred, timeout, interval, what)
+    except AssertionError as exc:
+        raise SystemExit(str(exc)) from None
 
 
-class Operator:
-    def __init__(self, api, workdir: Path, workers: int):
-        self.metrics = free_port()
-        self.health = free_port()
-        cfg = {
-            "name": "bench",
-            "handler": "examples.widgets:Widgets",
-            "pythonPath": [str(REPO)],
-            "parent": {"apiVersion": "example.com/v1", "kind": "Widget"},
-            "children": [{"apiVersion": "v1", "kind": "ConfigMap"}],
-            "workers": workers,
-            "resyncSeconds": 0,
-            "leaderElection": {"enabled": False},
-            "metrics": {"port": self.metrics},
-            "health": {"port": self.health},
-            "logging": {"format": "json", "level": "warning"},
-        }
-        path = workdir / f"config-{workers}.yaml"
-        path.write_text(yaml.safe_dump(cfg))
-        self.log = open(workdir / f"operatord-{workers}.log", "a")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "operatord",
-                "run",
-                "--config",
-                str(path),
-                "--kubeconfig",
-                api.kubeconfig,
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(60)
-        self.log.close()
+def start_operator(api, workdir: Path, workers: int) -> OperatorProcess:
+    config = {
+        "name": "bench",
+        "handler": "examples.widgets:Widgets",
+        "pythonPath": [str(REPO)],
+        "parent": {"apiVersion": "example.com/v1", "kind": "Widget"},
+        "children": [{"apiVersion": "v1", "kind": "ConfigMap"}],
+        "workers": workers,
+        "resyncSeconds": 0,
+        "logging": {"format": "json", "level": "warning"},
+    }
+    op = OperatorProcess(api, config, workdir=workdir).start()
+    op.wait_ready(120)
+    return op
 
 
 def run_case(parents: int, workers: int) -> dict:
@@ -118,8 +62,7 @@ def run_case(parents: int, workers: int) -> dict:
         custom = client.CustomObjectsApi(kube)
         wait(lambda: _served(custom), 10, "CRD served")
 
-        op = Operator(api, workdir, workers)
-        wait(lambda: http_ok(op.health, "/readyz"), 120, "operator ready")
+        op = start_operator(api, workdir, workers)
         t0 = time.monotonic()
         for i in range(parents):
             custom.create_namespaced_custom_object(
@@ -144,20 +87,17 @@ def run_case(parents: int, workers: int) -> dict:
 
         wait(converged, 600, "convergence", interval=0.5)  # listing 1000 objects is not free
         t_converge = time.monotonic() - t0
-        writes = scrape(op.metrics, "operatord_child_writes_total")
+        writes = op.metric("operatord_child_writes_total")
         conflicts = sum(1 for r in api.requests() if r["code"] == 409)
         op.stop()
 
         # No-op resync: a fresh operator syncs every converged parent once, writing nothing.
-        op = Operator(api, workdir, workers)
-        wait(lambda: http_ok(op.health, "/readyz"), 120, "operator ready (resync)")
+        op = start_operator(api, workdir, workers)
         t1 = time.monotonic()
-        wait(
-            lambda: scrape(op.metrics, "operatord_syncs_total") >= parents, 600, "no-op resync", 0.1
-        )
+        wait(lambda: op.metric("operatord_syncs_total") >= parents, 600, "no-op resync", 0.1)
         t_resync = time.monotonic() - t1
-        resync_writes = scrape(op.metrics, "operatord_child_writes_total") + scrape(
-            op.metrics, "operatord_status_writes_total"
+        resync_writes = op.metric("operatord_child_writes_total") + op.metric(
+            "operatord_status_writes_total"
         )
         op.stop()
     return {
