@@ -7,7 +7,8 @@ Guarantees:
   change what operatord compares its response against.
 - A handler that raises or returns an invalid response changes nothing in the cluster for that
   parent (children and status are only written after the response validated) and is reported
-  with a Warning Event on the parent, at most one per parent per ``event_interval`` seconds.
+  with a Warning Event on the parent, at most one API call per parent per ``event_interval``
+  seconds; repeats update the same Event's count.
 - A handler that exceeds ``handlerTimeoutSeconds`` is reported as a timeout; the worker then
   exits (its stuck thread cannot be stopped) and the leader starts a fresh one.
 - A worker whose leader process is gone exits within ~0.1 s and checks before every write, so
@@ -80,6 +81,7 @@ class Worker:
         self.applier = Applier(self.kube, config, guard=self._check_leader)
         self.event_interval = event_interval
         self._last_event: dict[str, float] = {}
+        self._events: dict[str, dict] = {}  # parent uid -> the Event last posted about it
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="handler")
         self.wedged = False
 
@@ -215,40 +217,66 @@ class Worker:
             result["retry_after"] = response.retry_after
 
     def _post_event(self, parent: dict, reason: str, result: dict) -> None:
-        """A Warning Event on the parent, rate-limited per parent; failures are only logged."""
+        """A Warning Event on the parent, at most one API call per parent per
+        ``event_interval``; a repeat of the same reason updates the same Event (count and
+        lastTimestamp, as kubectl describe shows them). Failures are only logged."""
         meta = parent["metadata"]
+        uid = meta["uid"]
         now = time.monotonic()
-        last = self._last_event.get(meta["uid"])
+        last = self._last_event.get(uid)
         if last is not None and now - last < self.event_interval:
             return
-        self._last_event[meta["uid"]] = now
+        self._last_event[uid] = now
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        message = (result.get("error") or "")[:1024]
         namespace = meta.get("namespace") or "default"
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": parent.get("apiVersion"),
-                "kind": parent.get("kind"),
-                "name": meta["name"],
-                "namespace": meta.get("namespace", ""),
-                "uid": meta["uid"],
-                "resourceVersion": meta.get("resourceVersion", ""),
-            },
-            "reason": reason,
-            "message": (result.get("error") or "")[:1024],
-            "type": "Warning",
-            "count": 1,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "source": {"component": f"operatord-{self.config.name}"},
-            "reportingComponent": f"operatord-{self.config.name}",
-        }
+        previous = self._events.get(uid)
         try:
+            if previous is not None and previous["reason"] == reason:
+                previous["count"] += 1
+                try:
+                    self.kube.request(
+                        "PATCH",
+                        f"/api/v1/namespaces/{namespace}/events/{previous['name']}",
+                        body={
+                            "count": previous["count"],
+                            "lastTimestamp": stamp,
+                            "message": message,
+                        },
+                        content_type="application/merge-patch+json",
+                        retry=False,
+                    )
+                    self.recorder.inc("events_total", {"type": "Warning"})
+                    return
+                except ApiError as exc:
+                    if exc.status != 404:  # expired (events have a TTL): post a new one
+                        raise
+            name = f"{meta['name']}.{uuid.uuid4().hex[:16]}"
+            event = {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": name, "namespace": namespace},
+                "involvedObject": {
+                    "apiVersion": parent.get("apiVersion"),
+                    "kind": parent.get("kind"),
+                    "name": meta["name"],
+                    "namespace": meta.get("namespace", ""),
+                    "uid": uid,
+                    "resourceVersion": meta.get("resourceVersion", ""),
+                },
+                "reason": reason,
+                "message": message,
+                "type": "Warning",
+                "count": 1,
+                "firstTimestamp": stamp,
+                "lastTimestamp": stamp,
+                "source": {"component": f"operatord-{self.config.name}"},
+                "reportingComponent": f"operatord-{self.config.name}",
+            }
             self.kube.request(
                 "POST", f"/api/v1/namespaces/{namespace}/events", body=event, retry=False
             )
+            self._events[uid] = {"name": name, "reason": reason, "count": 1}
             self.recorder.inc("events_total", {"type": "Warning"})
         except ApiError as exc:
             log.warning("could not post event", status=exc.status, error=exc.message)

@@ -681,7 +681,7 @@ PARENT_VERBS = {"get", "list", "watch", "patch"}
 STATUS_VERBS = {"patch"}
 CHILD_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 LEASE_VERBS = {"get", "create", "update"}
-EVENT_VERBS = {"create"}
+EVENT_VERBS = {"create", "patch"}
 
 
 def expected_grants(
@@ -908,7 +908,7 @@ def test_rbac_allows_every_request_the_engine_makes() -> None:
             "namespace": "apps",
             "name": "w",
         },
-        {"verb": "patch", "apiGroup": "", "resource": "events", "namespace": "apps", "name": "e"},
+        {"verb": "delete", "apiGroup": "", "resource": "events", "namespace": "apps", "name": "e"},
         {
             "verb": "list",
             "apiGroup": "coordination.k8s.io",
@@ -951,6 +951,7 @@ NOT_EXERCISED_BY_THE_EXAMPLE = {
     ("", "configmaps", "patch"): "the Apply update strategy",
     ("", "configmaps", "delete"): "a child dropped from the desired set, or Recreate",
     ("", "events", "create"): "only when a sync fails",
+    ("", "events", "patch"): "only when a sync fails again (the Event's count)",
 }
 
 
