@@ -395,14 +395,7 @@ class Controller:
                 self.metrics.observe("queue_wait_seconds", item.waited)
                 expected = self._dispatch(index, slot, queue, uid)
             except Exception:  # noqa: BLE001 - the dispatcher must survive anything
-                meta = (self.cache.parent(uid) or {}).get("metadata") or {}
-                log.exception(
-                    "dispatch failed",
-                    worker=index,
-                    parent_namespace=meta.get("namespace"),
-                    parent_name=meta.get("name"),
-                    parent_uid=uid,
-                )
+                log.exception("dispatch failed", **self._parent_context(uid))
                 queue.add_rate_limited(uid)
                 self.metrics.inc("retries_total")
             finally:
@@ -490,6 +483,16 @@ class Controller:
                 expected.pop(key, None)
         return expected
 
+    def _parent_context(self, uid: str) -> dict:
+        """The log fields that identify a parent and its worker (as the worker's own lines)."""
+        meta = (self.cache.parent(uid) or {}).get("metadata") or {}
+        return {
+            "parent_namespace": meta.get("namespace"),
+            "parent_name": meta.get("name"),
+            "parent_uid": uid,
+            "worker": shard_for(uid, len(self.queues)),
+        }
+
     def _replace_idle(self, slot: WorkerSlot) -> None:
         """Replace a worker that died while it had no task (no parent is charged for it)."""
         code = slot.process.exitcode if slot.process is not None else None
@@ -518,13 +521,9 @@ class Controller:
             # (it may yet), but at the pace of the parent's backoff instead of flat out.
             delay = queue.add_rate_limited(uid)
             self.metrics.inc("retries_total")
-            meta = (self.cache.parent(uid) or {}).get("metadata") or {}
             log.warning(
                 "children change on every sync; the handler does not converge, slowing down",
-                parent_namespace=meta.get("namespace"),
-                parent_name=meta.get("name"),
-                parent_uid=uid,
-                worker=shard_for(uid, len(self.queues)),
+                **self._parent_context(uid),
                 consecutive_writing_syncs=self._write_streak.get(uid),
                 retry_in=round(delay, 3),
             )
@@ -546,13 +545,9 @@ class Controller:
         else:
             delay = queue.add_rate_limited(uid)
             self.metrics.inc("retries_total")
-            meta = (self.cache.parent(uid) or {}).get("metadata") or {}
             log.info(
                 "sync failed; backing off",
-                parent_namespace=meta.get("namespace"),
-                parent_name=meta.get("name"),
-                parent_uid=uid,
-                worker=shard_for(uid, len(self.queues)),
+                **self._parent_context(uid),
                 error=result.get("error"),
                 retry_in=round(delay, 3),
                 failures=queue.num_requeues(uid),

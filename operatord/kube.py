@@ -26,7 +26,6 @@ from urllib.parse import quote, urlencode
 import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
 
 AUTH_REFRESH_SECONDS = 30.0
 
@@ -251,7 +250,7 @@ class Kube:
                 )
                 data = resp.data
                 resp.release_conn()
-            except (ApiException, *_RETRYABLE_CONNECTION_ERRORS) as exc:
+            except _RETRYABLE_CONNECTION_ERRORS as exc:
                 self._observe(verb, 0, start)
                 if attempt >= attempts:
                     raise ApiError(0, "ConnectionError", message=str(exc)) from exc
@@ -431,7 +430,7 @@ class Kube:
         start = time.monotonic()
         try:
             resp = self._send("GET", res.path(namespace), query, None, None, (10, read_timeout))
-        except (ApiException, *_RETRYABLE_CONNECTION_ERRORS) as exc:
+        except _RETRYABLE_CONNECTION_ERRORS as exc:
             self._observe("watch", 0, start)
             raise ApiError(0, "ConnectionError", message=str(exc)) from exc
         self._observe("watch", resp.status, start)

@@ -717,23 +717,7 @@ class Store:
                 400,
                 "the namespace of the provided object does not match the namespace sent on the request",
             )
-        want_rv = md.get("resourceVersion")
-        if want_rv and want_rv != old["metadata"]["resourceVersion"]:
-            raise conflict(
-                rt.gr,
-                name,
-                rt.group,
-                rt.plural,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            )
-        if md.get("uid") and md["uid"] != old["metadata"]["uid"]:
-            raise conflict(
-                rt.gr,
-                name,
-                rt.group,
-                rt.plural,
-                f"Precondition failed: UID in precondition: {md['uid']}, UID in object meta: {old['metadata']['uid']}",
-            )
+        _check_write_preconditions(rt, name, md, old)
         return self._write(
             rt, old, new, subresource=subresource, manager=manager, version=version, dry_run=dry_run
         )
@@ -1031,23 +1015,7 @@ class Store:
         md = new.get("metadata")
         if not isinstance(md, dict):
             md = new["metadata"] = {}
-        want_rv = md.get("resourceVersion")
-        if want_rv and want_rv != old["metadata"]["resourceVersion"]:
-            raise conflict(
-                rt.gr,
-                name,
-                rt.group,
-                rt.plural,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            )
-        if md.get("uid") and md["uid"] != old["metadata"]["uid"]:
-            raise conflict(
-                rt.gr,
-                name,
-                rt.group,
-                rt.plural,
-                f"Precondition failed: UID in precondition: {md['uid']}, UID in object meta: {old['metadata']['uid']}",
-            )
+        _check_write_preconditions(rt, name, md, old)
         if md.get("name", name) != name:
             raise ApiError(
                 400,
@@ -1368,3 +1336,25 @@ def _strip_times(entries: list[dict]) -> list[dict]:
 
 
 _ = time  # reserved for future rate limiting
+
+
+def _check_write_preconditions(rt, name: str, md: dict, old: dict) -> None:
+    """409 Conflict when the written metadata names another resourceVersion or uid than the
+    stored object's (optimistic concurrency for update and patch)."""
+    want_rv = md.get("resourceVersion")
+    if want_rv and want_rv != old["metadata"]["resourceVersion"]:
+        raise conflict(
+            rt.gr,
+            name,
+            rt.group,
+            rt.plural,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )
+    if md.get("uid") and md["uid"] != old["metadata"]["uid"]:
+        raise conflict(
+            rt.gr,
+            name,
+            rt.group,
+            rt.plural,
+            f"Precondition failed: UID in precondition: {md['uid']}, UID in object meta: {old['metadata']['uid']}",
+        )

@@ -22,7 +22,7 @@ import time
 from operatord import FinalizeResponse, Handler, SyncResponse
 
 
-def _log(request, op: str) -> None:
+def log_call(request, op: str) -> None:
     log_dir = os.environ.get("E2E_LOG_DIR")
     if not log_dir:
         return
@@ -33,7 +33,7 @@ def _log(request, op: str) -> None:
 
 class Driven(Handler):
     def sync(self, request):
-        _log(request, "sync")
+        log_call(request, "sync")
         p = request.parent
         spec = p.get("spec") or {}
         name = p["metadata"]["name"]
@@ -78,7 +78,7 @@ class Driven(Handler):
         return SyncResponse(status=status, children=children, resync_after=spec.get("resyncAfter"))
 
     def finalize(self, request):
-        _log(request, "finalize")
+        log_call(request, "finalize")
         spec = request.parent.get("spec") or {}
         attempts = int((request.parent.get("status") or {}).get("finalizeAttempts", 0)) + 1
         status = dict(request.parent.get("status") or {})
@@ -92,7 +92,7 @@ class Driven(Handler):
 
 def cluster_sync(request):
     """A plain-function handler for a cluster-scoped parent: one ConfigMap in spec.namespace."""
-    _log(request, "sync")
+    log_call(request, "sync")
     p = request.parent
     return SyncResponse(
         status={"ok": True},

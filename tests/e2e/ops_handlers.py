@@ -17,22 +17,17 @@ from __future__ import annotations
 import os
 import time
 
+from handlers import log_call
+
 from operatord import Handler, SyncResponse
 
 #: In a worker: the pid of its leader process (``operatord run``), fixed at import.
 LEADER_PID = os.getppid()
 
 
-def _log(name: str, op: str) -> None:
-    log_dir = os.environ.get("E2E_LOG_DIR")
-    if log_dir:
-        with open(os.path.join(log_dir, f"{name}.log"), "a") as f:
-            f.write(f"{op} {time.time():.6f}\n")
-
-
 class Stamped(Handler):
     def sync(self, request):
-        _log(request.parent["metadata"]["name"], "sync")
+        log_call(request, "sync")
         p = request.parent
         spec = p.get("spec") or {}
         name = p["metadata"]["name"]
