@@ -118,6 +118,7 @@ operatord rejects unknown keys. */}}
   "parent" (dict "apiVersion" $c.parent.apiVersion "kind" $c.parent.kind)
   "children" $children
   "namespace" $c.namespace
+  "inFlightPerWorker" $c.inFlightPerWorker
   "resyncSeconds" $c.resyncSeconds
   "handlerTimeoutSeconds" $c.handlerTimeoutSeconds
   "backoff" (pick $c.backoff "initialSeconds" "maxSeconds" "multiplier" "jitter")
