@@ -151,9 +151,7 @@ def _run_elected(config, settings, metrics, controller, health, leading, stop) -
         stop.wait(0.2)
     if lost.is_set() and not stop.is_set():
         log.error("lost leadership; stopping at once")
-        controller.stopping.set()
-        for slot in controller.slots:
-            slot.kill()
+        controller.kill_workers()
         election_stop.set()
         return EXIT_ERROR
     if leading.is_set():

@@ -124,6 +124,12 @@ CATALOG: tuple[MetricSpec, ...] = (
         ("worker",),
     ),
     MetricSpec(
+        "in_flight",
+        "gauge",
+        "Parents a worker holds right now (sent to it, result not back yet), by worker index.",
+        ("worker",),
+    ),
+    MetricSpec(
         "queue_wait_seconds",
         "histogram",
         "Time a parent spent queued between becoming ready and being dispatched to a worker.",
