@@ -36,6 +36,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -99,7 +100,8 @@ class _Slot:
         self.inflight: dict[str, _InFlight] = {}
         self.ready = False  # the process is up and may take tasks
         self.isolating = False  # a suspect is in flight alone
-        self.held: str | None = None  # a suspect taken from the queue, waiting to go alone
+        # Suspects taken from the queue, each waiting to go alone to an otherwise idle worker.
+        self.suspect_queue: deque[str] = deque()
         self.last_message = time.monotonic()
         self.closed = False
 
@@ -409,18 +411,20 @@ class Controller:
             with slot.cond:
                 while not self._may_dispatch(slot):
                     if queue.shutting_down:
-                        return
+                        break
                     slot.cond.wait(0.5)
                     hb.beat()
-                held, slot.held = slot.held, None
-            if held is not None:  # a suspect: alone, now that nothing else is in flight
-                self._send(slot, [held], isolate=True)
+                if queue.shutting_down:
+                    while slot.suspect_queue:
+                        queue.done(slot.suspect_queue.popleft())
+                    return
+                suspect = slot.suspect_queue.popleft() if slot.suspect_queue else None
+            if suspect is not None:  # alone, now that nothing else is in flight
+                self._send(slot, [suspect], isolate=True)
                 continue
             item = queue.get(timeout=0.5)
             if item is None:
-                if queue.shutting_down:
-                    return
-                continue
+                continue  # (on shutdown the wait above releases what is held and returns)
             items = [item]
             with slot.cond:
                 room = self.capacity - len(slot.inflight) - 1
@@ -433,10 +437,11 @@ class Controller:
             uids = []
             for it in items:
                 self.metrics.observe("queue_wait_seconds", it.waited)
-                if it.key in self.suspects and slot.held is None:
-                    slot.held = it.key
-                    continue
-                uids.append(it.key)
+                if it.key in self.suspects:
+                    with slot.cond:
+                        slot.suspect_queue.append(it.key)
+                else:
+                    uids.append(it.key)
             if uids:
                 self._send(slot, uids)
 
@@ -444,7 +449,7 @@ class Controller:
         """Called with slot.cond held."""
         if not slot.ready or slot.isolating or not self._fence_ok():
             return False
-        if slot.held is not None:
+        if slot.suspect_queue:
             return not slot.inflight
         return len(slot.inflight) < self.capacity
 
@@ -480,36 +485,41 @@ class Controller:
                 slot.isolating = False
                 for task in tasks:
                     del slot.inflight[task.uid]
-                    self._finish(slot, task.uid, None)
+                    self._finish(slot, task.uid, None, again=True)
 
     # ---- results --------------------------------------------------------------------------
 
     def _receive_loop(self, slot: _Slot) -> None:
         while not slot.closed:
             try:
-                msg = slot.proc.receive(0.5)
-            except WorkerGone as exc:
-                if slot.closed:
-                    return
+                self._receive_once(slot)
+            except Exception:  # noqa: BLE001 - the receiver must survive anything
+                log.exception("receiving results failed", worker=slot.index)
+
+    def _receive_once(self, slot: _Slot) -> None:
+        try:
+            msg = slot.proc.receive(0.5)
+        except WorkerGone as exc:
+            if not slot.closed:
                 self._worker_died(slot, str(exc))
-                continue
-            now = time.monotonic()
-            if msg is None:
-                with slot.cond:
-                    busy = bool(slot.inflight)
-                if busy and now - slot.last_message > self.task_deadline:
-                    slot.proc.kill()
-                    self._worker_died(slot, f"silent for {self.task_deadline:g}s while busy")
-                elif not busy:
-                    slot.last_message = now
-                continue
-            slot.last_message = now
-            if isinstance(msg, protocol.Results):
-                self.metrics.apply(msg.metrics)
-                if msg.exiting:
-                    slot.proc.exiting = True
-                for result in msg.results:
-                    self._complete(slot, result)
+            return
+        now = time.monotonic()
+        if msg is None:
+            with slot.cond:
+                busy = bool(slot.inflight)
+            if busy and now - slot.last_message > self.task_deadline:
+                slot.proc.kill()
+                self._worker_died(slot, f"silent for {self.task_deadline:g}s while busy")
+            elif not busy:
+                slot.last_message = now
+            return
+        slot.last_message = now
+        if isinstance(msg, protocol.Results):
+            self.metrics.apply(msg.metrics)
+            if msg.exiting:
+                slot.proc.exiting = True
+            for result in msg.results:
+                self._complete(slot, result)
 
     def _worker_died(self, slot: _Slot, reason: str) -> None:
         with slot.cond:
@@ -517,10 +527,6 @@ class Controller:
             slot.inflight.clear()
             slot.ready = False
             slot.isolating = False
-            held, slot.held = slot.held, None
-        if held is not None:
-            slot.queue.done(held)
-            slot.queue.add(held)
         exiting = slot.proc.exiting
         code = slot.proc.exitcode()
         slot.proc.kill()
@@ -547,7 +553,8 @@ class Controller:
                 self.suspects.add(v.uid)
                 delay = slot.queue.add_rate_limited(v.uid)
                 self.metrics.inc("retries_total")
-                self.metrics.inc("syncs_total", {"result": "crash"})
+                counter = "finalizes_total" if _finalizing(v.parent) else "syncs_total"
+                self.metrics.inc(counter, {"result": "crash"})
                 message = (
                     f"the handler's worker process died while syncing this parent alone "
                     f"(exit code {code}); retrying in {delay:.1f}s"
@@ -605,22 +612,19 @@ class Controller:
             queue.add_after(uid, float(step.after))
         if step.resync and self.config.resync_seconds > 0:
             queue.add_after(uid, self.config.resync_seconds * random.uniform(0.9, 1.1), lane=RESYNC)
-        if step.again:
-            expected = None
         if result.outcome == protocol.ERROR:
             reason = "FinalizeFailed" if _finalizing(entry.parent) else "SyncFailed"
             self.events.post(entry.parent, reason, result.error or "")
-        self._finish(slot, uid, expected, again=step.again)
+        self._finish(slot, uid, expected, again=step.again or expected is None)
 
-    def _finish(self, slot: _Slot, uid: str, expected: dict | None, again: bool = True) -> None:
-        """Release ``uid`` from the queue's processing state; sync it again when something
-        changed meanwhile (other than our own writes) or ``again`` with unknown state."""
+    def _finish(self, slot: _Slot, uid: str, expected: dict | None, again: bool) -> None:
+        """Release ``uid`` from the queue's processing state and sync it again when ``again``
+        or when something other than our own writes changed it meanwhile (``expected``: the
+        versions our writes left; None: unknown)."""
         with self._inflight_lock:
             changed = self._inflight.pop(uid, False)
         slot.queue.done(uid)
-        if (again and expected is None) or (
-            changed and (expected is None or self.cache.versions(uid) != expected)
-        ):
+        if again or (changed and (expected is None or self.cache.versions(uid) != expected)):
             slot.queue.add(uid)
 
     def _apply_written(self, uid: str, entry: _InFlight, result: SyncResult) -> dict | None:

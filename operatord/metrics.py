@@ -82,15 +82,16 @@ _SYNC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 _WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 _API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-_SYNC_RESULTS = ("ok", "error", "invalid", "timeout")
-_FINALIZE_RESULTS = ("finalized", "pending", "error", "invalid", "timeout")
+_SYNC_RESULTS = ("ok", "error", "invalid", "timeout", "crash")
+_FINALIZE_RESULTS = ("finalized", "pending", "error", "invalid", "timeout", "crash")
 
 CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec(
         "syncs_total",
         "counter",
         "Handler sync calls, by result: ok, error (handler raised), invalid (bad response), "
-        "timeout (handlerTimeoutSeconds exceeded).",
+        "timeout (handlerTimeoutSeconds exceeded), crash (the worker process died while "
+        "syncing this parent alone).",
         ("result",),
         values={"result": _SYNC_RESULTS},
     ),

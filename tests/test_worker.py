@@ -10,9 +10,8 @@ from kubernetes import client
 
 from operatord.config import Config
 from operatord.kube import ClientSettings
-from operatord.testing import ApiServer
 from operatord.protocol import SyncTask
-from operatord.testing import wait_for
+from operatord.testing import ApiServer, wait_for
 from operatord.worker import MAX_RUNS, Worker
 
 E2E = Path(__file__).resolve().parent / "e2e"

@@ -10,6 +10,7 @@ spec keys:
 - ``holdFinalizer``: finalize returns finalized=False (retry_after from ``finalizeRetryAfter``).
 - ``secret``: also desire a Secret child.
 - ``sleep``: seconds to sleep in sync (handler timeout tests).
+- ``crash``: the handler kills its own worker process (``os._exit``).
 Every call is appended to ``$E2E_LOG_DIR/<name>.log`` (one line: "<op> <monotonic time>") so
 tests can see how often and when a parent was handled.
 """
@@ -39,6 +40,8 @@ class Driven(Handler):
         name = p["metadata"]["name"]
         if spec.get("sleep"):
             time.sleep(float(spec["sleep"]))
+        if spec.get("crash"):
+            os._exit(1)
         if spec.get("fail"):
             raise RuntimeError(f"asked to fail ({name})")
         if spec.get("garbage"):

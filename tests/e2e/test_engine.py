@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import uuid
 
 import pytest
 from conftest import wait_for
@@ -26,13 +25,6 @@ from widgets import (
 
 from operatord.controller import MAX_WRITE_STREAK
 from operatord.worker import MAX_RUNS
-
-
-@pytest.fixture
-def ns(kube):
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    client.CoreV1Api(kube).create_namespace({"metadata": {"name": name}})
-    return name
 
 
 def test_parent_gets_children_status_finalizer_labels_and_owner(operator, kube, ns):
