@@ -89,11 +89,19 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec(
         "syncs_total",
         "counter",
-        "Handler sync calls, by result: ok, error (handler raised), invalid (bad response), "
-        "timeout (handlerTimeoutSeconds exceeded), crash (the worker process died while "
-        "syncing this parent alone).",
+        "Syncs of a parent (one per dispatch to a worker), by result: ok, error (handler raised "
+        "or a write failed), invalid (bad response), timeout (handlerTimeoutSeconds exceeded), "
+        "crash (the worker process died while syncing this parent alone).",
         ("result",),
         values={"result": _SYNC_RESULTS},
+    ),
+    MetricSpec(
+        "handler_calls_total",
+        "counter",
+        "Calls of the user's handler, by method (sync, finalize). One sync runs sync more than "
+        "once when it wrote children: the follow-up run observes them before status is written.",
+        ("method",),
+        values={"method": ("sync", "finalize")},
     ),
     MetricSpec(
         "sync_duration_seconds",
