@@ -319,6 +319,10 @@ class Metrics:
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None
+        # (name, label pairs) -> the labelled child, and (op, name, pairs) already validated:
+        # worker deltas repeat the same few series, so a repeat costs two dict lookups.
+        self._children: dict[tuple[str, tuple], Any] = {}
+        self._valid: set[tuple[str, str, tuple]] = set()
         self.set("build_info", 1, {"version": version or _version(), "python": _python()})
 
     # -- recorder API ---------------------------------------------------------------------
@@ -344,21 +348,40 @@ class Metrics:
         worker running a different catalog) raises :class:`MetricError` and changes nothing.
         """
         checked = []
+        valid = self._valid
         for d in deltas:
             try:
                 op, name, pairs, value = d
+                key = (op, name, tuple(pairs))
+            except (TypeError, ValueError):
+                raise MetricError(f"malformed metric delta {d!r}") from None
+            if (
+                key in valid
+                and isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and (op != "inc" or value >= 0)
+            ):
+                checked.append((op, name, key[2], value))
+                continue
+            try:
                 labels = dict(pairs)
             except (TypeError, ValueError):
                 raise MetricError(f"malformed metric delta {d!r}") from None
-            checked.append(_validate(op, name, labels, value))
+            delta = _validate(op, name, labels, value)
+            valid.add((op, name, delta[2]))
+            checked.append(delta)
         for d in checked:
             self._apply_one(d)
 
     def _apply_one(self, delta: Delta) -> None:
         op, name, pairs, value = delta
-        metric: Any = self._metrics[name]
         if pairs:
-            metric = metric.labels(**dict(pairs))
+            metric = self._children.get((name, pairs))
+            if metric is None:
+                metric = self._metrics[name].labels(**dict(pairs))
+                self._children[(name, pairs)] = metric
+        else:
+            metric = self._metrics[name]
         if op == "inc":
             metric.inc(value)
         elif op == "set":
