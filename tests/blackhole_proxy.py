@@ -10,16 +10,23 @@
   for as long as its client only waits on it (a watch on a dead connection never hears
   anything again); a client that sends on it gets a reset, as from a server that no longer
   knows the connection.
+
+``requests`` records ``(time.monotonic(), method, path)`` for every HTTP request line the proxy
+forwarded (at the start of a chunk from the client, which is where the client writes them).
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 import threading
+import time
 from pathlib import Path
 
 import yaml
+
+_REQUEST_LINE = re.compile(rb"^(GET|HEAD|POST|PUT|PATCH|DELETE) (\S+) HTTP/1\.[01]\r\n")
 
 
 def _reset(sock: socket.socket) -> None:
@@ -60,6 +67,7 @@ class BlackholeProxy:
         self._lock = threading.Lock()
         self._conns: list[_Conn] = []
         self._closed = False
+        self.requests: list[tuple[float, str, str]] = []
         threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
 
     # ---- control ------------------------------------------------------------------------
@@ -146,11 +154,16 @@ class BlackholeProxy:
                     continue  # swallowed
                 self._forget(conn, reset=True)  # a dead connection used after recovery
                 return
+            line = _REQUEST_LINE.match(data)
             try:
                 conn.upstream.sendall(data)
             except OSError:
                 self._forget(conn, reset=True)
                 return
+            if line:
+                request = (time.monotonic(), line[1].decode(), line[2].decode())
+                with self._lock:
+                    self.requests.append(request)
 
     def _down(self, conn: _Conn) -> None:
         """Target -> client."""
