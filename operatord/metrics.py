@@ -39,6 +39,7 @@ from prometheus_client import (
     generate_latest,
     start_http_server,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 PREFIX = "operatord_"
 
@@ -187,6 +188,20 @@ CATALOG: tuple[MetricSpec, ...] = (
         ("resource", "reason"),
     ),
     MetricSpec(
+        "watch_idle_seconds",
+        "gauge",
+        "Seconds since the informer of this resource last heard from the API server (an event, "
+        "a bookmark, a list or an opened watch); computed at scrape time.",
+        ("resource",),
+    ),
+    MetricSpec(
+        "watch_idle_limit_seconds",
+        "gauge",
+        "The informer's liveness bound: a watch silent this long is torn down and resumed, and "
+        "/readyz fails while watch_idle_seconds exceeds it.",
+        ("resource",),
+    ),
+    MetricSpec(
         "cached_objects",
         "gauge",
         "Objects held in the leader's cache, by resource.",
@@ -306,6 +321,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._metrics: dict[str, Counter | Gauge | Histogram] = {}
         for m in CATALOG:
+            if m.name in _SCRAPE_TIME:
+                continue
             kwargs: dict[str, Any] = {"labelnames": m.labels, "registry": self.registry}
             if m.type == "counter":
                 self._metrics[m.name] = Counter(m.full_name, m.help, **kwargs)
@@ -316,6 +333,7 @@ class Metrics:
             if m.labels and set(m.values) == set(m.labels):
                 for combo in _combinations(m):
                     self._metrics[m.name].labels(**combo)
+        self.registry.register(_WatchActivityCollector())
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None
@@ -375,6 +393,8 @@ class Metrics:
 
     def _apply_one(self, delta: Delta) -> None:
         op, name, pairs, value = delta
+        if name in _SCRAPE_TIME:
+            raise MetricError(f"{name!r} is computed at scrape time and cannot be recorded")
         if pairs:
             metric = self._children.get((name, pairs))
             if metric is None:
@@ -414,6 +434,31 @@ class Metrics:
             if self._thread is not None:
                 self._thread.join(timeout=5)
             self._server = self._thread = None
+
+
+#: Gauges computed when scraped, from the informers running in this process.
+_SCRAPE_TIME = ("watch_idle_seconds", "watch_idle_limit_seconds")
+
+
+class _WatchActivityCollector:
+    """Yields the watch_idle_* gauges from :func:`operatord.informer.watch_activity`."""
+
+    def describe(self) -> list:
+        return [self._family(name) for name in _SCRAPE_TIME]
+
+    def collect(self) -> list:
+        from operatord.informer import watch_activity
+
+        idle, limit = (self._family(name) for name in _SCRAPE_TIME)
+        for resource, (seconds, bound) in sorted(watch_activity().items()):
+            idle.add_metric([resource], seconds)
+            limit.add_metric([resource], bound)
+        return [idle, limit]
+
+    @staticmethod
+    def _family(name: str) -> GaugeMetricFamily:
+        m = _BY_NAME[name]
+        return GaugeMetricFamily(m.full_name, m.help, labels=list(m.labels))
 
 
 class DeltaRecorder:
