@@ -18,7 +18,6 @@ import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
 from conftest import Operator, wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -92,7 +91,6 @@ def churn(kube, ns: str, stop: threading.Event) -> None:
             pass
 
 
-@pytest.mark.xfail(strict=False, reason="needs controller/worker freshness checks")
 def test_a_frozen_leader_writes_nothing_after_the_standby_takes_over(api, kube, tmp_path):
     ns = f"f-{uuid.uuid4().hex[:8]}"
     client.CoreV1Api(kube).create_namespace({"metadata": {"name": ns}})
