@@ -337,6 +337,21 @@ def ratio_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def system_factories(args: argparse.Namespace, sc: dict) -> list:
+    """Per system to run in scenario ``sc``: a function of the API server making it."""
+    out = []
+    if "operatord" in args.systems:
+        for w in args.workers:
+            out.append(
+                lambda api, w=w: Operatord(
+                    api, workers=w, in_flight=args.in_flight, burn=sc["burn"] > 0
+                )
+            )
+    if "kopf" in args.systems:
+        out.append(lambda api: Kopf(api, burn=sc["burn"]))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parents", type=int, default=1000)
@@ -380,24 +395,8 @@ def main() -> int:
         sc = SCENARIOS[name]
         if "floor" in args.systems:
             record(name, run_floor(sc, args.parents, args.floor_procs, args.floor_threads))
-        if "operatord" in args.systems:
-            for w in args.workers:
-
-                def make(api, w=w):
-                    return Operatord(api, workers=w, in_flight=args.in_flight, burn=sc["burn"] > 0)
-
-                record(name, run_system(make, sc, args.parents, args.client_threads, args.timeout))
-        if "kopf" in args.systems:
-            record(
-                name,
-                run_system(
-                    lambda api: Kopf(api, burn=sc["burn"]),  # noqa: B023 - called at once
-                    sc,
-                    args.parents,
-                    args.client_threads,
-                    args.timeout,
-                ),
-            )
+        for make in system_factories(args, sc):
+            record(name, run_system(make, sc, args.parents, args.client_threads, args.timeout))
     print()
     for line in ratio_lines(rows):
         print(line)
