@@ -371,7 +371,12 @@ def main() -> int:
     )
     ap.add_argument("--client-threads", type=int, default=32, help="benchmark's HTTP threads")
     ap.add_argument("--floor-procs", type=int, default=2, help="raw-write floor processes")
-    ap.add_argument("--floor-threads", type=int, default=8, help="connections per floor process")
+    ap.add_argument(
+        "--floor-threads",
+        type=int,
+        default=None,
+        help="connections per floor process (default 8, or 64 with added latency)",
+    )
     ap.add_argument("--timeout", type=float, default=600, help="deadline per phase (s)")
     ap.add_argument("--json", help="also write the rows as JSON to this file")
     args = ap.parse_args()
@@ -394,7 +399,8 @@ def main() -> int:
     for name in args.scenarios:
         sc = SCENARIOS[name]
         if "floor" in args.systems:
-            record(name, run_floor(sc, args.parents, args.floor_procs, args.floor_threads))
+            threads = args.floor_threads or (64 if sc["latency"] else 8)
+            record(name, run_floor(sc, args.parents, args.floor_procs, threads))
         for make in system_factories(args, sc):
             record(name, run_system(make, sc, args.parents, args.client_threads, args.timeout))
     print()
