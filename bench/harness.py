@@ -373,6 +373,23 @@ class ProcTree:
         self._thread.join(2)
 
 
+def wait_idle(tree: ProcTree, timeout: float, window: float = 0.5, cores: float = 0.1) -> None:
+    """Wait until ``tree`` used less than ``cores`` CPUs over a ``window`` (seconds): the system
+    finished the work it still had after the last status was seen (e.g. its own echoes)."""
+    last = [tree.cpu(), time.monotonic()]
+
+    def idle() -> bool:
+        now = time.monotonic()
+        if now - last[1] < window:
+            return False
+        cpu = tree.cpu()
+        rate = (cpu - last[0]) / (now - last[1])
+        last[:] = [cpu, now]
+        return rate < cores
+
+    wait(idle, timeout, "operator idle", 0.05)
+
+
 # ---- the systems under test -----------------------------------------------------------------
 
 

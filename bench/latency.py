@@ -35,6 +35,7 @@ from harness import (  # noqa: E402
     Http,
     Kopf,
     Operatord,
+    ProcTree,
     WidgetWatch,
     change_spec,
     create_widgets,
@@ -42,6 +43,7 @@ from harness import (  # noqa: E402
     machine_line,
     new_api,
     wait,
+    wait_idle,
     widget_name,
 )
 
@@ -94,11 +96,13 @@ def run(make, args: argparse.Namespace) -> dict[str, Any]:
     row: dict[str, Any] = {"system": system.label, "parents": args.parents}
     try:
         api.clear_requests()
-        system.start()
+        tree = ProcTree(system.start())
         system.wait_ready()
         watch.expect(1, args.parents)
         create_widgets(http_, args.parents)
         wait(lambda: watch.done_at is not None, args.timeout, "converge", 0.05)
+        wait_idle(tree, args.timeout)  # steady state: converge's leftovers are done
+        tree.stop()
 
         changes = int(args.rate * args.seconds)
         t0 = t_last = time.monotonic()

@@ -57,6 +57,7 @@ from harness import (  # noqa: E402
     machine_line,
     new_api,
     wait,
+    wait_idle,
     widget_body,
     widget_name,
     writes,
@@ -106,6 +107,7 @@ def run_system(make, scenario: dict, parents: int, threads: int, timeout: float)
         create_widgets(http_, parents)
         row["create_s"] = time.monotonic() - t0
         row["converge_s"] = _wait_done(watch, t0, timeout, "converge", row, parents)
+        wait_idle(tree, timeout)  # not timed: leftovers of converge do not slow the wave
         reqs = audit(api)
 
         # update wave: every spec changed
@@ -113,6 +115,7 @@ def run_system(make, scenario: dict, parents: int, threads: int, timeout: float)
         t1 = time.monotonic()
         http_.map(lambda i: change_spec(http_, i, i % 7 + 10), range(parents))
         row["update_s"] = _wait_done(watch, t1, timeout, "update wave", row, parents)
+        wait_idle(tree, timeout)  # the CPU of work done after the last status counts too
         row["cpu_s"] = tree.cpu() - cpu0
         row["calls"] = system.calls()
         system.stop()
