@@ -70,7 +70,18 @@ def machine() -> dict[str, str]:
 
 def machine_line() -> str:
     m = machine()
-    return f"{m['cpus']} CPUs ({m['model']}), Python {m['python']}, kopf {m['kopf']}"
+    return (
+        f"{m['cpus']} CPUs ({m['model']}), Python {m['python']}, kopf {m['kopf']}, "
+        f"load average {load_average()}"
+    )
+
+
+def load_average() -> str:
+    """The 1-minute load average: how busy the (shared) machine was, i.e. how noisy timings are."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "unknown"
 
 
 def wait(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:

@@ -39,6 +39,7 @@ from harness import (  # noqa: E402
     WidgetWatch,
     change_spec,
     create_widgets,
+    load_average,
     machine,
     machine_line,
     new_api,
@@ -203,6 +204,7 @@ def main() -> int:
         row = run(makers[name], args)
         rows.append(row)
         print("| " + " | ".join(_cell(k, row.get(k)) for k, _ in COLUMNS) + " |", flush=True)
+    print(f"\nload average at the end: {load_average()}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
     return 1 if any(r.get("missing") for r in rows) else 0

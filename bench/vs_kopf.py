@@ -53,6 +53,7 @@ from harness import (  # noqa: E402
     change_spec,
     conflicts,
     create_widgets,
+    load_average,
     machine,
     machine_line,
     new_api,
@@ -409,6 +410,7 @@ def main() -> int:
     print()
     for line in ratio_lines(rows):
         print(line)
+    print(f"\nload average at the end: {load_average()}")
     if args.json:
         Path(args.json).write_text(
             json.dumps({"machine": machine(), "parents": args.parents, "rows": rows}, indent=2)
