@@ -633,6 +633,8 @@ class Controller:
         if result.outcome == protocol.ERROR:
             reason = "FinalizeFailed" if _finalizing(entry.parent) else "SyncFailed"
             self.events.post(entry.parent, reason, result.error or "")
+        for type_, reason, message in result.events:
+            self.events.post(entry.parent, reason, message, type_)
         self._finish(slot, uid, expected, again=step.again or expected is None)
 
     def _finish(self, slot: _Slot, uid: str, expected: dict | None, again: bool) -> None:

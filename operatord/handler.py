@@ -193,17 +193,36 @@ class SyncRequest:
 
 
 @dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event about the parent, recorded by operatord for a handler.
+
+    ``type`` is "Normal" or "Warning"; ``reason`` a short CamelCase word (``ScaledUp``);
+    ``message`` one human-readable line. Events are rate-limited per parent and type (one API
+    call a minute; repeats of a reason update one Event's count) and redacted like logs.
+    """
+
+    reason: str
+    message: str = ""
+    type: str = "Normal"
+
+
+EVENT_TYPES = ("Normal", "Warning")
+
+
+@dataclass(frozen=True)
 class SyncResponse:
     """What ``sync`` returns.
 
     ``status`` replaces the parent's ``.status`` (None leaves it alone); ``children`` is the
     complete desired set: an observed child that is not listed is deleted. ``resync_after``
-    (seconds) asks for one more sync of this parent after that delay.
+    (seconds) asks for one more sync of this parent after that delay. ``events`` are recorded
+    on the parent once the sync's writes succeeded.
     """
 
     status: dict | None = None
     children: Sequence[dict] = ()
     resync_after: float | None = None
+    events: Sequence[Event] = ()
 
 
 @dataclass(frozen=True)
@@ -218,6 +237,7 @@ class FinalizeResponse:
     status: dict | None = None
     finalized: bool = True
     retry_after: float | None = None
+    events: Sequence[Event] = ()
 
 
 class Handler:
@@ -557,7 +577,12 @@ def validate_sync_response(
         seen[key] = i
         _check_plain(child, where)
     resync_after = _check_seconds(obj.resync_after, "resync_after")
-    return SyncResponse(status=obj.status, children=tuple(children), resync_after=resync_after)
+    return SyncResponse(
+        status=obj.status,
+        children=tuple(children),
+        resync_after=resync_after,
+        events=_check_events(obj.events),
+    )
 
 
 def validate_finalize_response(obj: Any) -> FinalizeResponse:
@@ -576,4 +601,34 @@ def validate_finalize_response(obj: Any) -> FinalizeResponse:
     if not isinstance(obj.finalized, bool):
         raise InvalidResponse(f"finalized must be True or False, got {_describe(obj.finalized)}")
     retry_after = _check_seconds(obj.retry_after, "retry_after")
-    return FinalizeResponse(status=obj.status, finalized=obj.finalized, retry_after=retry_after)
+    return FinalizeResponse(
+        status=obj.status,
+        finalized=obj.finalized,
+        retry_after=retry_after,
+        events=_check_events(obj.events),
+    )
+
+
+_REASON_MAX = 128
+
+
+def _check_events(events: Any) -> tuple[Event, ...]:
+    if isinstance(events, (str, bytes, dict)) or not isinstance(events, (list, tuple)):
+        raise InvalidResponse(f"events must be a list or tuple of Event, got {_describe(events)}")
+    for i, event in enumerate(events):
+        where = f"events[{i}]"
+        if not isinstance(event, Event):
+            raise InvalidResponse(f"{where} must be an Event, got {_describe(event)}")
+        reason = event.reason
+        if not isinstance(reason, str) or not reason or len(reason) > _REASON_MAX:
+            raise InvalidResponse(
+                f"{where}.reason must be a non-empty string of at most {_REASON_MAX} characters,"
+                f" got {reason!r}"
+            )
+        if not isinstance(event.message, str):
+            raise InvalidResponse(
+                f"{where}.message must be a string, got {_describe(event.message)}"
+            )
+        if event.type not in EVENT_TYPES:
+            raise InvalidResponse(f"{where}.type must be Normal or Warning, got {event.type!r}")
+    return tuple(events)

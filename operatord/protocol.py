@@ -82,6 +82,8 @@ class SyncResult:
     children_changed: bool = False
     duration: float = 0.0  # seconds the task took in the worker
     handler_calls: int = 0  # how many times the handler ran for this task
+    # Events the handler asked for, (type, reason, message); the leader records them.
+    events: tuple = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -366,6 +366,7 @@ class Worker:
                 outcome.upsert(updated)
                 outcome.status_written = True
         fields["resync_after"] = response.resync_after
+        fields["events"] = tuple((e.type, e.reason, e.message) for e in response.events)
 
     def _finalize(self, parent: dict, children: list[dict], fields: dict, outcome: Outcome) -> None:
         if self.config.finalizer not in (parent["metadata"].get("finalizers") or []):
@@ -383,6 +384,7 @@ class Worker:
                 outcome.upsert(updated)
                 outcome.status_written = True
                 parent = updated
+        fields["events"] = tuple((e.type, e.reason, e.message) for e in response.events)
         if response.finalized:
             updated = self.applier.set_finalizer(res, parent, False)
             if updated is not None:
