@@ -37,6 +37,7 @@ __all__ = [
     "ConfigError",
     "ConfigFileNotFoundError",
     "LeaderElectionConfig",
+    "RelatedType",
     "ResourceType",
     "check_config_command",
     "config_schema",
@@ -105,6 +106,25 @@ class ResourceType:
 
 
 @dataclass(frozen=True)
+class RelatedType:
+    """A type the handler may read (``related``): watched and cached by the leader, read only.
+
+    ``label_selector`` (``""``: none) limits what is listed, watched and cached.
+    """
+
+    api_version: str
+    kind: str
+    label_selector: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.api_version, self.kind)
+
+    def __str__(self) -> str:
+        return f"{self.api_version}/{self.kind}"
+
+
+@dataclass(frozen=True)
 class BackoffConfig:
     """Per-parent retry delays: ``initial * multiplier**(n-1)``, capped, with +/- jitter."""
 
@@ -164,6 +184,7 @@ class Config:
     health_port: int = 8081
     logging_format: str = "auto"
     logging_level: str = "info"
+    related: tuple[RelatedType, ...] = ()
 
     def __post_init__(self) -> None:
         # Normalize sequences to tuples and relative paths to absolute ones, then validate the
@@ -175,6 +196,7 @@ class Config:
             self, "python_path", tuple(os.path.abspath(str(p)) for p in (paths or ()))
         )
         object.__setattr__(self, "children", tuple(self.children or ()))
+        object.__setattr__(self, "related", tuple(self.related or ()))
         if self.workers is None:
             object.__setattr__(self, "workers", _cpu_count())
         for name, kind in (
@@ -219,6 +241,11 @@ class Config:
         """``(apiVersion, kind)`` of every child type (for ``validate_sync_response``)."""
         return frozenset(c.key for c in self.children)
 
+    @property
+    def related_keys(self) -> frozenset[tuple[str, str]]:
+        """``(apiVersion, kind)`` of every related type (what ``related()`` may select)."""
+        return frozenset(r.key for r in self.related)
+
     def child_type(self, api_version: str, kind: str) -> ResourceType | None:
         """The configured child type ``(api_version, kind)``, or None."""
         for c in self.children:
@@ -262,6 +289,10 @@ class Config:
             "metrics": {"port": self.metrics_port},
             "health": {"port": self.health_port},
             "logging": {"format": self.logging_format, "level": self.logging_level},
+            "related": [
+                {"apiVersion": r.api_version, "kind": r.kind, "labelSelector": r.label_selector}
+                for r in self.related
+            ],
         }
 
     @classmethod
@@ -310,6 +341,10 @@ class Config:
             health_port=int(data.get("health", {}).get("port", 8081)),
             logging_format=data.get("logging", {}).get("format", "auto"),
             logging_level=data.get("logging", {}).get("level", "info"),
+            related=tuple(
+                RelatedType(r["apiVersion"], r["kind"], r.get("labelSelector", ""))
+                for r in data.get("related", [])
+            ),
         )
 
 
@@ -525,7 +560,33 @@ def _semantic_errors(d: dict[str, Any]) -> list[tuple[list[Any], str]]:
             )
         else:
             seen[key] = i
+    related_seen: dict[tuple[str, str], int] = {}
+    for i, rel in enumerate(d.get("related", [])):
+        key = (rel["apiVersion"], rel["kind"])
+        if key in related_seen:
+            out.append(
+                (
+                    ["related", i],
+                    f"{key[0]}/{key[1]} is already listed as related[{related_seen[key]}]",
+                )
+            )
+        else:
+            related_seen[key] = i
+        problem = _label_selector_problem(rel.get("labelSelector", ""))
+        if problem:
+            out.append((["related", i, "labelSelector"], problem))
     return out
+
+
+def _label_selector_problem(selector: str) -> str | None:
+    """Why ``selector`` is not a valid label selector, or None."""
+    from operatord.related import SelectorError, parse_selector  # the one selector grammar
+
+    try:
+        parse_selector(selector)
+    except SelectorError as exc:
+        return str(exc)
+    return None
 
 
 def _validate(data: Any) -> None:
