@@ -4,7 +4,14 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
 from operatord.config import Config, ConfigError, load_config
-from operatord.handler import Children, FinalizeResponse, Handler, SyncRequest, SyncResponse
+from operatord.handler import (
+    Children,
+    FinalizeResponse,
+    Handler,
+    Related,
+    SyncRequest,
+    SyncResponse,
+)
 
 try:
     __version__ = _version("operatord")
@@ -17,6 +24,7 @@ __all__ = [
     "ConfigError",
     "FinalizeResponse",
     "Handler",
+    "Related",
     "SyncRequest",
     "SyncResponse",
     "__version__",
