@@ -128,11 +128,12 @@ class Controller:
         self.cache = Cache(config.parent_uid_label)
         self.lease_deadline = lease_deadline or (lambda: None)
         b = config.backoff
-        config_dict, settings_dict = config.to_dict(), settings.to_dict()
+        self._credentials = self.kube.connection()
+        config_dict, connection_dict = config.to_dict(), self._credentials.to_dict()
         self.slots = [
             _Slot(
                 i,
-                WorkerProcess(i, config_dict, settings_dict, self.ctx),
+                WorkerProcess(i, config_dict, connection_dict, self.ctx),
                 WorkQueue(
                     backoff=Backoff(b.initial_seconds, b.max_seconds, b.multiplier, b.jitter)
                 ),
@@ -404,6 +405,21 @@ class Controller:
                     slot.proc.send(protocol.LeaseUpdate(valid_until))
                 except WorkerGone:
                     pass  # its receiver replaces it
+
+    def refresh_credentials(self) -> None:
+        """Push the leader's current auth headers to every worker when they changed (tokens
+        rotate; workers never load the kubeconfig themselves)."""
+        headers = self.kube.connection().headers
+        if headers == self._credentials.headers:
+            return
+        self._credentials = self.kube.connection()
+        for slot in self.slots:
+            slot.proc.connection_dict = self._credentials.to_dict()
+            if slot.ready:
+                try:
+                    slot.proc.send(protocol.Credentials(headers))
+                except WorkerGone:
+                    pass  # its receiver replaces it (with the new connection)
 
     def kill_workers(self) -> None:
         """Stop at once: no dispatch, every worker killed (lost leadership)."""
@@ -697,8 +713,9 @@ class Controller:
         while True:
             try:
                 self.update_gauges()
-            except Exception:  # noqa: BLE001 - gauges must not kill the loop
-                log.exception("updating gauges failed")
+                self.refresh_credentials()
+            except Exception:  # noqa: BLE001 - housekeeping must not kill the loop
+                log.exception("housekeeping failed")
             if self.stopping.wait(0.5):
                 return
 

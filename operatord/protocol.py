@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "ABANDONED",
+    "Credentials",
     "ERROR",
     "FINALIZED",
     "FINALIZE_PENDING",
@@ -108,6 +109,13 @@ class LeaseUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class Credentials:
+    """Leader -> worker: fresh auth headers for API requests (tokens expire and rotate)."""
+
+    headers: dict
+
+
+@dataclass(frozen=True, slots=True)
 class Stop:
     """Leader -> worker: finish what is in flight, answer it, and exit."""
 
@@ -157,6 +165,8 @@ def encode(message: Any) -> bytes:
         )
     elif isinstance(message, LeaseUpdate):
         wire = ("lease", message.valid_until)
+    elif isinstance(message, Credentials):
+        wire = ("auth", dict(message.headers))
     elif isinstance(message, Stop):
         wire = ("stop",)
     elif isinstance(message, Ready):
@@ -166,7 +176,7 @@ def encode(message: Any) -> bytes:
     return pickle.dumps(wire, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def decode(data: bytes) -> Tasks | Results | LeaseUpdate | Stop | Ready:
+def decode(data: bytes) -> Tasks | Results | LeaseUpdate | Credentials | Stop | Ready:
     """The message `encode` made; raises ValueError for anything else."""
     try:
         wire = pickle.loads(data)
@@ -177,6 +187,8 @@ def decode(data: bytes) -> Tasks | Results | LeaseUpdate | Stop | Ready:
             return Results(tuple(SyncResult(*r) for r in wire[1]), tuple(wire[2]), wire[3])
         if op == "lease":
             return LeaseUpdate(wire[1])
+        if op == "auth":
+            return Credentials(wire[1])
         if op == "stop":
             return Stop()
         if op == "ready":

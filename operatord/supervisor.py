@@ -36,7 +36,7 @@ class WorkerProcess:
         self,
         index: int,
         config_dict: dict,
-        settings_dict: dict,
+        connection_dict: dict,
         ctx,
         *,
         restart_initial: float = 0.1,
@@ -45,7 +45,7 @@ class WorkerProcess:
     ):
         self.index = index
         self.config_dict = config_dict
-        self.settings_dict = settings_dict
+        self.connection_dict = connection_dict
         self.ctx = ctx
         self.process = None
         self.conn = None
@@ -71,7 +71,7 @@ class WorkerProcess:
         parent_conn, child_conn = self.ctx.Pipe()
         proc = self.ctx.Process(
             target=worker_main,
-            args=(self.index, self.config_dict, self.settings_dict, child_conn),
+            args=(self.index, self.config_dict, self.connection_dict, child_conn),
             name=f"operatord-worker-{self.index}",
             daemon=True,
         )

@@ -50,7 +50,7 @@ from operatord.handler import (
     validate_related,
     validate_sync_response,
 )
-from operatord.kube import ApiError, ClientSettings, Kube
+from operatord.kube import ApiError, ClientSettings, Connection, Kube
 from operatord.logs import bind_parent, configure_logging
 from operatord.metrics import DeltaRecorder
 from operatord.protocol import SyncResult, SyncTask
@@ -210,7 +210,7 @@ class Worker:
         self,
         index: int,
         config: Config,
-        settings: ClientSettings,
+        settings: ClientSettings | Connection,
         *,
         recorder: DeltaRecorder | None = None,
         leader_pid: int | None = None,
@@ -477,12 +477,13 @@ class _Outbox:
             return items
 
 
-def worker_main(index: int, config_dict: dict, settings_dict: dict, conn) -> None:
-    """Entry point of a worker process (spawned; receives plain data only)."""
-    config = Config.from_dict(config_dict)
+def worker_main(index: int, config_dict: dict, connection_dict: dict, conn) -> None:
+    """Entry point of a worker process (spawned; receives plain data only: the leader's
+    validated config and its resolved `Connection`)."""
+    config = Config.from_trusted_dict(config_dict)
     configure_logging(config.logging_format, config.logging_level, process="worker", worker=index)
     leader_pid = os.getppid()
-    worker = Worker(index, config, ClientSettings.from_dict(settings_dict), leader_pid=leader_pid)
+    worker = Worker(index, config, Connection.from_dict(connection_dict), leader_pid=leader_pid)
     threading.Thread(
         target=_watch_leader, args=(leader_pid,), name="leader-watch", daemon=True
     ).start()
@@ -543,6 +544,9 @@ def worker_main(index: int, config_dict: dict, settings_dict: dict, conn) -> Non
             break
         if isinstance(message, protocol.LeaseUpdate):
             worker.update_lease(message.valid_until)
+            continue
+        if isinstance(message, protocol.Credentials):
+            worker.kube.set_auth(message.headers)
             continue
         if isinstance(message, protocol.Tasks):
             with count_lock:

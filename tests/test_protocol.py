@@ -42,6 +42,7 @@ PARENT = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"uid": 
         ),
         LeaseUpdate(99.0),
         LeaseUpdate(None),
+        protocol.Credentials({"authorization": "Bearer t"}),
         Stop(),
         Ready(1234, ()),
     ],
