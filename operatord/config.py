@@ -685,7 +685,12 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 def _summary(cfg: Config) -> str:
     children = ",".join(f"{c}({c.update_strategy})" for c in cfg.children) or "none"
-    return f"ok: {cfg.name} handler={cfg.handler} parent={cfg.parent} children={children}"
+    line = f"ok: {cfg.name} handler={cfg.handler} parent={cfg.parent} children={children}"
+    if cfg.related:
+        line += " related=" + ",".join(
+            f"{r}({r.label_selector})" if r.label_selector else str(r) for r in cfg.related
+        )
+    return line
 
 
 def check_config_command(path: str) -> int:

@@ -152,14 +152,6 @@ class _Selector:
         self.names: tuple[str, ...] = names
         self.matcher = matcher  # None: no label selector
 
-    def matches(self, obj: dict) -> bool:
-        meta = _meta(obj)
-        if self.namespace is not None and (meta.get("namespace") or "") != self.namespace:
-            return False
-        if self.names and meta.get("name") not in self.names:
-            return False
-        return self.matcher is None or self.matcher(_labels(obj))
-
 
 class RelatedIndex:
     """Cached related objects and, per parent, the selection its last sync returned."""
