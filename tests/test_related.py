@@ -359,3 +359,14 @@ def test_website_without_its_secret_reports_missing():
         SyncRequest.build(website(tlsSecret="www-tls"), related=[tls_secret("other")])
     )
     assert other.status["tls"] == "missing"
+
+
+def test_related_secrets_are_redacted_in_log_events():
+    from operatord.logs import REDACTED, redact_secrets
+
+    secret = tls_secret()
+    event = {"event": "task", "related": [secret, {"kind": "ConfigMap", "data": {"a": "b"}}]}
+    out = redact_secrets(None, "info", event)
+    assert out["related"][0]["data"] == {"tls.crt": REDACTED, "tls.key": REDACTED}
+    assert out["related"][1]["data"] == {"a": "b"}
+    assert secret["data"]["tls.key"] == "c2VjcmV0"  # the handler's copy is untouched
