@@ -305,6 +305,10 @@ class Worker:
         )
 
     def _record(self, fields: dict, finalizing: bool, duration: float, outcome: Outcome) -> None:
+        calls = fields.get("handler_calls", 0)
+        if calls:
+            method = "finalize" if finalizing else "sync"
+            self.recorder.inc("handler_calls_total", {"method": method}, calls)
         if fields["outcome"] == protocol.ABANDONED or fields.get("reselect"):
             return
         kind = fields.get("error_kind")
