@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/workqueue.py
 	$(BIN)/python bench/apiserver.py
 	$(BIN)/python bench/converge.py
+	$(BIN)/python bench/related.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
