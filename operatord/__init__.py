@@ -10,6 +10,7 @@ from operatord.handler import (
     Event,
     FinalizeResponse,
     Handler,
+    Related,
     SyncRequest,
     SyncResponse,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "Event",
     "FinalizeResponse",
     "Handler",
+    "Related",
     "SyncRequest",
     "SyncResponse",
     "__version__",
