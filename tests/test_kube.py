@@ -10,9 +10,9 @@ import uuid
 import pytest
 import yaml
 
+from operatord.apiserver import write_kubeconfig
 from operatord.kube import ApiError, ClientSettings, Kube, Resource, is_conflict, is_not_found
 from operatord.testing import ApiServer
-from operatord.testing.apiserver import write_kubeconfig
 
 
 class Recorder:
