@@ -1,0 +1,195 @@
+"""Managed fields and server-side apply: who owns which field of an object.
+
+Guarantees:
+- `managedFields` entries are FieldsV1, one per (manager, operation, subresource); entries that
+  own nothing are dropped.
+- An update or non-apply patch gives its manager the fields it changed and takes them from
+  everyone else (`track_update`).
+- An apply (`apply_fields`) that sets a field another manager owns to a different value is a
+  409 Conflict with one `FieldManagerConflict` cause per field, unless forced, which takes the
+  field over; the same value is shared ownership; fields the manager stops applying are removed
+  unless someone else owns them.
+- Every function here leaves its inputs unchanged, except `track_update`, which sets
+  `new["metadata"]["managedFields"]`.
+"""
+
+from __future__ import annotations
+
+from . import patch as P
+from .errors import ApiError
+from .objects import now_time
+from .resources import ResourceType
+
+
+def read_managed(entries: list) -> list[dict]:
+    """Stored `managedFields` as dicts with a `paths` set instead of `fieldsV1`."""
+    out = []
+    for e in entries:
+        if not isinstance(e, dict):
+            continue
+        out.append(
+            {
+                "manager": e.get("manager", ""),
+                "operation": e.get("operation", "Update"),
+                "subresource": e.get("subresource", ""),
+                "apiVersion": e.get("apiVersion", ""),
+                "time": e.get("time", ""),
+                "paths": P.fields_v1_to_paths(e.get("fieldsV1") or {}),
+            }
+        )
+    return out
+
+
+def write_managed(entries: list[dict]) -> list[dict]:
+    """The inverse of `read_managed`, without entries that own nothing."""
+    out = []
+    for e in entries:
+        if not e["paths"]:
+            continue
+        d = {
+            "manager": e["manager"],
+            "operation": e["operation"],
+            "apiVersion": e["apiVersion"],
+            "time": e["time"],
+            "fieldsType": "FieldsV1",
+            "fieldsV1": P.paths_to_fields_v1(e["paths"]),
+        }
+        if e["subresource"]:
+            d["subresource"] = e["subresource"]
+        out.append(d)
+    return out
+
+
+def _strip_times(entries: list[dict]) -> list[dict]:
+    return [{k: v for k, v in e.items() if k != "time"} for e in entries]
+
+
+def track_update(new: dict, old: dict | None, manager: str, sub: str, api_version: str) -> None:
+    """Record that `manager` wrote `new` over `old` with an update (not an apply)."""
+    changed = P.changed_paths(old or {}, new) if old is not None else P.field_paths(new)
+    if sub == "status":
+        changed = {p for p in changed if p[0] == "status"}
+    if not changed:
+        return
+    entries = read_managed(new["metadata"].get("managedFields") or [])
+    live = P.field_paths(new)
+    out = []
+    mine = None
+    for e in entries:
+        if e["manager"] == manager and e["operation"] == "Update" and e["subresource"] == sub:
+            mine = e
+            continue
+        e["paths"] = (e["paths"] - changed) & live
+        out.append(e)
+    paths = ((mine["paths"] if mine else set()) | changed) & live
+    out.append(
+        {
+            "manager": manager,
+            "operation": "Update",
+            "subresource": sub,
+            "apiVersion": api_version,
+            "time": now_time(),
+            "paths": paths,
+        }
+    )
+    new["metadata"]["managedFields"] = write_managed(out)
+
+
+def created_by_apply(manager: str, api_version: str, paths: set) -> list[dict]:
+    """The managedFields of an object an apply creates."""
+    return write_managed(
+        [
+            {
+                "manager": manager,
+                "operation": "Apply",
+                "subresource": "",
+                "apiVersion": api_version,
+                "time": now_time(),
+                "paths": paths,
+            }
+        ]
+    )
+
+
+def apply_fields(
+    rt: ResourceType,
+    old: dict,
+    applied: dict,
+    paths: set,
+    *,
+    manager: str,
+    force: bool,
+    subresource: str,
+    api_version: str,
+) -> tuple[dict, list[dict]]:
+    """(new object, new managedFields) of applying `applied` (owning `paths`) to `old`."""
+    name = old["metadata"]["name"]
+    entries = read_managed(old["metadata"].get("managedFields") or [])
+    mine_prev: set = set()
+    conflicts: list[tuple[str, P.Path]] = []
+    for e in entries:
+        if (
+            e["manager"] == manager
+            and e["operation"] == "Apply"
+            and e["subresource"] == subresource
+        ):
+            mine_prev = e["paths"]
+            continue
+        if e["manager"] == manager:
+            continue
+        for p in e["paths"] & paths:
+            if P.get_path(old, p) != P.get_path(applied, p):
+                conflicts.append((e["manager"], p))
+    if conflicts and not force:
+        conflicts.sort()
+        causes = [
+            {
+                "type": "FieldManagerConflict",
+                "message": f'conflict with "{m}"',
+                "field": "." + ".".join(p),
+            }
+            for m, p in conflicts
+        ]
+        lines = "\n".join(f"- {c['message']}: {c['field']}" for c in causes)
+        n = len(conflicts)
+        raise ApiError(
+            409,
+            f"Apply failed with {n} conflict{'s' if n > 1 else ''}: {lines}",
+            "Conflict",
+            {"name": name, "kind": rt.plural, "group": rt.group, "causes": causes},
+        )
+    stolen = {p for _, p in conflicts}
+    new = P.deepcopy(old)
+    others_own: set = set()
+    out = []
+    for e in entries:
+        if (
+            e["manager"] == manager
+            and e["operation"] == "Apply"
+            and e["subresource"] == subresource
+        ):
+            continue
+        e["paths"] = e["paths"] - stolen
+        others_own |= e["paths"]
+        out.append(e)
+    for p in mine_prev - paths - others_own:
+        P.remove_path(new, p)
+    new = P.apply_merge(new, applied)
+    out.append(
+        {
+            "manager": manager,
+            "operation": "Apply",
+            "subresource": subresource,
+            "apiVersion": api_version,
+            "time": now_time(),
+            "paths": paths,
+        }
+    )
+    live = P.field_paths(new)
+    for e in out:
+        e["paths"] &= live
+    managed = write_managed(out)
+    # unchanged managed fields of a no-op apply are kept as they were
+    if _strip_times(managed) == _strip_times(old["metadata"].get("managedFields") or []):
+        managed = P.deepcopy(old["metadata"].get("managedFields") or [])
+    return new, managed
