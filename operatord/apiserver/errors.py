@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 _REASONS = {
     400: "BadRequest",
     403: "Forbidden",
@@ -74,20 +76,62 @@ def conflict(gr: str, name: str, group: str, plural: str, why: str) -> ApiError:
     )
 
 
-def invalid(kind: str, name: str, group: str, causes: list[tuple[str, str, str]]) -> ApiError:
-    """422 Invalid; causes are (field, bad value, explanation)."""
-    parts = []
-    out_causes = []
-    for field, value, why in causes:
-        msg = f"Invalid value: {value!r}: {why}" if value is not None else why
-        parts.append(f"{field}: {msg}")
-        out_causes.append({"reason": "FieldValueInvalid", "message": msg, "field": field})
-    details = {"name": name, "kind": kind, "causes": out_causes}
+def go_value(value: object) -> str:
+    """A value as Kubernetes field errors print it: strings in double quotes, JSON otherwise."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"))
+
+
+# A field error: (reason, field path, message without the path), as in the `causes` of a 422.
+FieldError = tuple[str, str, str]
+
+
+def field_invalid(field: str, value: object, detail: str) -> FieldError:
+    return ("FieldValueInvalid", field, f"Invalid value: {go_value(value)}: {detail}")
+
+
+def field_required(field: str, detail: str = "") -> FieldError:
+    return ("FieldValueRequired", field, "Required value" + (f": {detail}" if detail else ""))
+
+
+def field_not_supported(field: str, value: object, supported: list) -> FieldError:
+    choices = ", ".join(go_value(v) for v in supported)
+    return (
+        "FieldValueNotSupported",
+        field,
+        f"Unsupported value: {go_value(value)}: supported values: {choices}",
+    )
+
+
+def field_too_long(field: str, limit: int) -> FieldError:
+    return ("FieldValueTooLong", field, f"Too long: may not be longer than {limit}")
+
+
+def field_too_many(field: str, actual: int, limit: int) -> FieldError:
+    return ("FieldValueTooMany", field, f"Too many: {actual}: must have at most {limit} items")
+
+
+def field_forbidden(field: str, detail: str) -> FieldError:
+    return ("FieldValueForbidden", field, f"Forbidden: {detail}")
+
+
+def invalid(kind: str, name: str, group: str, causes: list[FieldError]) -> ApiError:
+    """422 Invalid, shaped like the real server's: `<Kind>[.<group>] "<name>" is invalid: ` and
+    the field errors (in brackets when more than one), one `cause` per field error."""
+    parts = [f"{field}: {msg}" for _, field, msg in causes]
+    out_causes = [
+        {"reason": reason, "message": msg, "field": field} for reason, field, msg in causes
+    ]
+    details: dict = {"name": name}
     if group:
         details["group"] = group
-    msg = f'{kind}{"." + group if group else ""} "{name}" is invalid: ' + ", ".join(parts)
-    if len(parts) > 1:
-        msg = (
-            f'{kind}{"." + group if group else ""} "{name}" is invalid: [' + ", ".join(parts) + "]"
-        )
+    details["kind"] = kind
+    details["causes"] = out_causes
+    head = f'{kind}{"." + group if group else ""} "{name}" is invalid: '
+    msg = head + (parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]")
     return ApiError(422, msg, "Invalid", details)

@@ -8,6 +8,9 @@ disappear when it is removed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from .crdschema import compile_schema
 
 ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
@@ -27,6 +30,12 @@ class ResourceType:
     short_names: list[str] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)
     storage_version: str = ""
+    # per served version, from the CRD: compiled structural schema (None: no constraints), the
+    # raw openAPIV3Schema, additionalPrinterColumns, and the scale subresource
+    schemas: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    raw_schemas: dict[str, dict] = field(default_factory=dict, compare=False, repr=False)
+    columns: dict[str, list] = field(default_factory=dict, compare=False, repr=False)
+    scale: dict[str, dict] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.storage_version:
@@ -109,6 +118,17 @@ def type_from_crd(crd: dict) -> ResourceType:
     storage = next((v["name"] for v in spec.get("versions") or [] if v.get("storage")), "")
     versions = [v["name"] for v in served]
     status = any("status" in (v.get("subresources") or {}) for v in served)
+    schemas, raw_schemas, columns, scale = {}, {}, {}, {}
+    for v in served:
+        raw = (v.get("schema") or {}).get("openAPIV3Schema")
+        schemas[v["name"]] = compile_schema(raw)
+        if isinstance(raw, dict):
+            raw_schemas[v["name"]] = raw
+        if v.get("additionalPrinterColumns"):
+            columns[v["name"]] = list(v["additionalPrinterColumns"])
+        sc = (v.get("subresources") or {}).get("scale")
+        if isinstance(sc, dict):
+            scale[v["name"]] = sc
     return ResourceType(
         group=spec.get("group", ""),
         versions=versions,
@@ -121,6 +141,10 @@ def type_from_crd(crd: dict) -> ResourceType:
         short_names=list(names.get("shortNames") or []),
         categories=list(names.get("categories") or []),
         storage_version=storage or (versions[0] if versions else ""),
+        schemas=schemas,
+        raw_schemas=raw_schemas,
+        columns=columns,
+        scale=scale,
     )
 
 

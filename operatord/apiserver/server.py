@@ -264,9 +264,10 @@ class ApiHttpServer:
         ctype: str = "application/json",
         *,
         keep: bool = True,
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str] | list[tuple[str, str]] | None = None,
     ) -> None:
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        pairs = headers.items() if isinstance(headers, dict) else headers or ()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in pairs)
         head = (
             f"HTTP/1.1 {code} {_REASON_PHRASES.get(code, 'Unknown')}\r\n"
             f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
@@ -281,7 +282,7 @@ class ApiHttpServer:
         code: int,
         obj: Any,
         keep: bool = True,
-        headers: dict | None = None,
+        headers: dict | list | None = None,
     ) -> None:
         if isinstance(obj, _Raw):
             body = obj.raw
@@ -492,6 +493,9 @@ class ApiHttpServer:
                 entry["code"] = 200
                 self.audit.append(entry)
                 return await self._watch(req, reader, writer, rt, version, ns)
+            validator = self.store.validator
+            validator.field_validation = req.q("fieldValidation") or "Warn"
+            validator.warnings = []
             code, out = self._handle_verb(req, verb, rt, version, ns, name, sub)
         except ApiError as e:
             entry["code"] = e.code
@@ -500,7 +504,11 @@ class ApiHttpServer:
             return True
         entry["code"] = code
         self.audit.append(entry)
-        self._json(writer, code, out, keep)
+        headers = None
+        if validator.warnings:
+            # one Warning header per warning, as the real server sends them
+            headers = [("Warning", _warning(w)) for w in validator.warnings]
+        self._json(writer, code, out, keep, headers)
         return True
 
     def _body(self, req: _Req) -> Any:
@@ -803,6 +811,11 @@ class _Raw(dict):
     def __init__(self, raw: bytes) -> None:
         super().__init__()
         self.raw = raw
+
+
+def _warning(text: str) -> str:
+    """The value of a `Warning` header (RFC 7234 code 299) carrying `text`."""
+    return '299 - "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _chunk(data: bytes) -> bytes:

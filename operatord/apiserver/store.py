@@ -24,7 +24,7 @@ from typing import Any
 
 from . import managed as M
 from . import patch as P
-from .errors import ApiError, already_exists, conflict, invalid, not_found
+from .errors import ApiError, already_exists, conflict, field_required, invalid, not_found
 from .gc import Collector
 from .objects import (
     CRD_KEY,
@@ -231,7 +231,7 @@ class Store:
                     rt.kind,
                     "",
                     rt.group,
-                    [("metadata.name", None, "Required value: name or generateName is required")],
+                    [field_required("metadata.name", "name or generateName is required")],
                 )
         if rt.namespaced:
             md["namespace"] = ns

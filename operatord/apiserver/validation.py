@@ -14,7 +14,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import patch as P
-from .errors import ApiError, invalid
+from .crdschema import normalize, structural_errors, validate
+from .errors import (
+    ApiError,
+    FieldError,
+    field_forbidden,
+    field_invalid,
+    field_not_supported,
+    field_required,
+    go_value,
+    invalid,
+)
 from .objects import CRD_FINALIZER, CRD_KEY, NS_FINALIZER, NS_KEY, now_time
 from .resources import Registry, ResourceType
 from .selectors import _KEY as LABEL_KEY_RE
@@ -50,91 +60,102 @@ def _valid_key(k: Any) -> bool:
     return len(name) <= 63 and len(prefix) <= 253
 
 
+_SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+    "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex "
+    "used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+_LABEL_MSG = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
+    "must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex "
+    "used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+)
+_DNS_1035_MSG = (
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+    "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or "
+    "'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+)
+_LABEL_VALUE_MSG = (
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or "
+    "'.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or "
+    "'my_value',  or '12345', regex used for validation is "
+    "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+)
+_QUALIFIED_NAME_MSG = (
+    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and "
+    "end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex "
+    "used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+)
+
+
+def _name_errors(rt: ResourceType, name: str) -> list[FieldError]:
+    if rt.plural == "namespaces":
+        limit, regex, msg = 63, _DNS_LABEL, _LABEL_MSG
+    elif rt.plural == "services":
+        limit, regex, msg = 63, _DNS_1035, _DNS_1035_MSG
+    else:
+        limit, regex, msg = 253, _DNS_SUBDOMAIN, _SUBDOMAIN_MSG
+    out = []
+    if len(name) > limit:
+        out.append(field_invalid("metadata.name", name, f"must be no more than {limit} characters"))
+    if not regex.match(name):
+        out.append(field_invalid("metadata.name", name, msg))
+    return out
+
+
 def check_meta(rt: ResourceType, obj: dict, old: dict | None) -> None:
     """422 Invalid unless name, labels, annotations, finalizers and ownerReferences are valid
-    (the name only on create; no new finalizers on a deleting object)."""
+    (the name only on create; no new finalizers on a deleting object). Messages and causes are
+    the real server's."""
     md = obj["metadata"]
     name = md.get("name", "")
-    causes: list[tuple[str, Any, str]] = []
+    causes: list[FieldError] = []
     if old is None:
-        if rt.plural in ("namespaces",) and (len(name) > 63 or not _DNS_LABEL.match(name)):
-            causes.append(
-                (
-                    "metadata.name",
-                    name,
-                    "a lowercase RFC 1123 label must consist of lower case alphanumeric "
-                    "characters or '-', and must start and end with an alphanumeric character",
-                )
-            )
-        elif rt.plural == "services" and (len(name) > 63 or not _DNS_1035.match(name)):
-            causes.append(
-                (
-                    "metadata.name",
-                    name,
-                    "a DNS-1035 label must consist of lower case alphanumeric characters or "
-                    "'-', start with an alphabetic character, and end with an alphanumeric "
-                    "character",
-                )
-            )
-        elif len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
-            causes.append(
-                (
-                    "metadata.name",
-                    name,
-                    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
-                    "characters, '-' or '.', and must start and end with an alphanumeric "
-                    "character",
-                )
-            )
+        causes.extend(_name_errors(rt, name))
     labels = md.get("labels")
     if labels is not None and not isinstance(labels, dict):
-        causes.append(("metadata.labels", None, "must be a map of strings"))
+        causes.append(field_invalid("metadata.labels", labels, "must be a map of strings"))
     for k, v in (labels or {}).items():
         if not _valid_key(k):
-            causes.append(("metadata.labels", k, "name part must be a valid qualified name"))
+            causes.append(field_invalid("metadata.labels", k, _QUALIFIED_NAME_MSG))
         if not isinstance(v, str) or len(v) > 63 or not LABEL_VALUE_RE.match(v):
-            causes.append(
-                (
-                    "metadata.labels",
-                    v,
-                    "a valid label must be an empty string or consist of alphanumeric "
-                    "characters, '-', '_' or '.', and must start and end with an "
-                    "alphanumeric character",
-                )
-            )
+            causes.append(field_invalid("metadata.labels", v, _LABEL_VALUE_MSG))
     ann = md.get("annotations")
     if ann is not None and not isinstance(ann, dict):
-        causes.append(("metadata.annotations", None, "must be a map of strings"))
+        causes.append(field_invalid("metadata.annotations", ann, "must be a map of strings"))
     for k, v in (ann or {}).items():
         if not _valid_key(k):
-            causes.append(("metadata.annotations", k, "name part must be a valid qualified name"))
+            causes.append(field_invalid("metadata.annotations", k, _QUALIFIED_NAME_MSG))
         if not isinstance(v, str):
-            causes.append(("metadata.annotations", v, "must be a string"))
+            causes.append(field_invalid(f"metadata.annotations[{k}]", v, "must be a string"))
     fins = md.get("finalizers") or []
     if not isinstance(fins, list) or not all(isinstance(f, str) for f in fins):
-        causes.append(("metadata.finalizers", None, "must be a list of strings"))
+        causes.append(field_invalid("metadata.finalizers", fins, "must be a list of strings"))
     elif old is not None and old["metadata"].get("deletionTimestamp"):
-        added = set(fins) - set(old["metadata"].get("finalizers") or [])
+        added = [f for f in fins if f not in set(old["metadata"].get("finalizers") or [])]
         if added:
+            listed = ", ".join(go_value(f) for f in added)
             causes.append(
-                (
+                field_forbidden(
                     "metadata.finalizers",
-                    None,
-                    f"Forbidden: no new finalizers can be added if the object is being "
-                    f"deleted, found new finalizers {sorted(added)!r}",
+                    "no new finalizers can be added if the object is being deleted, found new "
+                    f"finalizers []string{{{listed}}}",
                 )
             )
-    for i, ref in enumerate(md.get("ownerReferences") or []):
-        if not isinstance(ref, dict) or not all(
-            ref.get(f) for f in ("apiVersion", "kind", "name", "uid")
+    for ref in md.get("ownerReferences") or []:
+        if not isinstance(ref, dict):
+            causes.append(field_invalid("metadata.ownerReferences", ref, "must be an object"))
+            continue
+        for f, what in (
+            ("apiVersion", "version"),
+            ("kind", "kind"),
+            ("name", "name"),
+            ("uid", "uid"),
         ):
-            causes.append(
-                (
-                    f"metadata.ownerReferences[{i}]",
-                    None,
-                    "apiVersion, kind, name and uid are required",
+            if not ref.get(f):
+                causes.append(
+                    field_invalid(f"metadata.ownerReferences.{f}", "", f"{what} must not be empty")
                 )
-            )
     if causes:
         raise invalid(rt.kind, name, rt.group, causes)
 
@@ -146,9 +167,16 @@ class Validator:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._ip = 0
+        # per request, set by the HTTP front end: the `fieldValidation` mode (Strict, Warn,
+        # Ignore) and the warnings the request earned (unknown fields under Warn)
+        self.field_validation = "Warn"
+        self.warnings: list[str] = []
 
     def prepare(self, rt: ResourceType, obj: dict, old: dict | None) -> None:
         """Type-specific defaulting and validation, in place on a fresh dict."""
+        if rt.custom:
+            self._apply_schema(rt, obj)
+            return
         key = rt.key
         for path in _MICROTIME_FIELDS.get(key, ()):
             cur = obj
@@ -172,7 +200,11 @@ class Validator:
                         rt.kind,
                         obj["metadata"]["name"],
                         "",
-                        [(f"data[{k}]", None, "illegal base64 data")],
+                        [
+                            field_invalid(
+                                f"data[{k}]", "<secret contents redacted>", "illegal base64 data"
+                            )
+                        ],
                     ) from None
         elif key == ("", "services"):
             spec = obj.setdefault("spec", {})
@@ -197,42 +229,74 @@ class Validator:
         elif key == CRD_KEY:
             self._validate_crd(rt, obj, old)
 
+    def _apply_schema(self, rt: ResourceType, obj: dict) -> None:
+        """Prune, default and validate a custom object against its version's schema."""
+        version = obj["apiVersion"].rpartition("/")[2]
+        node = rt.schemas.get(version)
+        if node is None:
+            return
+        pruned = normalize(obj, node)
+        if pruned:
+            unknown = [f'unknown field "{p}"' for p in pruned]
+            if self.field_validation == "Strict":
+                raise ApiError(
+                    400,
+                    f'{rt.kind} in version "{version}" cannot be handled as a {rt.kind}: '
+                    "strict decoding error: " + ", ".join(unknown),
+                    "BadRequest",
+                )
+            if self.field_validation != "Ignore":
+                self.warnings.extend(unknown)
+        errors = validate(obj, node)
+        if errors:
+            raise invalid(rt.kind, obj["metadata"].get("name", ""), rt.group, errors)
+
     def _validate_crd(self, rt: ResourceType, obj: dict, old: dict | None) -> None:
         spec = obj.get("spec") or {}
         names = spec.get("names") or {}
         name = obj["metadata"]["name"]
-        causes = []
+        causes: list[FieldError] = []
         if not spec.get("group"):
-            causes.append(("spec.group", None, "Required value"))
+            causes.append(field_required("spec.group"))
         if not names.get("plural"):
-            causes.append(("spec.names.plural", None, "Required value"))
+            causes.append(field_required("spec.names.plural"))
         if not names.get("kind"):
-            causes.append(("spec.names.kind", None, "Required value"))
+            causes.append(field_required("spec.names.kind"))
         if spec.get("scope") not in ("Namespaced", "Cluster"):
-            causes.append(("spec.scope", spec.get("scope"), "must be Namespaced or Cluster"))
+            causes.append(
+                field_not_supported("spec.scope", spec.get("scope"), ["Cluster", "Namespaced"])
+            )
         versions = spec.get("versions") or []
         if not versions:
-            causes.append(
-                ("spec.versions", None, "must have exactly one version marked as storage")
-            )
+            causes.append(field_required("spec.versions", "must have exactly one version"))
         elif sum(1 for v in versions if v.get("storage")) != 1:
             causes.append(
-                ("spec.versions", None, "must have exactly one version marked as storage")
+                field_invalid(
+                    "spec.versions",
+                    versions,
+                    "must have exactly one version marked as storage version",
+                )
             )
+        for i, v in enumerate(versions):
+            raw = (v.get("schema") or {}).get("openAPIV3Schema")
+            if raw is not None:
+                causes.extend(structural_errors(raw, f"spec.versions[{i}].schema.openAPIV3Schema"))
         if (
             names.get("plural")
             and spec.get("group")
             and name != f"{names['plural']}.{spec['group']}"
         ):
-            causes.append(("metadata.name", name, 'must be spec.names.plural+"."+spec.group'))
-        if old is not None:
-            for f in ("group", "scope"):
-                if spec.get(f) != (old.get("spec") or {}).get(f) and f == "group":
-                    causes.append((f"spec.{f}", spec.get(f), "field is immutable"))
+            causes.append(
+                field_invalid("metadata.name", name, 'must be spec.names.plural+"."+spec.group')
+            )
+        if old is not None and spec.get("group") != (old.get("spec") or {}).get("group"):
+            causes.append(field_invalid("spec.group", spec.get("group"), "field is immutable"))
         existing = self.registry.by_key((spec.get("group", ""), names.get("plural", "")))
         if old is None and existing is not None and not existing.custom:
             causes.append(
-                ("spec.names.plural", names.get("plural"), "conflicts with a built-in type")
+                field_invalid(
+                    "spec.names.plural", names.get("plural"), "conflicts with a built-in type"
+                )
             )
         if causes:
             raise invalid(rt.kind, name, rt.group, causes)
