@@ -15,6 +15,7 @@ from collections import deque
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from . import tables
 from .errors import ApiError
 from .resources import Registry, ResourceType
 from .selectors import SelectorError, combine, parse_fields, parse_labels
@@ -548,7 +549,11 @@ class ApiHttpServer:
         ):
             pass
         if verb == "get":
-            return 200, _as_version(s.get(rt, ns, name), rt, version)
+            obj = _as_version(s.get(rt, ns, name), rt, version)
+            if tables.wants_table(req.headers.get("accept", "")):
+                meta = {"resourceVersion": obj["metadata"]["resourceVersion"]}
+                return 200, tables.table(rt, version, [obj], meta, include=_include(req))
+            return 200, obj
         if verb == "list":
             return 200, self._list(req, rt, version, ns)
         if verb == "create":
@@ -660,6 +665,8 @@ class ApiHttpServer:
         if cont:
             meta["continue"] = cont
             meta["remainingItemCount"] = remaining
+        if tables.wants_table(req.headers.get("accept", "")):
+            return tables.table(rt, version, items, meta, include=_include(req))
         out = {
             "kind": f"{rt.kind}List",
             "apiVersion": rt.api_version(version),
@@ -732,7 +739,19 @@ class ApiHttpServer:
         last_bookmark = start
         try:
             writer.write(head)
-            buf = [_event_line(t, o, api_version, convert) for t, o in initial]
+            if tables.wants_table(req.headers.get("accept", "")):
+                include = _include(req)
+                headers = [True]
+
+                def event_line(t: str, o: dict, api_version: str, convert: bool) -> bytes:
+                    # a Table of one row; column definitions with the first event only
+                    meta = {"resourceVersion": o["metadata"]["resourceVersion"]}
+                    tab = tables.table(rt, version, [o], meta, include=include, headers=headers[0])
+                    headers[0] = False
+                    return _event_line(t, tab, api_version, False)
+            else:
+                event_line = _event_line
+            buf = [event_line(t, o, api_version, convert) for t, o in initial]
             if buf:
                 writer.write(_chunk(b"".join(buf)))
             await writer.drain()
@@ -747,7 +766,7 @@ class ApiHttpServer:
                     lines = []
                     while evs:
                         t, o = evs.popleft()
-                        lines.append(_event_line(t, o, api_version, convert))
+                        lines.append(event_line(t, o, api_version, convert))
                     if bookmarks and loop.time() - last_bookmark >= self.bookmark_interval:
                         # a busy stream still gets its periodic bookmark, after the events
                         lines.append(self._bookmark(rt, api_version))
@@ -816,6 +835,12 @@ class _Raw(dict):
 def _warning(text: str) -> str:
     """The value of a `Warning` header (RFC 7234 code 299) carrying `text`."""
     return '299 - "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _include(req: _Req) -> str:
+    """What each Table row carries: `includeObject` (Metadata, Object or None)."""
+    v = req.q("includeObject") or "Metadata"
+    return v if v in ("Metadata", "Object", "None") else "Metadata"
 
 
 def _chunk(data: bytes) -> bytes:

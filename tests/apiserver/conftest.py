@@ -126,7 +126,12 @@ def raw_http(api, method: str, path: str, body=None, ctype: str = "application/j
         resp = conn.getresponse()
         payload = resp.read()
         ctype_out = resp.getheader("Content-Type", "")
-        out = json.loads(payload) if payload and "json" in ctype_out else payload
+        out = payload
+        if payload and "json" in ctype_out:
+            try:
+                out = json.loads(payload)
+            except ValueError:  # a watch stream: JSON lines, left to the caller
+                pass
         return resp.status, resp.getheaders(), out
     finally:
         conn.close()
