@@ -15,6 +15,8 @@ Guarantees:
 
 from __future__ import annotations
 
+import json
+
 from . import patch as P
 from .errors import ApiError
 from .objects import now_time
@@ -60,8 +62,69 @@ def write_managed(entries: list[dict]) -> list[dict]:
     return out
 
 
+def from_request(sent: object, live: list) -> tuple[list, bool]:
+    """(managedFields to start from, whether they were reset) for a write whose body carries
+    `sent`: absent keeps the live ones; `[]` resets them (the write itself is then not
+    tracked); a well-formed list replaces them (how `kubectl apply --server-side` moves
+    fields from client-side apply to itself); a malformed one is ignored."""
+    if sent is None:
+        return P.deepcopy(live), False
+    if sent == []:
+        return [], True
+    if isinstance(sent, list) and all(
+        isinstance(e, dict)
+        and isinstance(e.get("manager"), str)
+        and e.get("operation") in ("Apply", "Update")
+        and isinstance(e.get("fieldsV1", {}), dict)
+        for e in sent
+    ):
+        return P.deepcopy(sent), False
+    return P.deepcopy(live), False
+
+
 def _strip_times(entries: list[dict]) -> list[dict]:
     return [{k: v for k, v in e.items() if k != "time"} for e in entries]
+
+
+KUBECTL = "kubectl"
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _last_applied_paths(live: dict) -> set:
+    """The fields (outside metadata) of live's last-applied annotation, if every one of them
+    still holds the annotated value; else nothing."""
+    text = (live["metadata"].get("annotations") or {}).get(LAST_APPLIED)
+    if not text:
+        return set()
+    try:
+        last = json.loads(text)
+    except ValueError:
+        return set()
+    if not isinstance(last, dict):
+        return set()
+    paths = {p for p in P.field_paths(last) if p[0] != "metadata"}
+    for p in paths:
+        if P.get_path(live, p) != P.get_path(last, p):
+            return set()
+    return paths
+
+
+def update_last_applied(new: dict, applied: dict, manager: str) -> None:
+    """After an apply by kubectl, an object that has a last-applied annotation gets the
+    applied configuration in it, so that a later client-side apply diffs against it."""
+    anns = new["metadata"].get("annotations") or {}
+    if manager != KUBECTL or LAST_APPLIED not in anns:
+        return
+    config = P.deepcopy(applied)
+    config_anns = (config.get("metadata") or {}).get("annotations")
+    if isinstance(config_anns, dict):
+        config_anns.pop(LAST_APPLIED, None)
+        if not config_anns:
+            config["metadata"].pop("annotations")
+    new["metadata"]["annotations"] = {
+        **anns,
+        LAST_APPLIED: json.dumps(config, separators=(",", ":"), sort_keys=True) + "\n",
+    }
 
 
 def track_update(new: dict, old: dict | None, manager: str, sub: str, api_version: str) -> None:
@@ -140,6 +203,12 @@ def apply_fields(
         for p in e["paths"] & paths:
             if P.get_path(old, p) != P.get_path(applied, p):
                 conflicts.append((e["manager"], p))
+    if conflicts and not force and manager == KUBECTL:
+        # kubectl moving from client-side to server-side apply takes over the fields its
+        # last-applied annotation lists (as long as they still hold the annotated values)
+        allowed = _last_applied_paths(old)
+        if all(p in allowed for _, p in conflicts):
+            force = True
     if conflicts and not force:
         conflicts.sort()
         causes = [

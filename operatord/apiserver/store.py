@@ -411,13 +411,16 @@ class Store:
                     new.pop("status", None)
             if rt.key == CRD_KEY:
                 new.setdefault("status", P.deepcopy(old.get("status") or {}))
-        new["metadata"]["managedFields"] = P.deepcopy(old["metadata"].get("managedFields") or [])
+        sent = new["metadata"].get("managedFields") if subresource != "status" else None
+        new["metadata"]["managedFields"], reset = M.from_request(
+            sent, old["metadata"].get("managedFields") or []
+        )
         new["metadata"].pop("resourceVersion", None)
         check_meta(rt, new, old)
         self.validator.prepare(rt, new, old)
         if managed is not None:
             new["metadata"]["managedFields"] = managed
-        elif manager:
+        elif manager and not reset:
             M.track_update(new, old, manager, subresource, rt.api_version(version))
         if not new["metadata"]["managedFields"]:
             new["metadata"].pop("managedFields")
@@ -514,6 +517,7 @@ class Store:
             api_version=api_version,
         )
         if subresource != "status":
+            M.update_last_applied(new, applied, manager)
             new["metadata"].pop("resourceVersion", None)
         result = self.write(
             rt,
