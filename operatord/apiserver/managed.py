@@ -67,8 +67,8 @@ def from_request(sent: object, live: list) -> tuple[list, bool]:
     `sent`: absent keeps the live ones; `[]` resets them (the write itself is then not
     tracked); a well-formed list replaces them (how `kubectl apply --server-side` moves
     fields from client-side apply to itself); a malformed one is ignored."""
-    if sent is None:
-        return P.deepcopy(live), False
+    if sent is None or (isinstance(sent, list) and _strip_times(sent) == _strip_times(live)):
+        return P.deepcopy(live), False  # absent, or sent back as read (times may be reformatted)
     if sent == []:
         return [], True
     if isinstance(sent, list) and all(
@@ -82,8 +82,10 @@ def from_request(sent: object, live: list) -> tuple[list, bool]:
     return P.deepcopy(live), False
 
 
-def _strip_times(entries: list[dict]) -> list[dict]:
-    return [{k: v for k, v in e.items() if k != "time"} for e in entries]
+def _strip_times(entries: list) -> list:
+    return [
+        {k: v for k, v in e.items() if k != "time"} if isinstance(e, dict) else e for e in entries
+    ]
 
 
 KUBECTL = "kubectl"
