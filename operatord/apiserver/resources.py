@@ -62,7 +62,17 @@ def builtin_types() -> list[ResourceType]:
         R("", ["v1"], "namespaces", "namespace", "Namespace", False, True, short_names=["ns"]),
         R("", ["v1"], "configmaps", "configmap", "ConfigMap", True, short_names=["cm"]),
         R("", ["v1"], "secrets", "secret", "Secret", True),
-        R("", ["v1"], "services", "service", "Service", True, True, short_names=["svc"]),
+        R(
+            "",
+            ["v1"],
+            "services",
+            "service",
+            "Service",
+            True,
+            True,
+            short_names=["svc"],
+            categories=["all"],
+        ),
         R(
             "",
             ["v1"],
@@ -72,7 +82,7 @@ def builtin_types() -> list[ResourceType]:
             True,
             short_names=["sa"],
         ),
-        R("", ["v1"], "pods", "pod", "Pod", True, True, short_names=["po"]),
+        R("", ["v1"], "pods", "pod", "Pod", True, True, short_names=["po"], categories=["all"]),
         R("", ["v1"], "events", "event", "Event", True, short_names=["ev"]),
         R(
             "apps",
@@ -83,6 +93,7 @@ def builtin_types() -> list[ResourceType]:
             True,
             True,
             short_names=["deploy"],
+            categories=["all"],
         ),
         R(
             "apps",
@@ -93,6 +104,7 @@ def builtin_types() -> list[ResourceType]:
             True,
             True,
             short_names=["sts"],
+            categories=["all"],
         ),
         R("coordination.k8s.io", ["v1"], "leases", "lease", "Lease", True),
         R("events.k8s.io", ["v1"], "events", "event", "Event", True, short_names=["ev"]),
