@@ -30,6 +30,7 @@ class ResourceType:
     short_names: list[str] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)
     storage_version: str = ""
+    returns_deleted: bool = False  # DELETE answers with the object, not a Status
     # per served version, from the CRD: compiled structural schema (None: no constraints), the
     # raw openAPIV3Schema, additionalPrinterColumns, and the scale subresource
     schemas: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -72,6 +73,7 @@ def builtin_types() -> list[ResourceType]:
             True,
             short_names=["svc"],
             categories=["all"],
+            returns_deleted=True,
         ),
         R(
             "",
@@ -81,8 +83,20 @@ def builtin_types() -> list[ResourceType]:
             "ServiceAccount",
             True,
             short_names=["sa"],
+            returns_deleted=True,
         ),
-        R("", ["v1"], "pods", "pod", "Pod", True, True, short_names=["po"], categories=["all"]),
+        R(
+            "",
+            ["v1"],
+            "pods",
+            "pod",
+            "Pod",
+            True,
+            True,
+            short_names=["po"],
+            categories=["all"],
+            returns_deleted=True,
+        ),
         R("", ["v1"], "events", "event", "Event", True, short_names=["ev"]),
         R(
             "apps",

@@ -636,10 +636,13 @@ class ApiHttpServer:
             if req.q("orphanDependents") is not None:
                 opts["orphanDependents"] = req.flag("orphanDependents")
             if verb == "delete":
-                before = s.find(rt, ns, name)
                 obj = s.delete(rt, ns, name, opts, dry_run=dry)
-                gone = dry or s.find(rt, ns, name) is None or before is None
-                return (200 if gone else 202), _as_version(obj, rt, version)
+                gone = not obj["metadata"].get("deletionTimestamp")
+                if gone and not rt.returns_deleted:
+                    return 200, _deleted_status(rt, obj)
+                # as the real server: 202 for a pending deletion only with orphanDependents=false
+                code = 202 if not gone and opts.get("orphanDependents") is False else 200
+                return code, _as_version(obj, rt, version)
             items = s.delete_collection(rt, ns, self._selectors(req, rt), opts, dry_run=dry)
             return 200, {
                 "kind": f"{rt.kind}List",
@@ -835,6 +838,22 @@ class _Raw(dict):
 def _warning(text: str) -> str:
     """The value of a `Warning` header (RFC 7234 code 299) carrying `text`."""
     return '299 - "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _deleted_status(rt: ResourceType, obj: dict) -> dict:
+    """The `Status` a delete answers with for types that do not return the deleted object."""
+    details: dict[str, Any] = {"name": obj["metadata"]["name"]}
+    if rt.group:
+        details["group"] = rt.group
+    details["kind"] = rt.plural
+    details["uid"] = obj["metadata"]["uid"]
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": details,
+    }
 
 
 def _include(req: _Req) -> str:
