@@ -167,6 +167,7 @@ class Validator:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._ip = 0
+        self._node_ports = 0
         # per request, set by the HTTP front end: the `fieldValidation` mode (Strict, Warn,
         # Ignore) and the warnings the request earned (unknown fields under Warn)
         self.field_validation = "Warn"
@@ -207,17 +208,7 @@ class Validator:
                         ],
                     ) from None
         elif key == ("", "services"):
-            spec = obj.setdefault("spec", {})
-            spec.setdefault("type", "ClusterIP")
-            if old is not None:
-                for f in ("clusterIP", "clusterIPs"):
-                    if f in (old.get("spec") or {}) and f not in spec:
-                        spec[f] = old["spec"][f]
-            if spec["type"] != "ExternalName" and not spec.get("clusterIP"):
-                self._ip += 1
-                ip = f"10.96.{(self._ip >> 8) & 255}.{self._ip & 255}"
-                spec["clusterIP"] = ip
-                spec["clusterIPs"] = [ip]
+            self._default_service(obj, old)
         elif key == NS_KEY:
             if old is None:
                 obj["spec"] = {"finalizers": [NS_FINALIZER]}
@@ -228,6 +219,52 @@ class Validator:
             obj["status"] = {"phase": "Pending"}
         elif key == CRD_KEY:
             self._validate_crd(rt, obj, old)
+
+    def _default_service(self, obj: dict, old: dict | None) -> None:
+        """The real server's Service defaults: type, an allocated clusterIP (kept across
+        updates), IP family fields, sessionAffinity, internal/external traffic policies, port
+        protocol and targetPort, node ports for NodePort/LoadBalancer, `status.loadBalancer`."""
+        spec = obj.setdefault("spec", {})
+        old_spec = (old or {}).get("spec") or {}
+        stype = spec.setdefault("type", "ClusterIP")
+        for f in ("clusterIP", "clusterIPs"):
+            if f in old_spec and f not in spec:
+                spec[f] = old_spec[f]
+        spec.setdefault("sessionAffinity", "None")
+        old_ports = {
+            (p.get("port"), p.get("protocol", "TCP")): p for p in old_spec.get("ports") or []
+        }
+        for port in spec.get("ports") or []:
+            if not isinstance(port, dict):
+                continue
+            port.setdefault("protocol", "TCP")
+            if stype != "ExternalName":
+                port.setdefault("targetPort", port.get("port"))
+            if stype in ("NodePort", "LoadBalancer") and not port.get("nodePort"):
+                prev = old_ports.get((port.get("port"), port["protocol"])) or {}
+                port["nodePort"] = prev.get("nodePort") or self._node_port()
+        if stype == "ExternalName":
+            return
+        if not spec.get("clusterIP"):
+            self._ip += 1
+            ip = f"10.96.{(self._ip >> 8) & 255}.{self._ip & 255}"
+            spec["clusterIP"] = ip
+            spec["clusterIPs"] = [ip]
+        elif "clusterIPs" not in spec:
+            spec["clusterIPs"] = [spec["clusterIP"]]
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+        if stype in ("NodePort", "LoadBalancer"):
+            spec.setdefault("externalTrafficPolicy", "Cluster")
+        if stype == "LoadBalancer":
+            spec.setdefault("allocateLoadBalancerNodePorts", True)
+        if old is None:
+            obj["status"] = {"loadBalancer": {}}
+
+    def _node_port(self) -> int:
+        self._node_ports += 1
+        return 30000 + (self._node_ports - 1) % 2768
 
     def _apply_schema(self, rt: ResourceType, obj: dict) -> None:
         """Prune, default and validate a custom object against its version's schema."""
