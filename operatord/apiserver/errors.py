@@ -39,38 +39,41 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def status(self) -> dict:
-        st = {
+        """The `Status` body, its fields in the order the real server writes them."""
+        st: dict = {
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
-            "code": self.code,
         }
-        if self.details:
+        if self.details is not None:
             st["details"] = self.details
+        st["code"] = self.code
         return st
 
 
-def not_found(gr: str, name: str, group: str, plural: str) -> ApiError:
-    details = {"name": name, "kind": plural}
+def _details(name: str, group: str, plural: str) -> dict:
+    details = {"name": name}
     if group:
         details["group"] = group
+    details["kind"] = plural
+    return details
+
+
+def not_found(gr: str, name: str, group: str, plural: str) -> ApiError:
+    details = _details(name, group, plural)
     return ApiError(404, f'{gr} "{name}" not found', "NotFound", details)
 
 
 def already_exists(gr: str, name: str, group: str, plural: str) -> ApiError:
-    details = {"name": name, "kind": plural}
-    if group:
-        details["group"] = group
+    details = _details(name, group, plural)
     return ApiError(409, f'{gr} "{name}" already exists', "AlreadyExists", details)
 
 
 def conflict(gr: str, name: str, group: str, plural: str, why: str) -> ApiError:
-    details = {"name": name, "kind": plural}
-    if group:
-        details["group"] = group
+    details = _details(name, group, plural)
     return ApiError(
         409, f'Operation cannot be fulfilled on {gr} "{name}": {why}', "Conflict", details
     )

@@ -20,7 +20,6 @@ import json
 from . import patch as P
 from .errors import ApiError
 from .objects import now_time
-from .resources import ResourceType
 
 
 def read_managed(entries: list) -> list[dict]:
@@ -176,8 +175,42 @@ def created_by_apply(manager: str, api_version: str, paths: set) -> list[dict]:
     )
 
 
+def _manager_label(e: dict) -> str:
+    """A manager as conflict messages name it: `"m"`, with the subresource, and for an
+    Update `using <apiVersion>`."""
+    out = json.dumps(e["manager"])
+    if e["subresource"]:
+        out += f' with subresource "{e["subresource"]}"'
+    if e["operation"] == "Update":
+        out += f" using {e['apiVersion']}"
+    return out
+
+
+def _conflict_error(conflicts: list[tuple[str, P.Path]]) -> ApiError:
+    """409 Conflict of an apply, worded and shaped as the real server's (details carry only
+    the causes)."""
+    conflicts = sorted(conflicts)
+    causes = [
+        {"reason": "FieldManagerConflict", "message": f"conflict with {m}", "field": _field(p)}
+        for m, p in conflicts
+    ]
+    if len(conflicts) == 1:
+        m, p = conflicts[0]
+        message = f"Apply failed with 1 conflict: conflict with {m}: {_field(p)}"
+    else:
+        lines = []
+        for m in sorted({m for m, _ in conflicts}):
+            lines.append(f"conflicts with {m}:")
+            lines.extend(f"- {_field(p)}" for mm, p in conflicts if mm == m)
+        message = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
+    return ApiError(409, message, "Conflict", {"causes": causes})
+
+
+def _field(p: P.Path) -> str:
+    return "." + ".".join(p)
+
+
 def apply_fields(
-    rt: ResourceType,
     old: dict,
     applied: dict,
     paths: set,
@@ -188,7 +221,6 @@ def apply_fields(
     api_version: str,
 ) -> tuple[dict, list[dict]]:
     """(new object, new managedFields) of applying `applied` (owning `paths`) to `old`."""
-    name = old["metadata"]["name"]
     entries = read_managed(old["metadata"].get("managedFields") or [])
     mine_prev: set = set()
     conflicts: list[tuple[str, P.Path]] = []
@@ -204,7 +236,7 @@ def apply_fields(
             continue
         for p in e["paths"] & paths:
             if P.get_path(old, p) != P.get_path(applied, p):
-                conflicts.append((e["manager"], p))
+                conflicts.append((_manager_label(e), p))
     if conflicts and not force and manager == KUBECTL:
         # kubectl moving from client-side to server-side apply takes over the fields its
         # last-applied annotation lists (as long as they still hold the annotated values)
@@ -212,23 +244,7 @@ def apply_fields(
         if all(p in allowed for _, p in conflicts):
             force = True
     if conflicts and not force:
-        conflicts.sort()
-        causes = [
-            {
-                "type": "FieldManagerConflict",
-                "message": f'conflict with "{m}"',
-                "field": "." + ".".join(p),
-            }
-            for m, p in conflicts
-        ]
-        lines = "\n".join(f"- {c['message']}: {c['field']}" for c in causes)
-        n = len(conflicts)
-        raise ApiError(
-            409,
-            f"Apply failed with {n} conflict{'s' if n > 1 else ''}: {lines}",
-            "Conflict",
-            {"name": name, "kind": rt.plural, "group": rt.group, "causes": causes},
-        )
+        raise _conflict_error(conflicts)
     stolen = {p for _, p in conflicts}
     new = P.deepcopy(old)
     others_own: set = set()

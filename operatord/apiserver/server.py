@@ -266,16 +266,18 @@ class ApiHttpServer:
         *,
         keep: bool = True,
         headers: dict[str, str] | list[tuple[str, str]] | None = None,
+        newline: bool = False,
     ) -> None:
+        """One response; `newline` ends the body with "\\n", as the real server ends JSON."""
         pairs = headers.items() if isinstance(headers, dict) else headers or ()
         extra = "".join(f"{k}: {v}\r\n" for k, v in pairs)
         head = (
             f"HTTP/1.1 {code} {_REASON_PHRASES.get(code, 'Unknown')}\r\n"
-            f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Type: {ctype}\r\nContent-Length: {len(body) + newline}\r\n"
             f"Cache-Control: no-cache, private\r\n{extra}"
             f"{'' if keep else 'Connection: close' + chr(13) + chr(10)}\r\n"
         ).encode("latin-1")
-        writer.write(head + body)
+        writer.write(head + body + b"\n" if newline else head + body)
 
     def _json(
         self,
@@ -291,7 +293,7 @@ class ApiHttpServer:
             body = encode(obj)
         else:
             body = json.dumps(obj).encode()
-        self._raw(writer, code, body, keep=keep, headers=headers)
+        self._raw(writer, code, body, keep=keep, headers=headers, newline=True)
 
     async def _dispatch(
         self, req: _Req, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, keep: bool
@@ -302,6 +304,9 @@ class ApiHttpServer:
         if path.startswith("/_operatord/"):
             code, out = self._control(req)
             self._json(writer, code, out, keep)
+            return True
+        if path in ("/healthz", "/livez", "/readyz"):
+            self._raw(writer, 200, b"ok", "text/plain; charset=utf-8", keep=keep)
             return True
         f = self.faults
         if f.latency or f.jitter:
@@ -383,8 +388,6 @@ class ApiHttpServer:
             doc = self.registry.openapi_v3(path[len("/openapi/v3") :].lstrip("/"))
             if doc is not None:
                 return 200, doc
-        if path in ("/healthz", "/livez", "/readyz"):
-            return 200, "ok"
         if path == "/":
             paths = ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"]
             for g, vs in self.registry.group_versions().items():

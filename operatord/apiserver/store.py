@@ -507,7 +507,6 @@ class Store:
                 "the object has been modified; please apply your changes to the latest version and try again",
             )
         new, managed = M.apply_fields(
-            rt,
             old,
             applied,
             paths,
