@@ -31,6 +31,8 @@ class ResourceType:
     categories: list[str] = field(default_factory=list)
     storage_version: str = ""
     returns_deleted: bool = False  # DELETE answers with the object, not a Status
+    verbs: list[str] = field(default_factory=lambda: list(ALL_VERBS))
+    virtual: bool = False  # answered on create, never stored (the review APIs)
     # per served version, from the CRD: compiled structural schema (None: no constraints), the
     # raw openAPIV3Schema, additionalPrinterColumns, and the scale subresource
     schemas: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -122,6 +124,36 @@ def builtin_types() -> list[ResourceType]:
         ),
         R("coordination.k8s.io", ["v1"], "leases", "lease", "Lease", True),
         R("events.k8s.io", ["v1"], "events", "event", "Event", True, short_names=["ev"]),
+        R(
+            "authorization.k8s.io",
+            ["v1"],
+            "selfsubjectaccessreviews",
+            "",
+            "SelfSubjectAccessReview",
+            False,
+            verbs=["create"],
+            virtual=True,
+        ),
+        R(
+            "authorization.k8s.io",
+            ["v1"],
+            "selfsubjectrulesreviews",
+            "",
+            "SelfSubjectRulesReview",
+            False,
+            verbs=["create"],
+            virtual=True,
+        ),
+        R(
+            "authentication.k8s.io",
+            ["v1"],
+            "selfsubjectreviews",
+            "",
+            "SelfSubjectReview",
+            False,
+            verbs=["create"],
+            virtual=True,
+        ),
         R(
             "apiextensions.k8s.io",
             ["v1"],
@@ -227,7 +259,7 @@ class Registry:
                 "singularName": rt.singular,
                 "namespaced": rt.namespaced,
                 "kind": rt.kind,
-                "verbs": list(ALL_VERBS),
+                "verbs": list(rt.verbs),
             }
             if rt.short_names:
                 entry["shortNames"] = list(rt.short_names)
@@ -241,6 +273,20 @@ class Registry:
                         "singularName": "",
                         "namespaced": rt.namespaced,
                         "kind": rt.kind,
+                        "verbs": ["get", "patch", "update"],
+                    }
+                )
+            if rt.scale.get(version) or (
+                not rt.custom and rt.key in (("apps", "deployments"), ("apps", "statefulsets"))
+            ):
+                resources.append(
+                    {
+                        "name": f"{rt.plural}/scale",
+                        "singularName": "",
+                        "namespaced": rt.namespaced,
+                        "group": "autoscaling",
+                        "version": "v1",
+                        "kind": "Scale",
                         "verbs": ["get", "patch", "update"],
                     }
                 )

@@ -15,7 +15,8 @@ from collections import deque
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import tables
+from . import patch as P
+from . import reviews, scale, tables
 from .errors import ApiError
 from .resources import Registry, ResourceType
 from .selectors import SelectorError, combine, parse_fields, parse_labels
@@ -438,7 +439,10 @@ class ApiHttpServer:
             raise ApiError(404, "the server could not find the requested resource", "NotFound", {})
         name = rest[1] if len(rest) > 1 else ""
         sub = rest[2] if len(rest) > 2 else ""
-        if sub and not (sub == "status" and rt.status_subresource):
+        if sub and not (
+            (sub == "status" and rt.status_subresource)
+            or (sub == "scale" and scale.spec_of(rt, version) is not None)
+        ):
             raise ApiError(404, "the server could not find the requested resource", "NotFound", {})
         return group, version, rt, ns, name, sub
 
@@ -545,12 +549,16 @@ class ApiHttpServer:
         dry = req.q("dryRun") == "All"
         if rt.namespaced and not ns and verb not in ("list", "watch", "deletecollection"):
             raise ApiError(404, "the server could not find the requested resource", "NotFound", {})
-        if (
-            rt.namespaced
-            and ns
-            and verb in ("get", "update", "patch", "delete", "list", "deletecollection")
-        ):
-            pass
+        if rt.virtual:
+            if verb != "create":
+                raise ApiError(
+                    405,
+                    "the server does not allow this method on the requested resource",
+                    "MethodNotAllowed",
+                )
+            return 201, reviews.answer(rt.key, rt.api_version(version), self._body(req))
+        if sub == "scale":
+            return self._scale(req, verb, rt, version, ns, name, dry)
         if verb == "get":
             obj = _as_version(s.get(rt, ns, name), rt, version)
             if tables.wants_table(req.headers.get("accept", "")):
@@ -658,6 +666,47 @@ class ApiHttpServer:
             "the server does not allow this method on the requested resource",
             "MethodNotAllowed",
         )
+
+    def _scale(
+        self, req: _Req, verb: str, rt: ResourceType, version: str, ns: str, name: str, dry: bool
+    ) -> tuple[int, dict]:
+        """The `/scale` subresource: get, update or (merge/JSON/strategic) patch a Scale."""
+        spec = scale.spec_of(rt, version)
+        obj = self.store.get(rt, ns, name)
+        if verb == "get":
+            return 200, scale.scale_of(rt, obj, spec)
+        if verb == "update":
+            body = self._body(req)
+        elif verb == "patch":
+            ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
+            kind = PATCH_TYPES.get(ctype)
+            current = scale.scale_of(rt, obj, spec)
+            try:
+                if kind in ("merge", "strategic"):
+                    body = P.merge_patch(current, self._body(req))
+                elif kind == "json":
+                    body = P.json_patch(current, self._body(req))
+                else:
+                    raise ApiError(
+                        415,
+                        "the body of the request was in an unknown format - accepted media "
+                        "types include: application/json-patch+json, "
+                        "application/merge-patch+json, application/strategic-merge-patch+json",
+                        "UnsupportedMediaType",
+                    )
+            except P.PatchError as e:
+                raise ApiError(e.code, str(e)) from None
+        else:
+            raise ApiError(
+                405,
+                "the server does not allow this method on the requested resource",
+                "MethodNotAllowed",
+            )
+        new = scale.scaled(rt, obj, spec, body)
+        out = self.store.update(
+            rt, ns, name, new, manager=self._manager(req), version=version, dry_run=dry
+        )
+        return 200, scale.scale_of(rt, out, spec)
 
     def _list(self, req: _Req, rt: ResourceType, version: str, ns: str) -> dict:
         try:
