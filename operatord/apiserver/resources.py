@@ -311,60 +311,6 @@ class Registry:
             "preferredVersion": {"groupVersion": f"{group}/{vs[0]}", "version": vs[0]},
         }
 
-    def openapi_v3(self, gv_path: str) -> dict | None:
-        """The OpenAPI v3 index (gv_path == "") or a minimal per-group-version document.
-
-        The documents describe no schemas; they list each resource's item path with a PATCH
-        operation that accepts `fieldValidation`, which is what kubectl looks for before it
-        hands validation to the server instead of validating on the client."""
-        gvs: dict[str, tuple[str, str]] = {"api/v1": ("", "v1")}
-        for g, vs in self.group_versions().items():
-            for v in vs:
-                gvs[f"apis/{g}/{v}"] = (g, v)
-        if not gv_path:
-            import hashlib
-
-            out = {}
-            for p, (g, v) in sorted(gvs.items()):
-                kinds = sorted(
-                    f"{rt.plural}:{rt.kind}:{rt.namespaced}"
-                    for rt in self._by_key.values()
-                    if rt.group == g and v in rt.versions
-                )
-                digest = hashlib.sha256(",".join(kinds).encode()).hexdigest()[:32].upper()
-                out[p] = {"serverRelativeURL": f"/openapi/v3/{p}?hash={digest}"}
-            return {"paths": out}
-        if gv_path not in gvs:
-            return None
-        g, v = gvs[gv_path]
-        paths: dict = {}
-        for rt in self._by_key.values():
-            if rt.group != g or v not in rt.versions:
-                continue
-            base = f"/{gv_path}/" + ("namespaces/{namespace}/" if rt.namespaced else "")
-            gvk = {"group": g, "version": v, "kind": rt.kind}
-            params = [
-                {"name": n, "in": "query", "schema": {"type": "string"}, "uniqueItems": True}
-                for n in ("dryRun", "fieldManager", "fieldValidation", "force")
-            ]
-            op = {
-                "x-kubernetes-group-version-kind": gvk,
-                "parameters": params,
-                "responses": {"200": {"description": "OK"}},
-            }
-            ops = {m: dict(op) for m in ("get", "put", "patch", "delete")}
-            paths[base + rt.plural + "/{name}"] = ops
-            paths[base + rt.plural] = {
-                "get": dict(op),
-                "post": dict(op),
-            }
-        return {
-            "openapi": "3.0.0",
-            "info": {"title": "Kubernetes", "version": "v1.31.0"},
-            "paths": paths,
-            "components": {"schemas": {}},
-        }
-
     def api_group_list(self) -> dict:
         groups = [self.api_group(g) for g in sorted(self.group_versions())]
         for g in groups:

@@ -15,8 +15,8 @@ from collections import deque
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from . import openapi, reviews, scale, tables
 from . import patch as P
-from . import reviews, scale, tables
 from .errors import ApiError
 from .resources import Registry, ResourceType
 from .selectors import SelectorError, combine, parse_fields, parse_labels
@@ -386,7 +386,12 @@ class ApiHttpServer:
         if path == "/apis":
             return 200, self.registry.api_group_list()
         if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
-            doc = self.registry.openapi_v3(path[len("/openapi/v3") :].lstrip("/"))
+            gv_path = path[len("/openapi/v3") :].lstrip("/")
+            doc = (
+                openapi.index(self.registry)
+                if not gv_path
+                else openapi.document(self.registry, gv_path)
+            )
             if doc is not None:
                 return 200, doc
         if path == "/":
