@@ -509,7 +509,11 @@ class ApiHttpServer:
             validator = self.store.validator
             validator.field_validation = req.q("fieldValidation") or "Warn"
             validator.warnings = []
-            code, out = self._handle_verb(req, verb, rt, version, ns, name, sub)
+            try:
+                code, out = self._handle_verb(req, verb, rt, version, ns, name, sub)
+            finally:
+                # writes outside requests (the garbage collector's) prune silently
+                validator.field_validation = "Ignore"
         except ApiError as e:
             entry["code"] = e.code
             self.audit.append(entry)

@@ -169,8 +169,8 @@ class Validator:
         self._ip = 0
         self._node_ports = 0
         # per request, set by the HTTP front end: the `fieldValidation` mode (Strict, Warn,
-        # Ignore) and the warnings the request earned (unknown fields under Warn)
-        self.field_validation = "Warn"
+        # Ignore; Ignore between requests) and the warnings the request earned
+        self.field_validation = "Ignore"
         self.warnings: list[str] = []
 
     def prepare(self, rt: ResourceType, obj: dict, old: dict | None) -> None:

@@ -114,7 +114,8 @@ def kubectl(api, tmp_path):
 
 
 def raw_http(api, method: str, path: str, body=None, ctype: str = "application/json", headers=None):
-    """One plain HTTP request; returns (status, headers as a list of pairs, decoded body)."""
+    """One plain HTTP request; returns (status, headers as a list of pairs, body): decoded
+    JSON, or bytes for watch streams (JSON lines) and other content."""
     import http.client
     import json
 
@@ -127,10 +128,10 @@ def raw_http(api, method: str, path: str, body=None, ctype: str = "application/j
         payload = resp.read()
         ctype_out = resp.getheader("Content-Type", "")
         out = payload
-        if payload and "json" in ctype_out:
+        if payload and "json" in ctype_out and "watch=" not in path:
             try:
                 out = json.loads(payload)
-            except ValueError:  # a watch stream: JSON lines, left to the caller
+            except ValueError:
                 pass
         return resp.status, resp.getheaders(), out
     finally:
