@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: venv test lint format demo bench clean
 
@@ -13,6 +14,10 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check operatord tests bench examples
@@ -28,10 +33,12 @@ test: lint
 demo: $(STAMP)
 	$(BIN)/operatord demo
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(BIN)/python bench/workqueue.py
 	$(BIN)/python bench/apiserver.py
 	$(BIN)/python bench/converge.py
+	$(BIN)/python bench/vs_kopf.py
+	$(BIN)/python bench/latency.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -17,6 +17,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import json
 import math
@@ -263,6 +264,16 @@ class Config:
             "health": {"port": self.health_port},
             "logging": {"format": self.logging_format, "level": self.logging_level},
         }
+
+    @classmethod
+    def from_trusted_dict(cls, data: dict[str, Any]) -> Config:
+        """Rebuild a Config from another Config's ``to_dict()`` without validating it again
+        (how worker processes receive it)."""
+        token = _TRUSTED.set(True)
+        try:
+            return cls.from_dict(data)
+        finally:
+            _TRUSTED.reset(token)
 
     @classmethod
     def from_dict(cls, data: Any, base_dir: str | os.PathLike[str] | None = None) -> Config:
@@ -528,7 +539,14 @@ def _semantic_errors(d: dict[str, Any]) -> list[tuple[list[Any], str]]:
     return out
 
 
+# Set while building a Config from data a validated Config produced (worker processes): the
+# schema check is skipped there, so workers never import jsonschema.
+_TRUSTED: contextvars.ContextVar[bool] = contextvars.ContextVar("trusted_config", default=False)
+
+
 def _validate(data: Any) -> None:
+    if _TRUSTED.get():
+        return
     if not isinstance(data, dict):
         what = "empty" if data is None else _show(data)
         raise ConfigError.at("(root)", f"the config must be a mapping of keys, got {what}")
@@ -570,13 +588,34 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
+#: Deepest nesting of mappings and lists accepted in a config file; a valid config needs 4.
+MAX_YAML_DEPTH = 64
+
+
+def _check_depth(text: str) -> None:
+    """Raise ``yaml.MarkedYAMLError`` at the first collection nested deeper than
+    ``MAX_YAML_DEPTH``. PyYAML's event parser is iterative, so this never recurses; building
+    objects from a deeper document would exhaust Python's recursion limit."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_StrictLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise yaml.MarkedYAMLError(
+                    problem=f"nested deeper than {MAX_YAML_DEPTH} levels",
+                    problem_mark=event.start_mark,
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read, parse and validate a YAML config file.
 
     Relative ``pythonPath`` entries resolve against the file's directory. Raises
     ``ConfigFileNotFoundError`` when the file does not exist and ``ConfigError`` for anything
-    else (unreadable file, YAML syntax with its line and column, empty file, invalid config).
+    else (unreadable file, YAML syntax with its line and column, nesting deeper than
+    ``MAX_YAML_DEPTH``, empty file, invalid config).
     """
     path = os.fspath(path)
     try:
@@ -587,7 +626,10 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read config file: {e}") from None
     try:
+        _check_depth(text)
         data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
+    except RecursionError:  # not reachable past _check_depth; kept as a last line of defence
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

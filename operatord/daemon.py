@@ -142,6 +142,8 @@ def _run_elected(config, settings, metrics, controller, health, leading, stop) -
         on_stopped_leading=stopped,
         metrics=metrics,
     )
+    # Every dispatch, worker write and Event checks this deadline (monotonic, system-wide).
+    controller.lease_deadline = elector.lease_valid_until
     if health is not None:
         health.add_liveness("election", elector.liveness)
     election_stop = threading.Event()
@@ -151,9 +153,7 @@ def _run_elected(config, settings, metrics, controller, health, leading, stop) -
         stop.wait(0.2)
     if lost.is_set() and not stop.is_set():
         log.error("lost leadership; stopping at once")
-        controller.stopping.set()
-        for slot in controller.slots:
-            slot.kill()
+        controller.kill_workers()
         election_stop.set()
         return EXIT_ERROR
     if leading.is_set():

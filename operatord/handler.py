@@ -254,10 +254,19 @@ class LoadedHandler:
     """A handler ready to call: ``sync(request)`` and ``finalize(request)``.
 
     The methods call the user's code and return whatever it returned, unvalidated: pass the
-    result through ``validate_sync_response``/``validate_finalize_response``.
+    result through ``validate_sync_response``/``validate_finalize_response``. For an
+    ``async def`` method they return the coroutine; ``sync_is_async``/``finalize_is_async``
+    say which is which before calling.
     """
 
-    __slots__ = ("import_path", "target", "_sync", "_finalize")
+    __slots__ = (
+        "import_path",
+        "target",
+        "_sync",
+        "_finalize",
+        "sync_is_async",
+        "finalize_is_async",
+    )
 
     def __init__(
         self,
@@ -270,6 +279,8 @@ class LoadedHandler:
         self.target = target  # the instance or function the user wrote
         self._sync = sync
         self._finalize = finalize
+        self.sync_is_async = _is_async(sync)
+        self.finalize_is_async = _is_async(finalize)
 
     def sync(self, request: SyncRequest) -> Any:
         return self._sync(request)
@@ -281,12 +292,13 @@ class LoadedHandler:
         return f"LoadedHandler({self.import_path!r})"
 
 
+def _is_async(fn: Any) -> bool:
+    """True for ``async def`` functions and methods (and callables whose ``__call__`` is one)."""
+    call = type(fn).__dict__.get("__call__") if not inspect.isroutine(fn) else None
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
 def _check_callable_with_request(what: str, fn: Any, import_path: str) -> None:
-    if inspect.iscoroutinefunction(fn):
-        raise HandlerImportError(
-            f"cannot load handler {import_path!r}: {what} is async; operatord calls handlers "
-            "synchronously (define a plain 'def')"
-        )
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
@@ -334,10 +346,11 @@ def _import_module(module_name: str, import_path: str, python_path: Sequence[str
             f"cannot import handler {import_path!r}: importing module {module_name!r} raised "
             f"ModuleNotFoundError: {e}"
         ) from e
-    except (Exception, SystemExit) as e:
+    except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt, custom ones too
+        detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         raise HandlerImportError(
             f"cannot import handler {import_path!r}: importing module {module_name!r} raised "
-            f"{type(e).__name__}: {e}"
+            f"{detail}"
         ) from e
 
 
@@ -347,7 +360,9 @@ def load_handler(import_path: str, python_path: Sequence[str] = ()) -> LoadedHan
     The attribute may be a class (instantiated with no arguments), an instance with a ``sync``
     method, or a plain function ``sync(request)``; a dotted attribute (``mod:Outer.inner``) is
     followed. ``python_path`` entries are prepended to ``sys.path`` (once each) before importing.
-    Any failure raises ``HandlerImportError`` naming the import path and the reason.
+    Any failure, including a ``BaseException`` raised while importing the module or constructing
+    the class (``SystemExit``, ``KeyboardInterrupt``, custom subclasses), raises
+    ``HandlerImportError`` naming the import path and the reason.
     """
     module_name, attrs = _split_import_path(import_path)
     for entry in reversed(list(python_path)):
@@ -374,7 +389,7 @@ def load_handler(import_path: str, python_path: Sequence[str] = ()) -> LoadedHan
             )
         try:
             obj = obj()
-        except Exception as e:
+        except BaseException as e:  # noqa: BLE001 - whatever a constructor raises is its failure
             raise HandlerImportError(
                 f"cannot load handler {import_path!r}: constructing {name}() failed: "
                 f"{type(e).__name__}: {e}"
