@@ -275,7 +275,10 @@ class Worker:
                 fields.update(outcome=protocol.ABANDONED, error=str(exc))
                 log.warning("write fenced", error=str(exc))
             except ParentChanged as exc:
-                # Someone changed the parent meanwhile: sync again on the new version.
+                # Someone changed the parent meanwhile: sync again on the new version (handed to
+                # the leader's cache, so the next sync starts from it).
+                if exc.current is not None:
+                    outcome.upsert(exc.current)
                 fields.update(outcome=protocol.ABANDONED, error=str(exc))
                 log.info("parent changed during the sync; syncing again", error=str(exc))
             except HandlerTimeout as exc:
