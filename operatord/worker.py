@@ -84,15 +84,21 @@ class Fenced(Exception):
 
 
 class _Call:
-    __slots__ = ("fn", "request", "done", "started", "result", "error")
+    __slots__ = ("fn", "request", "started", "done", "start_time", "result", "error")
 
     def __init__(self, fn, request):
         self.fn = fn
         self.request = request
+        self.started = threading.Event()  # set when the call starts (or is refused)
         self.done = threading.Event()
-        self.started: float | None = None
+        self.start_time: float | None = None
         self.result: Any = None
         self.error: BaseException | None = None
+
+    def refuse(self) -> None:
+        self.error = Wedged("the handler thread is stuck in another call")
+        self.started.set()
+        self.done.set()
 
 
 class HandlerRunner:
@@ -102,12 +108,14 @@ class HandlerRunner:
     submitted; the timeout counts from the moment a call starts. Coroutine functions run on
     one event loop thread, concurrently, each under ``asyncio.wait_for``. Once a synchronous
     call overruns, the runner is *wedged*: calls that have not started raise `Wedged`.
+    Waiting callers sleep on their call's events (no polling).
     """
 
     def __init__(self, timeout: float):
         self.timeout = timeout
         self.wedged = False
         self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
+        self._pending: set[_Call] = set()  # submitted, not started
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
@@ -115,21 +123,27 @@ class HandlerRunner:
     def call(self, fn: Callable[[SyncRequest], Any], request: SyncRequest, is_async: bool):
         if is_async:
             return self._call_async(fn, request)
-        if self.wedged:
-            raise Wedged("the handler thread is stuck in another call")
         self._ensure_thread()
         call = _Call(fn, request)
+        with self._lock:
+            if self.wedged:
+                raise Wedged("the handler thread is stuck in another call")
+            self._pending.add(call)
         self._calls.put(call)
-        while not call.done.wait(0.05):
-            started = call.started
-            if started is None:
-                if self.wedged:
-                    raise Wedged("the handler thread is stuck in another call")
-                continue
-            if time.monotonic() - started > self.timeout:
+        call.started.wait()
+        remaining = 0.0
+        if call.start_time is not None:
+            remaining = max(0.0, call.start_time + self.timeout - time.monotonic())
+        if not call.done.wait(remaining):
+            with self._lock:
                 self.wedged = True
-                raise HandlerTimeout(f"handler did not return within {self.timeout:g}s")
+                refused, self._pending = self._pending, set()
+            for other in refused:
+                other.refuse()
+            raise HandlerTimeout(f"handler did not return within {self.timeout:g}s")
         if call.error is not None:
+            if isinstance(call.error, Wedged):
+                raise call.error
             raise HandlerFailed(f"{type(call.error).__name__}: {call.error}") from call.error
         result = call.result
         if asyncio.iscoroutine(result):  # a plain function that returned a coroutine
@@ -146,11 +160,12 @@ class HandlerRunner:
     def _serve(self) -> None:
         while True:
             call = self._calls.get()
-            if self.wedged:  # never start a call after an overrun
-                call.error = Wedged("the handler thread is stuck in another call")
-                call.done.set()
-                continue
-            call.started = time.monotonic()
+            with self._lock:
+                if call not in self._pending:  # refused after an overrun
+                    continue
+                self._pending.discard(call)
+                call.start_time = time.monotonic()
+            call.started.set()
             try:
                 call.result = call.fn(call.request)
             except BaseException as exc:  # noqa: BLE001 - user code: everything is its failure
