@@ -40,7 +40,7 @@ import structlog
 
 from operatord import protocol
 from operatord.apply import Applier, Outcome, ParentChanged, ResponseError
-from operatord.cache import child_key
+from operatord.cache import child_key, slim
 from operatord.config import Config
 from operatord.handler import (
     InvalidResponse,
@@ -319,6 +319,8 @@ class Worker:
             self._record(fields, finalizing, duration, outcome)
             if fields["outcome"] != protocol.ERROR:
                 log.debug("synced", outcome=fields["outcome"], duration=round(duration, 4))
+        for w in outcome.written:
+            slim(w["object"])  # the leader's cache keeps no managedFields: don't ship them
         return SyncResult(
             uid=task.uid,
             written=tuple(outcome.written),

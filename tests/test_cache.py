@@ -161,3 +161,20 @@ def test_counts_stay_exact_through_any_sequence_of_changes():
         for api_version, k, _, _ in c._child_owner:
             expected[f"{api_version}/{k}"] = expected.get(f"{api_version}/{k}", 0) + 1
         assert c.counts() == expected
+
+
+def test_cached_objects_carry_no_managed_fields():
+    c = Cache()
+    p = parent("u1", 1)
+    p["metadata"]["managedFields"] = [{"manager": "m", "fieldsV1": {"f:spec": {}}}]
+    kid = child("c1", "u1", 2)
+    kid["metadata"]["managedFields"] = [{"manager": "m"}]
+    c.upsert_parent(p)
+    c.upsert_child(kid)
+    got, children = c.snapshot("u1")
+    assert "managedFields" not in got["metadata"]
+    assert ["managedFields" in k["metadata"] for k in children] == [False]
+    listed = child("c2", "u1", 3)
+    listed["metadata"]["managedFields"] = []
+    c.replace_children("v1", "ConfigMap", [listed])
+    assert all("managedFields" not in k["metadata"] for k in c.snapshot("u1")[1])
