@@ -177,7 +177,8 @@ class Children:
 class SyncRequest:
     """What a handler is called with.
 
-    ``parent`` is the parent object as the API server returned it; ``children`` holds every
+    ``parent`` is the parent object as the API server returned it (without
+    ``metadata.managedFields``, which operatord's cache drops); ``children`` holds every
     observed child of this parent (of every configured child type); ``finalizing`` is True when
     the parent is being deleted and ``finalize`` is the method being called. ``related`` holds
     the cached objects the handler's ``related(parent)`` selected (the same view as
