@@ -196,7 +196,7 @@ class OperatorProcess:
                 records.append(rec)
         return records
 
-    def metric(self, name: str, **labels: str) -> float:
+    def metric(self, name: str, /, **labels: str) -> float:
         """Sum of the samples of ``name`` (full name, e.g. ``operatord_syncs_total``) whose
         labels include ``labels``, from a fresh scrape of /metrics.
 

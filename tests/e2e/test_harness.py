@@ -90,3 +90,34 @@ def test_relative_python_path_of_a_dict_config_resolves_against_base_dir(api, ku
             return (w.get("status") or {}).get("seen")
 
         wait_for(seen, 30, message="handler from the relative pythonPath ran")
+
+
+def test_run_flags_beat_variables_and_the_daemon_exports_process_series(api, kube, tmp_path):
+    op = OperatorProcess(
+        api,
+        widget_config(workers=1),
+        workdir=tmp_path,
+        env={"OPERATORD_WORKERS": "3", "OPERATORD_CONTROLLER_RUNTIME_METRICS": "true"},
+        args=["--workers", "2"],
+    )
+    with op:
+        op.wait_ready()
+        assert op.metric("operatord_workers_alive", controller="harness") == 2
+        # controller-runtime series, switched on by the variable
+        assert op.metric("workqueue_depth", name="harness") == 0
+        assert op.metric("leader_election_master_status", name="harness-leader") == 1
+        # the leader's own process and every worker's, sampled from /proc
+        assert op.metric("process_resident_memory_bytes") > 10_000_000
+        for worker in ("0", "1"):
+            wait_for(
+                lambda w=worker: (
+                    op.metric("operatord_worker_resident_memory_bytes", worker=w) > 10_000_000
+                ),
+                30,
+                message=f"worker {worker} RSS",
+            )
+            wait_for(
+                lambda w=worker: op.metric("operatord_worker_cpu_seconds_total", worker=w) > 0,
+                30,
+                message=f"worker {worker} CPU",
+            )
