@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test lint format demo bench clean
+.PHONY: venv tools test lint format demo bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): setup.cfg pyproject.toml
 
 venv: $(STAMP)
 
+# prometheus and promtool (Debian package) for the alert-rule and live-scrape tests.
+tools:
+	@./.ci/install-prometheus
+
 lint: $(STAMP)
 	$(BIN)/ruff check operatord tests bench examples
 	$(BIN)/ruff format --check operatord tests bench examples
@@ -22,7 +26,7 @@ format: $(STAMP)
 	$(BIN)/ruff format operatord tests bench examples
 	$(BIN)/ruff check --fix operatord tests bench examples
 
-test: lint
+test: lint tools
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
