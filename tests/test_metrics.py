@@ -292,7 +292,7 @@ def test_controller_runtime_series_are_off_by_default_and_mirror_the_recorder_wh
     m.set("workers_alive", 2)
     m.set("leader", 1)
     m.apply([("inc", "syncs_total", (("result", "error"),), 2.0)])  # worker deltas too
-    cr = lambda name, **labels: value(m, name, **labels)  # noqa: E731
+    cr = lambda metric, /, **labels: value(m, metric, **labels)  # noqa: E731
     assert cr("controller_runtime_reconcile_total", controller="w", result="success") == 3
     assert cr("controller_runtime_reconcile_total", controller="w", result="error") == 3
     assert cr("controller_runtime_reconcile_total", controller="w", result="requeue_after") == 1
