@@ -9,6 +9,7 @@ can, and under CI a missing promtool fails instead of skipping.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -199,6 +200,13 @@ def test_defaults_keep_optional_objects_off():
     assert "startupProbe" not in container and "livenessProbe" in container
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
     assert pod["enableServiceLinks"] is False and "strategy" not in one(objects, "Deployment")
+
+
+def test_every_top_level_value_is_used_by_a_template():
+    templates = "".join(p.read_text() for p in (CHART / "templates").rglob("*") if p.is_file())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    unused = [key for key in values if not re.search(rf"\.Values\.{key}\b", templates)]
+    assert unused == []
 
 
 def test_image_registry_beats_global_image_registry():

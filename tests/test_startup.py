@@ -146,7 +146,7 @@ class _Rbac(http.server.ThreadingHTTPServer):
     """A proxy in front of the embedded API server that answers 403 to lists of one resource,
     as a cluster whose RBAC does not grant it would."""
 
-    def __init__(self, upstream: str, forbidden_path: str) -> None:
+    def __init__(self, upstream: str, forbidden_path: str, code: int = 403) -> None:
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -157,12 +157,12 @@ class _Rbac(http.server.ThreadingHTTPServer):
                         "kind": "Status",
                         "apiVersion": "v1",
                         "status": "Failure",
-                        "reason": "Forbidden",
-                        "code": 403,
+                        "reason": "Forbidden" if code == 403 else "Unauthorized",
+                        "code": code,
                         "message": 'secrets is forbidden: User "system:serviceaccount:ops:op" '
                         'cannot list resource "secrets" in API group "" at the cluster scope',
                     }
-                    self._send(403, json.dumps(status).encode())
+                    self._send(code, json.dumps(status).encode())
                     return
                 req = urllib.request.Request(upstream + self.path, headers=dict(self.headers))
                 try:
@@ -185,17 +185,26 @@ class _Rbac(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
 
 
-def test_forbidden_by_rbac(api, tmp_path):
-    proxy = _Rbac(api.url, "/api/v1/secrets")
+def run_behind(api, tmp_path, path: str, code: int) -> subprocess.CompletedProcess:
+    proxy = _Rbac(api.url, path, code)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     try:
         kc = write_kubeconfig(
             str(tmp_path / "kubeconfig"), f"http://127.0.0.1:{proxy.server_address[1]}"
         )
-        r = run("--config", str(config_file(tmp_path)), "--kubeconfig", kc)
+        return run("--config", str(config_file(tmp_path)), "--kubeconfig", kc)
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+def test_forbidden_by_rbac(api, tmp_path):
+    r = run_behind(api, tmp_path, "/api/v1/secrets", 403)
     assert_one_error_line(
         r, daemon.EXIT_FORBIDDEN, "forbidden by RBAC", "may not list secrets", "Role"
     )
+
+
+def test_credentials_rejected(api, tmp_path):
+    r = run_behind(api, tmp_path, "/version", 401)
+    assert_one_error_line(r, daemon.EXIT_FORBIDDEN, "rejected operatord's credentials (401")

@@ -8,6 +8,8 @@ Guarantees:
   `pythonPath` entries of a dict resolve against ``base_dir`` (default: the current directory
   when the `OperatorProcess` is created), as `Config.from_dict` does; those of a config file
   resolve against the file's directory, as `operatord run` does.
+- ``args`` are extra `operatord run` flags (e.g. ``["--workers", "2"]``) and ``env`` extra
+  environment variables (e.g. ``{"OPERATORD_LOG_LEVEL": "debug"}``), as in a pod.
 - `wait_ready()` fails at once, with the daemon's last log lines, when the daemon has exited.
 - `metric()` raises `KeyError` for a metric name the daemon does not export, so a typo cannot
   pass as a zero.
