@@ -17,6 +17,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import json
 import math
@@ -275,6 +276,16 @@ class Config:
             "health": {"port": self.health_port, "address": self.health_address},
             "logging": {"format": self.logging_format, "level": self.logging_level},
         }
+
+    @classmethod
+    def from_trusted_dict(cls, data: dict[str, Any]) -> Config:
+        """Rebuild a Config from another Config's ``to_dict()`` without validating it again
+        (how worker processes receive it)."""
+        token = _TRUSTED.set(True)
+        try:
+            return cls.from_dict(data)
+        finally:
+            _TRUSTED.reset(token)
 
     @classmethod
     def from_dict(cls, data: Any, base_dir: str | os.PathLike[str] | None = None) -> Config:
@@ -543,7 +554,14 @@ def _semantic_errors(d: dict[str, Any]) -> list[tuple[list[Any], str]]:
     return out
 
 
+# Set while building a Config from data a validated Config produced (worker processes): the
+# schema check is skipped there, so workers never import jsonschema.
+_TRUSTED: contextvars.ContextVar[bool] = contextvars.ContextVar("trusted_config", default=False)
+
+
 def _validate(data: Any) -> None:
+    if _TRUSTED.get():
+        return
     if not isinstance(data, dict):
         what = "empty" if data is None else _show(data)
         raise ConfigError.at("(root)", f"the config must be a mapping of keys, got {what}")

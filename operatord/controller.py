@@ -1,26 +1,34 @@
 """The leader's reconcile machinery: informers -> cache -> per-worker queues -> worker processes.
 
 Guarantees:
-- Each parent uid is hashed (`shard_for`) to one worker; one dispatcher thread per worker takes
-  parents from that worker's queue, so a parent is never synced twice at the same time and its
-  syncs run in the order its events arrived (coalesced).
+- Each parent uid is hashed (`shard_for`) to one worker. A worker holds up to
+  ``inFlightPerWorker`` parents at once; a parent is never in flight twice (the work queue's
+  exclusivity), events for it coalesce, event work goes before periodic resync, and failures
+  back off per parent.
 - Nothing is dispatched before the parent and every child informer have listed once, so the
   first sync of a parent already sees its existing children.
 - Objects a worker wrote are put into the cache before its parent can be dispatched again, so a
   sync never acts on state older than our own writes; watch events carrying nothing newer than
-  the cache (the echoes of our own writes) do not cause syncs.
-- A sync that wrote children is followed by one more sync, so the handler observes the children
-  it caused (and can report them in status); a sync that wrote no child is not, unless something
-  else changed meanwhile. A handler that returns different children on every call therefore
-  keeps being re-synced: desired state must be a function of observed state. After
-  MAX_WRITE_STREAK such syncs in a row, its re-syncs wait for its exponential backoff (a
-  warning is logged), so a handler that never converges cannot hot-loop.
-- A failed sync or finalize is retried after the parent's exponential backoff; success resets
-  it. Periodic resync goes through the low-priority lane of the queue.
-- A worker that dies, or exceeds its deadline, is killed and replaced; the parent it was
-  working on is retried with backoff and every other parent stays queued: nothing is lost.
-- `stop()` stops taking new work, lets in-flight syncs finish (bounded by ``drain_timeout``) and
-  stops the workers.
+  the cache (the echoes of our own writes) do not cause syncs. A change made by anyone else
+  while the parent was in flight causes a fresh sync.
+- The worker re-runs the handler itself after writing children; when even its last run still
+  changed children, the parent is synced again. After MAX_WRITE_STREAK such results in a row
+  its re-syncs wait for its exponential backoff (a warning is logged), so a handler that never
+  converges cannot hot-loop.
+- A failed sync or finalize is retried after the parent's exponential backoff and recorded as
+  a Warning Event on the parent (rate-limited in the leader, so the limit outlives worker
+  restarts); success resets the backoff. Periodic resync goes through the low-priority lane.
+- A worker that dies, or stays silent past its deadline while holding parents, is replaced and
+  every parent it held is requeued: nothing is lost. When it held one parent, that parent is
+  charged a failure (and an Event says its handler killed the worker). When it held several,
+  none is charged; they become *suspects*, and a suspect is dispatched alone until one of its
+  syncs finishes, so a parent that keeps killing its worker is found and backed off while the
+  others proceed. Parents a worker gives back because its handler thread is stuck are
+  requeued uncharged.
+- No dispatch after the lease fence (``lease_deadline()``, monotonic); workers receive the
+  fence with every task and with every renewal (`update_lease`).
+- `stop()` stops taking new work, lets in-flight syncs finish (bounded by ``drain_timeout``)
+  and stops the workers.
 """
 
 from __future__ import annotations
@@ -28,19 +36,25 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import multiprocess
 import structlog
 
+from operatord import protocol
 from operatord.backoff import Backoff
 from operatord.cache import Cache, child_key
 from operatord.config import Config
+from operatord.events import EventRecorder
 from operatord.health import Heartbeat
 from operatord.informer import Informer
 from operatord.kube import ApiError, ClientSettings, Kube, Resource
+from operatord.protocol import SyncResult, SyncTask
 from operatord.queue import RESYNC, WorkQueue
 from operatord.sharding import shard_for
-from operatord.worker import worker_main
+from operatord.supervisor import WorkerGone, WorkerProcess
 
 log = structlog.get_logger("operatord.controller")
 
@@ -58,89 +72,38 @@ def _content(parent: dict) -> dict:
     return out
 
 
-# After this many consecutive syncs of a parent that each wrote children, further re-syncs of
-# it wait for its exponential backoff: a handler that never converges must not hot-loop.
-MAX_WRITE_STREAK = 8
+# After this many consecutive results of a parent whose handler still changed children, further
+# re-syncs of it wait for its exponential backoff: a handler that never converges must not
+# hot-loop.
+MAX_WRITE_STREAK = 2
+
+# At most this many tasks go to a worker in one message.
+MAX_BATCH = 64
 
 
-class WorkerGone(Exception):
-    """The worker process died or missed its deadline."""
+@dataclass(slots=True)
+class _InFlight:
+    uid: str
+    parent: dict  # the snapshot the task carried
+    expected: dict  # cache versions at dispatch
+    suspect: bool
 
 
-class WorkerSlot:
-    """One worker process and the pipe to it; used by exactly one dispatcher thread."""
+class _Slot:
+    """One worker: its process, its queue, and the parents it holds."""
 
-    def __init__(self, index: int, config: Config, settings: ClientSettings, metrics, ctx):
+    def __init__(self, index: int, proc: WorkerProcess, queue: WorkQueue):
         self.index = index
-        self.config = config
-        self.settings = settings
-        self.metrics = metrics
-        self.ctx = ctx
-        self.process = None
-        self.conn = None
-        self.started = threading.Event()
-
-    def start(self, ready_timeout: float = 120.0) -> None:
-        parent_conn, child_conn = self.ctx.Pipe()
-        proc = self.ctx.Process(
-            target=worker_main,
-            args=(self.index, self.config.to_dict(), self.settings.to_dict(), child_conn),
-            name=f"operatord-worker-{self.index}",
-            daemon=True,
-        )
-        proc.start()
-        child_conn.close()
-        self.process, self.conn = proc, parent_conn
-        msg = self._recv(time.monotonic() + ready_timeout)
-        if msg.get("op") != "ready":
-            raise WorkerGone(f"worker {self.index} sent {msg.get('op')!r} instead of ready")
-        self.started.set()
-        log.info("worker started", worker=self.index, pid=proc.pid)
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.is_alive()
-
-    def _recv(self, deadline: float) -> dict:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WorkerGone(f"worker {self.index} missed its deadline")
-            try:
-                if self.conn.poll(min(remaining, 0.5)):
-                    msg = self.conn.recv()
-                    self.metrics.apply(msg.pop("metrics", None) or [])
-                    return msg
-            except (EOFError, OSError) as exc:
-                raise WorkerGone(f"worker {self.index} connection lost: {exc}") from exc
-            if not self.process.is_alive():
-                raise WorkerGone(f"worker {self.index} exited with {self.process.exitcode}")
-
-    def run(self, task: dict, timeout: float) -> dict:
-        try:
-            self.conn.send(task)
-        except (OSError, ValueError) as exc:
-            raise WorkerGone(f"worker {self.index} pipe broken: {exc}") from exc
-        return self._recv(time.monotonic() + timeout)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.is_alive():
-            self.process.kill()
-            self.process.join(5)
-        if self.conn is not None:
-            self.conn.close()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.process is None:
-            return
-        try:
-            self.conn.send({"op": "stop"})
-        except (OSError, ValueError):
-            pass
-        self.process.join(timeout)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(5)
-        self.conn.close()
+        self.proc = proc
+        self.queue = queue
+        self.cond = threading.Condition()
+        self.inflight: dict[str, _InFlight] = {}
+        self.ready = False  # the process is up and may take tasks
+        self.isolating = False  # a suspect is in flight alone
+        # Suspects taken from the queue, each waiting to go alone to an otherwise idle worker.
+        self.suspect_queue: deque[str] = deque()
+        self.last_message = time.monotonic()
+        self.closed = False
 
 
 class Controller:
@@ -152,6 +115,8 @@ class Controller:
         *,
         watch_timeout: int = 300,
         start_method: str = "spawn",
+        lease_deadline: Callable[[], float | None] | None = None,
+        event_interval: float = 60.0,
     ):
         self.config = config
         self.settings = settings
@@ -160,14 +125,29 @@ class Controller:
         self.ctx = multiprocess.get_context(start_method)
         self.kube = Kube(settings, on_request=self._observe_request)
         self.cache = Cache(config.parent_uid_label)
+        self.lease_deadline = lease_deadline or (lambda: None)
         b = config.backoff
-        self.queues = [
-            WorkQueue(backoff=Backoff(b.initial_seconds, b.max_seconds, b.multiplier, b.jitter))
-            for _ in range(config.workers)
-        ]
+        self._credentials = self.kube.connection()
+        config_dict, connection_dict = config.to_dict(), self._credentials.to_dict()
         self.slots = [
-            WorkerSlot(i, config, settings, metrics, self.ctx) for i in range(config.workers)
+            _Slot(
+                i,
+                WorkerProcess(i, config_dict, connection_dict, self.ctx),
+                WorkQueue(
+                    backoff=Backoff(b.initial_seconds, b.max_seconds, b.multiplier, b.jitter)
+                ),
+            )
+            for i in range(config.workers)
         ]
+        self.queues = [s.queue for s in self.slots]
+        self.capacity = config.in_flight_per_worker
+        self.events = EventRecorder(
+            self.kube,
+            f"operatord-{config.name}",
+            interval=event_interval,
+            metrics=metrics,
+            guard=self._check_fence,
+        )
         self.informers: list[Informer] = []
         self.synced = threading.Event()
         self.stopping = threading.Event()
@@ -177,13 +157,16 @@ class Controller:
             for i in range(config.workers)
         ]
         self._threads: list[threading.Thread] = []
-        # uid -> consecutive syncs that wrote children (only its dispatcher touches a uid).
+        # uid -> consecutive results whose handler still changed children.
         self._write_streak: dict[str, int] = {}
         # uid -> "changed while in flight"; guarded by _inflight_lock.
         self._inflight: dict[str, bool] = {}
         self._inflight_lock = threading.Lock()
+        # Parents that were in flight on a worker that died holding several.
+        self.suspects: set[str] = set()
         self.parent_resource: Resource | None = None
         self.child_resources: list[Resource] = []
+        # A worker holding parents and silent for this long is considered hung.
         self.task_deadline = config.handler_timeout_seconds + 60
 
     # ---- observation --------------------------------------------------------------------
@@ -202,7 +185,7 @@ class Controller:
         if not self.synced.is_set():
             pending = [i.name for i in self.informers if not i.synced.is_set()]
             return "caches not synced: " + (", ".join(pending) or "starting")
-        dead = [s.index for s in self.slots if not s.alive()]
+        dead = [s.index for s in self.slots if not s.proc.alive()]
         if dead:
             return f"workers not running: {dead}"
         return None
@@ -281,12 +264,16 @@ class Controller:
             )
         for inf in self.informers:
             inf.start()
-        for i in range(cfg.workers):
-            t = threading.Thread(
-                target=self._dispatch_loop, args=(i,), name=f"dispatch-{i}", daemon=True
-            )
-            t.start()
-            self._threads.append(t)
+        for slot in self.slots:
+            for target, name in (
+                (self._dispatch_loop, "dispatch"),
+                (self._receive_loop, "receive"),
+            ):
+                t = threading.Thread(
+                    target=target, args=(slot,), name=f"{name}-{slot.index}", daemon=True
+                )
+                t.start()
+                self._threads.append(t)
         while not self.stopping.is_set():
             if all(inf.synced.wait(0.2) for inf in self.informers):
                 break
@@ -294,17 +281,23 @@ class Controller:
             self.synced.set()
             log.info("caches synced", parents=self.cache.parent_count())
 
-    def _start_slot(self, slot: WorkerSlot) -> None:
+    def _start_slot(self, slot: _Slot) -> None:
         delay = 0.5
         while not self.stopping.is_set():
             try:
-                slot.start()
-                return
+                ready = slot.proc.start()
             except WorkerGone as exc:
                 log.error("worker failed to start", worker=slot.index, error=str(exc))
-                slot.kill()
+                slot.proc.kill()
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 30)
+                continue
+            self.metrics.apply(ready.metrics)
+            with slot.cond:
+                slot.last_message = time.monotonic()
+                slot.ready = True
+                slot.cond.notify_all()
+            return
 
     def stop(self, drain_timeout: float = 30.0) -> None:
         """Stop dispatching, wait for in-flight syncs (bounded), stop workers and informers."""
@@ -314,10 +307,16 @@ class Controller:
         deadline = time.monotonic() + drain_timeout
         for q in self.queues:
             q.drain(max(deadline - time.monotonic(), 0))
+        for slot in self.slots:
+            slot.closed = True
+            with slot.cond:
+                slot.cond.notify_all()
         for t in self._threads:
             t.join(max(deadline - time.monotonic(), 0.1))
         for slot in self.slots:
-            slot.stop()
+            slot.proc.stop()
+        self.events.flush(max(deadline - time.monotonic(), 0.5))
+        self.events.stop()
         self.kube.close()
         self.stopped.set()
 
@@ -343,8 +342,7 @@ class Controller:
     def _on_parent_list(self, items: list[dict]) -> None:
         changed, removed = self.cache.replace_parents(items)
         for uid in removed:
-            self._queue_for(uid).discard(uid)
-            self._write_streak.pop(uid, None)
+            self._forget(uid)
         for uid in changed:
             self.enqueue(uid)
 
@@ -352,10 +350,16 @@ class Controller:
         uid = obj["metadata"].get("uid")
         if etype == "DELETED":
             self.cache.delete_parent(obj)
-            self._queue_for(uid).discard(uid)
-            self._write_streak.pop(uid, None)
+            self._forget(uid)
         elif self.cache.upsert_parent(obj):
             self.enqueue(uid)
+
+    def _forget(self, uid: str) -> None:
+        """Drop everything kept about a parent that is gone."""
+        self._queue_for(uid).discard(uid)
+        self._write_streak.pop(uid, None)
+        self.suspects.discard(uid)
+        self.events.forget(uid)
 
     def _on_child_list(self, res: Resource, items: list[dict]) -> None:
         for uid in self.cache.replace_children(res.api_version, res.kind, items):
@@ -369,118 +373,303 @@ class Controller:
         for uid in affected:
             self.enqueue(uid)
 
+    # ---- the lease fence ------------------------------------------------------------------
+
+    def _fence_ok(self) -> bool:
+        valid = self.lease_deadline()
+        return valid is None or time.monotonic() < valid
+
+    def _check_fence(self) -> None:
+        if not self._fence_ok():
+            raise RuntimeError("the lease may have expired")
+
+    def update_lease(self, valid_until: float | None) -> None:
+        """Tell every worker that the lease was renewed (writes are fenced at ``valid_until``)."""
+        for slot in self.slots:
+            if slot.ready:
+                try:
+                    slot.proc.send(protocol.LeaseUpdate(valid_until))
+                except WorkerGone:
+                    pass  # its receiver replaces it
+
+    def refresh_credentials(self) -> None:
+        """Push the leader's current auth headers to every worker when they changed (tokens
+        rotate; workers never load the kubeconfig themselves)."""
+        headers = self.kube.connection().headers
+        if headers == self._credentials.headers:
+            return
+        self._credentials = self.kube.connection()
+        for slot in self.slots:
+            slot.proc.connection_dict = self._credentials.to_dict()
+            if slot.ready:
+                try:
+                    slot.proc.send(protocol.Credentials(headers))
+                except WorkerGone:
+                    pass  # its receiver replaces it (with the new connection)
+
+    def kill_workers(self) -> None:
+        """Stop at once: no dispatch, every worker killed (lost leadership)."""
+        self.stopping.set()
+        for slot in self.slots:
+            slot.closed = True
+            slot.proc.kill()
+
     # ---- dispatch -------------------------------------------------------------------------
 
-    def _dispatch_loop(self, index: int) -> None:
-        queue = self.queues[index]
-        slot = self.slots[index]
-        hb = self.heartbeats[index]
+    def _dispatch_loop(self, slot: _Slot) -> None:
+        queue = slot.queue
+        hb = self.heartbeats[slot.index]
         while not self.synced.is_set() and not self.stopping.is_set():
             hb.beat()
             self.synced.wait(0.5)
         while True:
             hb.beat()
+            with slot.cond:
+                while not self._may_dispatch(slot):
+                    if queue.shutting_down:
+                        break
+                    slot.cond.wait(0.5)
+                    hb.beat()
+                if queue.shutting_down:
+                    while slot.suspect_queue:
+                        queue.done(slot.suspect_queue.popleft())
+                    return
+                suspect = slot.suspect_queue.popleft() if slot.suspect_queue else None
+            if suspect is not None:  # alone, now that nothing else is in flight
+                self._send(slot, [suspect], isolate=True)
+                continue
             item = queue.get(timeout=0.5)
             if item is None:
-                if queue.shutting_down:
-                    return
-                if not slot.alive() and not self.stopping.is_set():
-                    self._replace_idle(slot)
-                continue
-            uid = item.key
-            with self._inflight_lock:
-                self._inflight[uid] = False
-            expected = None
-            try:
-                self.metrics.observe("queue_wait_seconds", item.waited)
-                expected = self._dispatch(index, slot, queue, uid)
-            except Exception:  # noqa: BLE001 - the dispatcher must survive anything
-                log.exception("dispatch failed", **self._parent_context(uid))
-                queue.add_rate_limited(uid)
-                self.metrics.inc("retries_total")
-            finally:
-                with self._inflight_lock:
-                    changed = self._inflight.pop(uid, False)
-                queue.done(uid)
-                if changed and (expected is None or self.cache.versions(uid) != expected):
-                    queue.add(uid)
+                continue  # (on shutdown the wait above releases what is held and returns)
+            items = [item]
+            with slot.cond:
+                room = self.capacity - len(slot.inflight) - 1
+            while room > 0 and len(items) < MAX_BATCH:
+                more = queue.get(timeout=0)
+                if more is None:
+                    break
+                items.append(more)
+                room -= 1
+            uids = []
+            for it in items:
+                self.metrics.observe("queue_wait_seconds", it.waited)
+                if it.key in self.suspects:
+                    with slot.cond:
+                        slot.suspect_queue.append(it.key)
+                else:
+                    uids.append(it.key)
+            if uids:
+                self._send(slot, uids)
 
-    def _dispatch(
-        self, index: int, slot: WorkerSlot, queue: WorkQueue, uid: str
-    ) -> dict[tuple, str] | None:
-        """Run one sync; returns the object versions the cache should hold if nothing but the
-        sync's own writes happened meanwhile (None when unknown or a re-sync is due)."""
-        expected = self.cache.versions(uid)
-        parent, children = self.cache.snapshot(uid)
-        if parent is None:
-            return None
-        task = {
-            "op": "sync",
-            "uid": uid,
-            "parent": parent,
-            "children": children,
-            "finalizing": bool(parent["metadata"].get("deletionTimestamp")),
-        }
-        if not slot.alive():
-            self._replace_idle(slot)
+    def _may_dispatch(self, slot: _Slot) -> bool:
+        """Called with slot.cond held."""
+        if not slot.ready or slot.isolating or not self._fence_ok():
+            return False
+        if slot.suspect_queue:
+            return not slot.inflight
+        return len(slot.inflight) < self.capacity
+
+    def _send(self, slot: _Slot, uids: list[str], isolate: bool = False) -> None:
+        lease = self.lease_deadline()
+        tasks = []
+        with slot.cond:
+            if not slot.ready:  # the worker died after these were taken: they go back
+                for uid in uids:
+                    slot.queue.done(uid)
+                    slot.queue.add(uid)
+                return
+            for uid in uids:
+                parent, children = self.cache.snapshot(uid)
+                if parent is None:  # deleted meanwhile
+                    slot.queue.done(uid)
+                    continue
+                with self._inflight_lock:
+                    self._inflight[uid] = False
+                slot.inflight[uid] = _InFlight(
+                    uid, parent, self.cache.versions(uid), uid in self.suspects
+                )
+                tasks.append(SyncTask(uid, parent, children, lease))
+            if not tasks:
+                return
+            if isolate:
+                slot.isolating = True
+            try:
+                slot.proc.send(protocol.Tasks(tuple(tasks)))
+            except WorkerGone as exc:
+                # Not delivered: they go back; the receiver sees the process die.
+                log.warning("could not send tasks", worker=slot.index, error=str(exc))
+                slot.isolating = False
+                for task in tasks:
+                    del slot.inflight[task.uid]
+                    self._finish(slot, task.uid, None, again=True)
+
+    # ---- results --------------------------------------------------------------------------
+
+    def _receive_loop(self, slot: _Slot) -> None:
+        while not slot.closed:
+            try:
+                self._receive_once(slot)
+            except Exception:  # noqa: BLE001 - the receiver must survive anything
+                log.exception("receiving results failed", worker=slot.index)
+
+    def _receive_once(self, slot: _Slot) -> None:
         try:
-            result = slot.run(task, self.task_deadline)
+            msg = slot.proc.receive(0.5)
         except WorkerGone as exc:
-            meta = parent["metadata"]
-            log.error(
-                "worker lost; restarting it",
-                worker=index,
-                error=str(exc),
-                parent_namespace=meta.get("namespace"),
-                parent_name=meta.get("name"),
-                parent_uid=uid,
+            if not slot.closed:
+                self._worker_died(slot, str(exc))
+            return
+        now = time.monotonic()
+        if msg is None:
+            with slot.cond:
+                busy = bool(slot.inflight)
+            if busy and now - slot.last_message > self.task_deadline:
+                slot.proc.kill()
+                self._worker_died(slot, f"silent for {self.task_deadline:g}s while busy")
+            elif not busy:
+                slot.last_message = now
+            return
+        slot.last_message = now
+        if isinstance(msg, protocol.Results):
+            self.metrics.apply(msg.metrics)
+            if msg.exiting:
+                slot.proc.exiting = True
+            for result in msg.results:
+                self._complete(slot, result)
+
+    def _worker_died(self, slot: _Slot, reason: str) -> None:
+        with slot.cond:
+            victims = list(slot.inflight.values())
+            slot.inflight.clear()
+            slot.ready = False
+            slot.isolating = False
+        exiting = slot.proc.exiting
+        code = slot.proc.exitcode()
+        slot.proc.kill()
+        self.metrics.inc("worker_restarts_total")
+        if not victims:
+            log.error("worker died while idle; restarting it", worker=slot.index, exit_code=code)
+        elif exiting:
+            log.warning(
+                "worker exited after a handler timeout; restarting it and requeueing its parents",
+                worker=slot.index,
+                parents=len(victims),
             )
-            slot.kill()
-            self.metrics.inc("worker_restarts_total")
-            queue.add_rate_limited(uid)
-            self.metrics.inc("retries_total")
-            if not self.stopping.is_set():
-                self._start_slot(slot)
-            return None
-        parent_key = child_key(parent)
-        children_written = result.get("outcome") == "ok" and any(
-            child_key(w["object"]) != parent_key for w in result.get("written") or []
-        )
-        streak = self._write_streak.pop(uid, 0) + 1 if children_written else 0
-        throttled = streak > MAX_WRITE_STREAK
-        if streak:
+        else:
+            log.error(
+                "worker lost; restarting it and requeueing its parents",
+                worker=slot.index,
+                error=reason,
+                exit_code=code,
+                parents=len(victims),
+            )
+        culprit = len(victims) == 1 and not exiting
+        for v in victims:
+            if culprit:
+                self.suspects.add(v.uid)
+                delay = slot.queue.add_rate_limited(v.uid)
+                self.metrics.inc("retries_total")
+                counter = "finalizes_total" if _finalizing(v.parent) else "syncs_total"
+                self.metrics.inc(counter, {"result": "crash"})
+                message = (
+                    f"the handler's worker process died while syncing this parent alone "
+                    f"(exit code {code}); retrying in {delay:.1f}s"
+                )
+                log.error("handler killed its worker", **self._parent_context(v.uid))
+                self.events.post(v.parent, "WorkerKilled", message)
+            elif not exiting:
+                self.suspects.add(v.uid)
+            self._finish(slot, v.uid, None, again=not culprit)
+        if not self.stopping.is_set() and not slot.closed:
+            self.stopping.wait(slot.proc.restart_delay())
+            self._start_slot(slot)
+
+    def _complete(self, slot: _Slot, result: SyncResult) -> None:
+        uid = result.uid
+        with slot.cond:
+            entry = slot.inflight.pop(uid, None)
+            if entry is not None and entry.suspect:
+                slot.isolating = False
+            slot.cond.notify_all()
+        if entry is None:
+            return  # a result for a task this leader already gave up on
+        if result.outcome != protocol.ABANDONED:
+            self.suspects.discard(uid)
+        expected = self._apply_written(uid, entry, result)
+        queue = slot.queue
+        streak = 0
+        if result.outcome == protocol.OK and result.children_changed:
+            streak = self._write_streak.get(uid, 0) + 1
             self._write_streak[uid] = streak
-        self._handle_result(queue, uid, result, throttled=throttled)
-        if result.get("exiting"):
-            # The worker's handler thread is stuck; it exits now. Replace it before the next
-            # task so no other parent is charged for its death.
-            slot.process.join(5)
-            slot.kill()
-            self.metrics.inc("worker_restarts_total")
-            log.warning("worker exited after a handler timeout; restarting it", worker=index)
-            if not self.stopping.is_set():
-                self._start_slot(slot)
-        written_parents = [
-            w["object"] for w in result.get("written") or [] if child_key(w["object"]) == parent_key
-        ]
-        if written_parents and _content(written_parents[-1]) != _content(parent):
+        else:
+            self._write_streak.pop(uid, None)
+        step = protocol.next_step(result, streak_exceeded=streak > MAX_WRITE_STREAK)
+        if step.forget:
+            queue.forget(uid)
+        if step.backoff:
+            delay = queue.add_rate_limited(uid)
+            self.metrics.inc("retries_total")
+            if step.log == "not_converging":
+                log.warning(
+                    "children change on every sync; the handler does not converge, slowing down",
+                    **self._parent_context(uid),
+                    consecutive_writing_syncs=streak,
+                    retry_in=round(delay, 3),
+                )
+            elif step.log == "failed":
+                log.info(
+                    "sync failed; backing off",
+                    **self._parent_context(uid),
+                    error=result.error,
+                    retry_in=round(delay, 3),
+                    failures=queue.num_requeues(uid),
+                )
+        if step.after is not None:
+            queue.add_after(uid, float(step.after))
+        if step.resync and self.config.resync_seconds > 0:
+            queue.add_after(uid, self.config.resync_seconds * random.uniform(0.9, 1.1), lane=RESYNC)
+        if result.outcome == protocol.ERROR:
+            reason = "FinalizeFailed" if _finalizing(entry.parent) else "SyncFailed"
+            self.events.post(entry.parent, reason, result.error or "")
+        self._finish(slot, uid, expected, again=step.again or expected is None)
+
+    def _finish(self, slot: _Slot, uid: str, expected: dict | None, again: bool) -> None:
+        """Release ``uid`` from the queue's processing state and sync it again when ``again``
+        or when something other than our own writes changed it meanwhile (``expected``: the
+        versions our writes left; None: unknown)."""
+        with self._inflight_lock:
+            changed = self._inflight.pop(uid, False)
+        slot.queue.done(uid)
+        if again or (changed and (expected is None or self.cache.versions(uid) != expected)):
+            slot.queue.add(uid)
+
+    def _apply_written(self, uid: str, entry: _InFlight, result: SyncResult) -> dict | None:
+        """Put what the worker wrote into the cache; returns the versions the cache should hold
+        if nothing but these writes happened meanwhile (None: a re-sync is due)."""
+        parent_key = child_key(entry.parent)
+        expected = dict(entry.expected)
+        written_parent = None
+        for w in result.written:
+            obj = w["object"]
+            key = child_key(obj)
+            if key == parent_key:
+                if w["action"] == "upsert":
+                    # Workers never create parents: one deleted meanwhile stays deleted.
+                    self.cache.upsert_parent(obj, only_existing=True)
+                    written_parent = obj
+            elif w["action"] == "upsert":
+                self.cache.upsert_child(obj)
+            else:
+                self.cache.delete_child(obj, tombstone=True)
+            if w["action"] == "upsert":
+                expected[key] = obj["metadata"].get("resourceVersion", "")
+            else:
+                expected.pop(key, None)
+        if written_parent is not None and _content(written_parent) != _content(entry.parent):
             # Our write returned a parent that someone else changed after our snapshot (a status
             # patch is not conditional): its watch event is now "old news" for the cache, so
             # the change must be synced from here.
-            with self._inflight_lock:
-                self._inflight[uid] = True
             return None
-        if children_written and not throttled:
-            # The children changed: sync once more so the handler observes what it caused.
-            with self._inflight_lock:
-                self._inflight[uid] = True
-            return None
-        for w in result.get("written") or []:
-            key = child_key(w["object"])
-            if w["action"] == "upsert":
-                expected[key] = w["object"]["metadata"].get("resourceVersion", "")
-            else:
-                expected.pop(key, None)
         return expected
 
     def _parent_context(self, uid: str) -> dict:
@@ -493,74 +682,15 @@ class Controller:
             "worker": shard_for(uid, len(self.queues)),
         }
 
-    def _replace_idle(self, slot: WorkerSlot) -> None:
-        """Replace a worker that died while it had no task (no parent is charged for it)."""
-        code = slot.process.exitcode if slot.process is not None else None
-        log.error("worker died while idle; restarting it", worker=slot.index, exit_code=code)
-        slot.kill()
-        self.metrics.inc("worker_restarts_total")
-        self._start_slot(slot)
-
-    def _handle_result(
-        self, queue: WorkQueue, uid: str, result: dict, *, throttled: bool = False
-    ) -> None:
-        for w in result.get("written") or []:
-            obj = w["object"]
-            is_parent = (obj.get("apiVersion"), obj.get("kind")) == self.config.parent.key
-            if is_parent:
-                if w["action"] == "upsert":
-                    # Workers never create parents: one deleted meanwhile stays deleted.
-                    self.cache.upsert_parent(obj, only_existing=True)
-            elif w["action"] == "upsert":
-                self.cache.upsert_child(obj)
-            else:
-                self.cache.delete_child(obj, tombstone=True)
-        outcome = result.get("outcome")
-        if outcome == "ok" and throttled:
-            # Every recent sync changed children: the handler does not converge. Keep syncing
-            # (it may yet), but at the pace of the parent's backoff instead of flat out.
-            delay = queue.add_rate_limited(uid)
-            self.metrics.inc("retries_total")
-            log.warning(
-                "children change on every sync; the handler does not converge, slowing down",
-                **self._parent_context(uid),
-                consecutive_writing_syncs=self._write_streak.get(uid),
-                retry_in=round(delay, 3),
-            )
-        elif outcome == "ok":
-            queue.forget(uid)
-            if result.get("resync_after") is not None:
-                queue.add_after(uid, float(result["resync_after"]))
-            if self.config.resync_seconds > 0:
-                jittered = self.config.resync_seconds * random.uniform(0.9, 1.1)
-                queue.add_after(uid, jittered, lane=RESYNC)
-        elif outcome == "finalized":
-            queue.forget(uid)
-        elif outcome == "finalize_pending":
-            if result.get("retry_after") is not None:
-                queue.add_after(uid, float(result["retry_after"]))
-            else:
-                queue.add_rate_limited(uid)
-                self.metrics.inc("retries_total")
-        else:
-            delay = queue.add_rate_limited(uid)
-            self.metrics.inc("retries_total")
-            log.info(
-                "sync failed; backing off",
-                **self._parent_context(uid),
-                error=result.get("error"),
-                retry_in=round(delay, 3),
-                failures=queue.num_requeues(uid),
-            )
-
     # ---- housekeeping ---------------------------------------------------------------------
 
     def _housekeeping(self) -> None:
         while True:
             try:
                 self.update_gauges()
-            except Exception:  # noqa: BLE001 - gauges must not kill the loop
-                log.exception("updating gauges failed")
+                self.refresh_credentials()
+            except Exception:  # noqa: BLE001 - housekeeping must not kill the loop
+                log.exception("housekeeping failed")
             if self.stopping.wait(0.5):
                 return
 
@@ -569,7 +699,9 @@ class Controller:
         for i, q in enumerate(self.queues):
             m.set("queue_depth", len(q), {"worker": str(i)})
         m.set("parents_backing_off", sum(len(q.backoff) for q in self.queues))
-        m.set("workers_alive", sum(1 for s in self.slots if s.alive()))
+        m.set("workers_alive", sum(1 for s in self.slots if s.proc.alive()))
+        for s in self.slots:
+            m.set("in_flight", len(s.inflight), {"worker": str(s.index)})
         counts = self.cache.counts()
         if self.parent_resource is not None:
             m.set(
@@ -581,3 +713,7 @@ class Controller:
                 counts.get(f"{res.api_version}/{res.kind}", 0),
                 {"resource": res.key},
             )
+
+
+def _finalizing(parent: dict) -> bool:
+    return bool((parent.get("metadata") or {}).get("deletionTimestamp"))

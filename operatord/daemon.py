@@ -296,6 +296,7 @@ def run(config_path: str, kubeconfig: str | None = None, flags=None) -> int:
         controller=config.name,
         controller_runtime=config.controller_runtime_metrics,
         lease=config.lease_name,
+        max_concurrent=config.workers * config.in_flight_per_worker,
     )
     health = None
     try:
@@ -360,8 +361,8 @@ def _worker_pids(controller: Controller) -> dict[str, int]:
     """Worker index -> pid of each running worker process (for the per-worker gauges)."""
     pids = {}
     for slot in getattr(controller, "slots", ()):
-        proc = getattr(slot, "process", None)
-        if proc is not None and proc.pid is not None and proc.is_alive():
+        proc = getattr(slot, "proc", None)  # the WorkerProcess supervising this index
+        if proc is not None and proc.pid is not None and proc.alive():
             pids[str(slot.index)] = proc.pid
     return pids
 
@@ -402,9 +403,7 @@ def _run_elected(config, settings, metrics, controller, health, leading, stop) -
         stop.wait(0.2)
     if lost.is_set() and not stop.is_set():
         log.error("lost leadership; stopping at once")
-        controller.stopping.set()
-        for slot in controller.slots:
-            slot.kill()
+        controller.kill_workers()
         election_stop.set()
         return EXIT_ERROR
     if leading.is_set():

@@ -254,10 +254,19 @@ class LoadedHandler:
     """A handler ready to call: ``sync(request)`` and ``finalize(request)``.
 
     The methods call the user's code and return whatever it returned, unvalidated: pass the
-    result through ``validate_sync_response``/``validate_finalize_response``.
+    result through ``validate_sync_response``/``validate_finalize_response``. For an
+    ``async def`` method they return the coroutine; ``sync_is_async``/``finalize_is_async``
+    say which is which before calling.
     """
 
-    __slots__ = ("import_path", "target", "_sync", "_finalize")
+    __slots__ = (
+        "import_path",
+        "target",
+        "_sync",
+        "_finalize",
+        "sync_is_async",
+        "finalize_is_async",
+    )
 
     def __init__(
         self,
@@ -270,6 +279,8 @@ class LoadedHandler:
         self.target = target  # the instance or function the user wrote
         self._sync = sync
         self._finalize = finalize
+        self.sync_is_async = _is_async(sync)
+        self.finalize_is_async = _is_async(finalize)
 
     def sync(self, request: SyncRequest) -> Any:
         return self._sync(request)
@@ -281,12 +292,13 @@ class LoadedHandler:
         return f"LoadedHandler({self.import_path!r})"
 
 
+def _is_async(fn: Any) -> bool:
+    """True for ``async def`` functions and methods (and callables whose ``__call__`` is one)."""
+    call = type(fn).__dict__.get("__call__") if not inspect.isroutine(fn) else None
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
 def _check_callable_with_request(what: str, fn: Any, import_path: str) -> None:
-    if inspect.iscoroutinefunction(fn):
-        raise HandlerImportError(
-            f"cannot load handler {import_path!r}: {what} is async; operatord calls handlers "
-            "synchronously (define a plain 'def')"
-        )
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):

@@ -9,13 +9,17 @@ Guarantees:
 - ``(apiVersion, kind)`` is resolved to a plural and a scope through discovery, once per process
   (one request per group-version; a type that is not served yet is looked up again next time).
 - A `Kube` is safe to share between threads; it is never sent to another process. Send
-  `ClientSettings.to_dict()` instead and build a new `Kube` there.
+  `ClientSettings.to_dict()` instead and build a new `Kube` there, or (cheaper) a resolved
+  `Connection`: a `Kube` built from a `Connection` never imports the ``kubernetes`` package
+  (its typed models cost ~30 MB per process) and takes fresh credentials through
+  `Kube.set_auth` from whoever resolved them.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,8 +28,6 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import urllib3
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
 
 AUTH_REFRESH_SECONDS = 30.0
 
@@ -87,7 +89,11 @@ class ClientSettings:
     def from_dict(cls, d: dict) -> ClientSettings:
         return cls(d.get("kubeconfig"), d.get("context"), int(d.get("poolSize", 32)))
 
-    def build_api_client(self) -> k8s_client.ApiClient:
+    def build_api_client(self) -> Any:
+        """The official client's ``ApiClient`` for these settings (imports ``kubernetes``)."""
+        from kubernetes import client as k8s_client
+        from kubernetes import config as k8s_config
+
         cfg = k8s_client.Configuration()
         if self.kubeconfig:
             k8s_config.load_kube_config(
@@ -101,6 +107,69 @@ class ClientSettings:
         cfg.connection_pool_maxsize = self.qps_pool_size
         cfg.retries = False
         return k8s_client.ApiClient(cfg)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A resolved connection to the API server: plain data, no ``kubernetes`` import needed.
+
+    ``headers`` carries the credentials at the time of resolving; they expire with the
+    token, so the process that resolved them pushes fresh ones (`Kube.set_auth`).
+    """
+
+    host: str
+    headers: dict
+    user_agent: str = "operatord"
+    verify: bool = True
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    tls_server_name: str | None = None
+    proxy: str | None = None
+    pool_size: int = 32
+
+    def to_dict(self) -> dict:
+        return {
+            "host": self.host,
+            "headers": dict(self.headers),
+            "userAgent": self.user_agent,
+            "verify": self.verify,
+            "caFile": self.ca_file,
+            "certFile": self.cert_file,
+            "keyFile": self.key_file,
+            "tlsServerName": self.tls_server_name,
+            "proxy": self.proxy,
+            "poolSize": self.pool_size,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Connection:
+        return cls(
+            host=d["host"],
+            headers=dict(d.get("headers") or {}),
+            user_agent=d.get("userAgent", "operatord"),
+            verify=bool(d.get("verify", True)),
+            ca_file=d.get("caFile"),
+            cert_file=d.get("certFile"),
+            key_file=d.get("keyFile"),
+            tls_server_name=d.get("tlsServerName"),
+            proxy=d.get("proxy"),
+            pool_size=int(d.get("poolSize", 32)),
+        )
+
+    def pool_manager(self) -> urllib3.PoolManager:
+        args: dict[str, Any] = {
+            "maxsize": self.pool_size,
+            "cert_reqs": ssl.CERT_REQUIRED if self.verify else ssl.CERT_NONE,
+            "ca_certs": self.ca_file,
+            "cert_file": self.cert_file,
+            "key_file": self.key_file,
+        }
+        if self.tls_server_name:
+            args["server_hostname"] = self.tls_server_name
+        if self.proxy:
+            return urllib3.ProxyManager(proxy_url=self.proxy, **args)
+        return urllib3.PoolManager(**args)
 
 
 @dataclass(frozen=True)
@@ -148,7 +217,7 @@ class Kube:
 
     def __init__(
         self,
-        settings: ClientSettings | None = None,
+        settings: ClientSettings | Connection | None = None,
         *,
         on_request: RequestObserver | None = None,
         max_attempts: int = 6,
@@ -157,7 +226,6 @@ class Kube:
         default_timeout: float = 30.0,
     ):
         self.settings = settings or ClientSettings()
-        self.api_client = self.settings.build_api_client()
         self.on_request = on_request
         self.max_attempts = max_attempts
         self.backoff_initial = backoff_initial
@@ -165,14 +233,49 @@ class Kube:
         self.default_timeout = default_timeout
         self._resources: dict[tuple[str, str], Resource] = {}
         self._lock = threading.Lock()
-        self._pool = self.api_client.rest_client.pool_manager
-        self._host = self.api_client.configuration.host.rstrip("/")
-        self._base_headers = {"User-Agent": self.api_client.user_agent}
         self._auth: tuple[float, dict] | None = None
+        if isinstance(self.settings, Connection):
+            self.api_client = None
+            self._pool = self.settings.pool_manager()
+            self._host = self.settings.host.rstrip("/")
+            self._base_headers = {"User-Agent": self.settings.user_agent}
+            self._static_auth = dict(self.settings.headers)
+        else:
+            self.api_client = self.settings.build_api_client()
+            self._pool = self.api_client.rest_client.pool_manager
+            self._host = self.api_client.configuration.host.rstrip("/")
+            self._base_headers = {"User-Agent": self.api_client.user_agent}
+
+    def connection(self) -> Connection:
+        """This client's connection as plain data, with its current credentials."""
+        if isinstance(self.settings, Connection):
+            return Connection.from_dict(
+                {**self.settings.to_dict(), "headers": self._auth_headers()}
+            )
+        cfg = self.api_client.configuration
+        return Connection(
+            host=self._host,
+            headers=dict(self._auth_headers()),
+            user_agent=self.api_client.user_agent,
+            verify=bool(cfg.verify_ssl),
+            ca_file=cfg.ssl_ca_cert,
+            cert_file=cfg.cert_file,
+            key_file=cfg.key_file,
+            tls_server_name=cfg.tls_server_name,
+            proxy=cfg.proxy,
+            pool_size=cfg.connection_pool_maxsize or 32,
+        )
+
+    def set_auth(self, headers: dict) -> None:
+        """Use these credentials from now on (a `Kube` built from a `Connection`)."""
+        self._static_auth = dict(headers)
 
     def close(self) -> None:
         try:
-            self.api_client.close()
+            if self.api_client is not None:
+                self.api_client.close()
+            else:
+                self._pool.clear()
         except Exception:  # noqa: BLE001 - closing must never raise
             pass
 
@@ -185,6 +288,8 @@ class Kube:
         on every call; caching keeps exec-plugin and token-file credentials fresh at a tiny
         fraction of the cost.
         """
+        if self.api_client is None:
+            return self._static_auth
         now = time.monotonic()
         cached = self._auth
         if cached is not None and now - cached[0] < AUTH_REFRESH_SECONDS:

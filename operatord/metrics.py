@@ -85,15 +85,16 @@ _SYNC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 _WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 _API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-_SYNC_RESULTS = ("ok", "error", "invalid", "timeout")
-_FINALIZE_RESULTS = ("finalized", "pending", "error", "invalid", "timeout")
+_SYNC_RESULTS = ("ok", "error", "invalid", "timeout", "crash")
+_FINALIZE_RESULTS = ("finalized", "pending", "error", "invalid", "timeout", "crash")
 
 CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec(
         "syncs_total",
         "counter",
         "Handler sync calls, by result: ok, error (handler raised), invalid (bad response), "
-        "timeout (handlerTimeoutSeconds exceeded).",
+        "timeout (handlerTimeoutSeconds exceeded), crash (the worker process died while "
+        "syncing this parent alone).",
         ("result",),
         values={"result": _SYNC_RESULTS},
     ),
@@ -124,6 +125,12 @@ CATALOG: tuple[MetricSpec, ...] = (
         "queue_depth",
         "gauge",
         "Parents waiting to be dispatched, by worker shard index (not counting delayed adds).",
+        ("worker",),
+    ),
+    MetricSpec(
+        "in_flight",
+        "gauge",
+        "Parents a worker holds right now (sent to it, result not back yet), by worker index.",
         ("worker",),
     ),
     MetricSpec(
@@ -318,6 +325,7 @@ class Metrics:
         process: bool = True,
         controller_runtime: bool = False,
         lease: str | None = None,
+        max_concurrent: int | None = None,
     ) -> None:
         disable_created_metrics()
         self.controller = controller
@@ -327,7 +335,7 @@ class Metrics:
         if process:
             ProcessCollector(registry=self.registry)
         self._compat = (
-            _ControllerRuntime(self.registry, controller or "operatord", lease)
+            _ControllerRuntime(self.registry, controller or "operatord", lease, max_concurrent)
             if controller_runtime
             else None
         )
@@ -539,12 +547,12 @@ CONTROLLER_RUNTIME_SERIES: dict[str, tuple[str, tuple[str, ...], str]] = {
         "counter",
         ("controller", "result"),
         "syncs and finalizes: ok/finalized -> success, pending -> requeue_after, "
-        "error/invalid/timeout -> error",
+        "error/invalid/timeout/crash -> error",
     ),
     "controller_runtime_reconcile_errors_total": (
         "counter",
         ("controller",),
-        "syncs and finalizes that ended in error, invalid or timeout",
+        "syncs and finalizes that ended in error, invalid, timeout or crash",
     ),
     "controller_runtime_reconcile_time_seconds": (
         "histogram",
@@ -554,9 +562,13 @@ CONTROLLER_RUNTIME_SERIES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "controller_runtime_max_concurrent_reconciles": (
         "gauge",
         ("controller",),
-        "worker processes",
+        "workers * inFlightPerWorker",
     ),
-    "controller_runtime_active_workers": ("gauge", ("controller",), "worker processes alive"),
+    "controller_runtime_active_workers": (
+        "gauge",
+        ("controller",),
+        "operatord_in_flight summed over workers: parents being synced now",
+    ),
     "workqueue_depth": ("gauge", ("name",), "operatord_queue_depth summed over workers"),
     "workqueue_adds_total": ("counter", ("name",), "parents dispatched from the queues"),
     "workqueue_retries_total": ("counter", ("name",), "operatord_retries_total"),
@@ -587,7 +599,13 @@ _CR_RESULT = {
 class _ControllerRuntime:
     """The controller-runtime series, fed from the recorder calls of :class:`Metrics`."""
 
-    def __init__(self, registry: CollectorRegistry, controller: str, lease: str | None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        controller: str,
+        lease: str | None,
+        max_concurrent: int | None = None,
+    ) -> None:
         self.controller = controller
         kw: dict[str, Any] = {"registry": registry}
         c = ("controller",)
@@ -661,7 +679,10 @@ class _ControllerRuntime:
         self.master.labels(self.lease)
         self._lock = threading.Lock()
         self._depths: dict[str, float] = {}
-        self._max_workers = 0.0
+        self._in_flight: dict[str, float] = {}
+        if max_concurrent is not None:
+            self.max_concurrent.labels(controller).set(max_concurrent)
+        self.active_workers.labels(controller)
 
     def mirror(self, op: str, name: str, labels: dict[str, str], value: float) -> None:
         c = self.controller
@@ -678,16 +699,13 @@ class _ControllerRuntime:
             self.adds.labels(c).inc()
         elif name == "retries_total":
             self.retries.labels(c).inc(value)
-        elif name == "queue_depth":
+        elif name in ("queue_depth", "in_flight"):
+            per_worker = self._depths if name == "queue_depth" else self._in_flight
+            gauge = self.depth if name == "queue_depth" else self.active_workers
             with self._lock:
                 key = labels["worker"]
-                self._depths[key] = value if op == "set" else self._depths.get(key, 0.0) + value
-                self.depth.labels(c).set(sum(self._depths.values()))
-        elif name == "workers_alive":
-            self.active_workers.labels(c).set(value)
-            with self._lock:
-                self._max_workers = max(self._max_workers, value)
-                self.max_concurrent.labels(c).set(self._max_workers)
+                per_worker[key] = value if op == "set" else per_worker.get(key, 0.0) + value
+                gauge.labels(c).set(sum(per_worker.values()))
         elif name == "leader":
             self.master.labels(self.lease).set(value)
 

@@ -1,34 +1,46 @@
 """The worker process: runs the user's handler for the parents the leader sends it.
 
 Guarantees:
-- A worker handles one parent at a time and answers every task with exactly one result
-  message, whatever the handler does (raises, returns garbage, hangs).
+- A worker holds up to ``inFlightPerWorker`` parents at once; their API requests overlap
+  (one thread each). A synchronous handler is called for one parent at a time per process,
+  so handler code need not be thread-safe; an ``async def`` handler runs its calls
+  concurrently on the worker's event loop.
+- Every task gets exactly one result, whatever the handler does (raises, returns garbage,
+  hangs), unless the process dies.
 - The handler gets its own copies of the parent and children: whatever it does to them cannot
   change what operatord compares its response against.
+- When a sync wrote children, the handler runs again at once with the children as written
+  (up to ``MAX_RUNS`` runs per task) and the status is written once, from the last run; so
+  the handler observes what it caused without a trip through the leader.
 - A handler that raises or returns an invalid response changes nothing in the cluster for that
-  parent (children and status are only written after the response validated) and is reported
-  with a Warning Event on the parent, at most one API call per parent per ``event_interval``
-  seconds; repeats update the same Event's count.
-- A handler that exceeds ``handlerTimeoutSeconds`` is reported as a timeout; the worker then
-  exits (its stuck thread cannot be stopped) and the leader starts a fresh one.
-- A worker whose leader process is gone exits within ~0.1 s and checks before every write, so
-  it never writes for a leader that may already have been replaced.
-- Only plain data crosses the pipe: tasks and results as documented in docs/ARCHITECTURE.md.
+  parent (children and status are only written after the response validated).
+- A call that exceeds ``handlerTimeoutSeconds`` (measured from the call's start, not from
+  when it was queued) fails that parent. A stuck synchronous call cannot be stopped: the
+  worker then gives back every parent still waiting for the handler (ABANDONED: retried
+  without being charged a failure), finishes the others, answers, and exits; the leader
+  starts a fresh worker.
+- No write after the lease fence (``SyncTask.lease_valid_until`` / `LeaseUpdate`, monotonic)
+  or once the leader process is gone; a worker whose leader is gone exits within ~0.1 s.
+- Only plain data crosses the pipe (`operatord.protocol`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import copy
-import datetime
 import os
+import queue
 import threading
 import time
-import uuid
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 
+from operatord import protocol
 from operatord.apply import Applier, Outcome, ResponseError
+from operatord.cache import child_key
 from operatord.config import Config
 from operatord.handler import (
     InvalidResponse,
@@ -37,14 +49,18 @@ from operatord.handler import (
     validate_finalize_response,
     validate_sync_response,
 )
-from operatord.kube import ApiError, ClientSettings, Kube
+from operatord.kube import ApiError, ClientSettings, Connection, Kube
 from operatord.logs import bind_parent, configure_logging
 from operatord.metrics import DeltaRecorder
+from operatord.protocol import SyncResult, SyncTask
 
 log = structlog.get_logger("operatord.worker")
 
 EXIT_HANDLER_TIMEOUT = 3
 EXIT_LEADER_GONE = 4
+
+# Handler runs per task: the first, plus follow-ups while a run wrote children.
+MAX_RUNS = 3
 
 
 class HandlerTimeout(Exception):
@@ -55,21 +71,147 @@ class HandlerFailed(Exception):
     """The user's handler raised; ``__cause__`` is its exception."""
 
 
-class LeaderGone(Exception):
-    """The leader process that started this worker is gone: no more writes."""
+class Wedged(Exception):
+    """The handler thread is stuck in an earlier call: this call never started."""
+
+
+class Fenced(Exception):
+    """A write was refused: the lease may have passed to another replica, or the leader is gone."""
+
+
+# ---- calling the handler -----------------------------------------------------------------------
+
+
+class _Call:
+    __slots__ = ("fn", "request", "done", "started", "result", "error")
+
+    def __init__(self, fn, request):
+        self.fn = fn
+        self.request = request
+        self.done = threading.Event()
+        self.started: float | None = None
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class HandlerRunner:
+    """Calls the user's handler with a per-call timeout.
+
+    Synchronous functions run one at a time on one dedicated thread, in the order they were
+    submitted; the timeout counts from the moment a call starts. Coroutine functions run on
+    one event loop thread, concurrently, each under ``asyncio.wait_for``. Once a synchronous
+    call overruns, the runner is *wedged*: calls that have not started raise `Wedged`.
+    """
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.wedged = False
+        self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def call(self, fn: Callable[[SyncRequest], Any], request: SyncRequest, is_async: bool):
+        if is_async:
+            return self._call_async(fn, request)
+        if self.wedged:
+            raise Wedged("the handler thread is stuck in another call")
+        self._ensure_thread()
+        call = _Call(fn, request)
+        self._calls.put(call)
+        while not call.done.wait(0.05):
+            started = call.started
+            if started is None:
+                if self.wedged:
+                    raise Wedged("the handler thread is stuck in another call")
+                continue
+            if time.monotonic() - started > self.timeout:
+                self.wedged = True
+                raise HandlerTimeout(f"handler did not return within {self.timeout:g}s")
+        if call.error is not None:
+            raise HandlerFailed(f"{type(call.error).__name__}: {call.error}") from call.error
+        result = call.result
+        if asyncio.iscoroutine(result):  # a plain function that returned a coroutine
+            return self._run_coroutine(result)
+        return result
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._serve, name="handler", daemon=True)
+                    self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            call = self._calls.get()
+            if self.wedged:  # never start a call after an overrun
+                call.error = Wedged("the handler thread is stuck in another call")
+                call.done.set()
+                continue
+            call.started = time.monotonic()
+            try:
+                call.result = call.fn(call.request)
+            except BaseException as exc:  # noqa: BLE001 - user code: everything is its failure
+                call.error = exc
+            call.done.set()
+
+    # -- async --
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            with self._lock:
+                if self._loop is None:
+                    loop = asyncio.new_event_loop()
+                    threading.Thread(
+                        target=loop.run_forever, name="handler-loop", daemon=True
+                    ).start()
+                    self._loop = loop
+        return self._loop
+
+    def _call_async(self, fn, request):
+        async def run():
+            return await fn(request)
+
+        return self._await(run())
+
+    def _run_coroutine(self, coro):
+        async def run():
+            return await coro
+
+        return self._await(run())
+
+    def _await(self, coro):
+        loop = self._ensure_loop()
+        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, self.timeout), loop)
+        try:
+            # The loop itself enforces the timeout; the extra margin catches a loop that is
+            # blocked by synchronous code inside an async handler.
+            return future.result(self.timeout + 5.0)
+        except (TimeoutError, concurrent.futures.TimeoutError):
+            if not future.done():
+                self.wedged = True  # the loop is blocked: nothing on it can finish
+                future.cancel()
+            raise HandlerTimeout(f"handler did not return within {self.timeout:g}s") from None
+        except concurrent.futures.CancelledError as exc:
+            raise HandlerFailed("CancelledError: the handler was cancelled") from exc
+        except Exception as exc:
+            raise HandlerFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
+# ---- one parent -------------------------------------------------------------------------------
 
 
 class Worker:
-    """Everything one worker process needs; also usable in-process for tests."""
+    """Everything one worker process needs; also usable in-process (tests)."""
 
     def __init__(
         self,
         index: int,
         config: Config,
-        settings: ClientSettings,
+        settings: ClientSettings | Connection,
         *,
         recorder: DeltaRecorder | None = None,
-        event_interval: float = 60.0,
         leader_pid: int | None = None,
     ):
         self.index = index
@@ -78,84 +220,95 @@ class Worker:
         self.kube = Kube(settings, on_request=self._observe_request)
         self.handler = load_handler(config.handler, config.python_path)
         self.leader_pid = leader_pid
-        self.applier = Applier(self.kube, config, guard=self._check_leader)
-        self.event_interval = event_interval
-        self._last_event: dict[str, float] = {}
-        self._events: dict[str, dict] = {}  # parent uid -> the Event last posted about it
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="handler")
-        self.wedged = False
+        self.runner = HandlerRunner(config.handler_timeout_seconds)
+        self.lease_valid_until: float | None = None
+        self._fence_local = threading.local()
+        self.applier = Applier(self.kube, config, guard=self._guard)
 
-    def _check_leader(self) -> None:
+    @property
+    def wedged(self) -> bool:
+        return self.runner.wedged
+
+    def update_lease(self, valid_until: float | None) -> None:
+        """Move the write fence (a renewed lease); never moves it backwards."""
+        current = self.lease_valid_until
+        if valid_until is None or current is None or valid_until > current:
+            self.lease_valid_until = valid_until
+
+    def _guard(self) -> None:
+        """Called before every write."""
         if self.leader_pid is not None and os.getppid() != self.leader_pid:
             log.error("leader process is gone; exiting without writing")
             os._exit(EXIT_LEADER_GONE)
+        task_fence = getattr(self._fence_local, "valid_until", None)
+        fence = self.lease_valid_until
+        if task_fence is not None and (fence is None or task_fence > fence):
+            fence = task_fence
+        if fence is not None and time.monotonic() >= fence:
+            raise Fenced("the leader's lease may have expired; not writing")
 
     def _observe_request(self, verb: str, code: int, seconds: float) -> None:
         self.recorder.inc("api_requests_total", {"verb": verb, "code": str(code or "error")})
         self.recorder.observe("api_request_duration_seconds", seconds, {"verb": verb})
 
-    def _call(self, fn, request: SyncRequest):
-        future = self._pool.submit(fn, request)
-        try:
-            return future.result(timeout=self.config.handler_timeout_seconds)
-        except concurrent.futures.TimeoutError:
-            self.wedged = True
-            raise HandlerTimeout(
-                f"handler did not return within {self.config.handler_timeout_seconds:g}s"
-            ) from None
-        except Exception as exc:
-            raise HandlerFailed(f"{type(exc).__name__}: {exc}") from exc
-
-    def handle(self, task: dict) -> dict:
-        """Run one task; never raises."""
-        parent = task["parent"]
+    def handle(self, task: SyncTask) -> SyncResult:
+        """Run one task; never raises. Thread-safe for tasks of different parents."""
+        parent = task.parent
         start = time.monotonic()
         outcome = Outcome()
-        result = {
-            "op": "result",
-            "uid": task["uid"],
-            "outcome": "ok",
-            "error": None,
-            "resync_after": None,
-            "retry_after": None,
-            "written": outcome.written,
-        }
-        finalizing = bool(parent["metadata"].get("deletionTimestamp"))
+        fields: dict[str, Any] = {"outcome": protocol.OK}
+        finalizing = task.finalizing
+        self._fence_local.valid_until = task.lease_valid_until
         with bind_parent(parent, worker=self.index):
             try:
                 if finalizing:
-                    self._finalize(parent, task["children"], result, outcome)
+                    self._finalize(parent, task.children, fields, outcome)
                 else:
-                    self._sync(parent, task["children"], result, outcome)
+                    self._sync(parent, task.children, fields, outcome)
+            except Wedged:
+                fields.update(outcome=protocol.ABANDONED, error="worker restarting")
+            except Fenced as exc:
+                fields.update(outcome=protocol.ABANDONED, error=str(exc))
+                log.warning("write fenced", error=str(exc))
             except HandlerTimeout as exc:
-                result.update(outcome="error", error=str(exc), kind="timeout")
+                fields.update(outcome=protocol.ERROR, error=str(exc), error_kind="timeout")
+                log.error("handler timed out", error=str(exc))
             except HandlerFailed as exc:
-                result.update(outcome="error", error=str(exc), kind="error")
+                fields.update(outcome=protocol.ERROR, error=str(exc), error_kind="error")
                 log.error("handler raised", error=str(exc), exc_info=exc.__cause__)
             except (InvalidResponse, ResponseError) as exc:
-                result.update(outcome="error", error=f"invalid response: {exc}", kind="invalid")
+                fields.update(
+                    outcome=protocol.ERROR, error=f"invalid response: {exc}", error_kind="invalid"
+                )
                 log.error("invalid handler response", error=str(exc))
             except ApiError as exc:
-                result.update(outcome="error", error=f"API error: {exc}", kind="error")
+                fields.update(outcome=protocol.ERROR, error=f"API error: {exc}", error_kind="api")
                 log.warning("API error while applying", status=exc.status, error=exc.message)
             except Exception as exc:  # noqa: BLE001 - a bug must cost one parent, not the worker
-                result.update(outcome="error", error=f"{type(exc).__name__}: {exc}", kind="error")
+                fields.update(
+                    outcome=protocol.ERROR, error=f"{type(exc).__name__}: {exc}", error_kind="error"
+                )
                 log.exception("unexpected error")
             duration = time.monotonic() - start
-            result["duration"] = duration
-            self._record(result, finalizing, duration, outcome)
-            if result["outcome"] == "error":
-                self._post_event(parent, "FinalizeFailed" if finalizing else "SyncFailed", result)
-            else:
-                log.debug("synced", outcome=result["outcome"], duration=round(duration, 4))
-        result.pop("kind", None)
-        return result
+            self._record(fields, finalizing, duration, outcome)
+            if fields["outcome"] != protocol.ERROR:
+                log.debug("synced", outcome=fields["outcome"], duration=round(duration, 4))
+        return SyncResult(
+            uid=task.uid,
+            written=tuple(outcome.written),
+            duration=duration,
+            **fields,
+        )
 
-    def _record(self, result: dict, finalizing: bool, duration: float, outcome: Outcome) -> None:
-        kind = result.get("kind")
+    def _record(self, fields: dict, finalizing: bool, duration: float, outcome: Outcome) -> None:
+        if fields["outcome"] == protocol.ABANDONED:
+            return
+        kind = fields.get("error_kind")
+        if kind == "api":
+            kind = "error"
         if finalizing:
             label = kind or {"finalized": "finalized", "finalize_pending": "pending"}.get(
-                result["outcome"], "finalized"
+                fields["outcome"], "finalized"
             )
             self.recorder.inc("finalizes_total", {"result": label})
             self.recorder.observe("finalize_duration_seconds", duration)
@@ -171,7 +324,7 @@ class Worker:
     def _parent_resource(self):
         return self.kube.resource(self.config.parent.api_version, self.config.parent.kind)
 
-    def _sync(self, parent: dict, children: list[dict], result: dict, outcome: Outcome) -> None:
+    def _sync(self, parent: dict, children: list[dict], fields: dict, outcome: Outcome) -> None:
         res = self._parent_resource()
         if self.config.finalizer not in (parent["metadata"].get("finalizers") or []):
             updated = self.applier.set_finalizer(res, parent, True)
@@ -179,27 +332,43 @@ class Worker:
                 outcome.upsert(updated)
                 parent = updated
                 self.recorder.inc("finalizer_writes_total", {"operation": "add"})
-        request = SyncRequest.build(copy.deepcopy(parent), copy.deepcopy(children))
-        response = validate_sync_response(
-            self._call(self.handler.sync, request),
-            default_namespace=parent["metadata"].get("namespace"),
-            allowed_types=self.config.child_keys,
-        )
-        self.applier.apply_children(parent, children, list(response.children), outcome)
+        parent_key = child_key(parent)
+        calls = 0
+        while True:
+            request = SyncRequest.build(copy.deepcopy(parent), copy.deepcopy(children))
+            calls += 1
+            fields["handler_calls"] = calls
+            response = validate_sync_response(
+                self.runner.call(self.handler.sync, request, self.handler.sync_is_async),
+                default_namespace=parent["metadata"].get("namespace"),
+                allowed_types=self.config.child_keys,
+            )
+            before = len(outcome.written)
+            self.applier.apply_children(parent, children, list(response.children), outcome)
+            wrote = [w for w in outcome.written[before:] if child_key(w["object"]) != parent_key]
+            if not wrote:
+                break
+            if calls >= MAX_RUNS:
+                fields["children_changed"] = True
+                break
+            children = _children_after(children, wrote)
         if response.status is not None:
             updated = self.applier.write_status(res, parent, response.status)
             if updated is not None:
                 outcome.upsert(updated)
                 outcome.status_written = True
-        result["resync_after"] = response.resync_after
+        fields["resync_after"] = response.resync_after
 
-    def _finalize(self, parent: dict, children: list[dict], result: dict, outcome: Outcome) -> None:
+    def _finalize(self, parent: dict, children: list[dict], fields: dict, outcome: Outcome) -> None:
         if self.config.finalizer not in (parent["metadata"].get("finalizers") or []):
-            result["outcome"] = "finalized"  # not ours to finalize (or already done)
+            fields["outcome"] = protocol.FINALIZED  # not ours to finalize (or already done)
             return
         res = self._parent_resource()
         request = SyncRequest.build(copy.deepcopy(parent), copy.deepcopy(children), finalizing=True)
-        response = validate_finalize_response(self._call(self.handler.finalize, request))
+        fields["handler_calls"] = 1
+        response = validate_finalize_response(
+            self.runner.call(self.handler.finalize, request, self.handler.finalize_is_async)
+        )
         if response.status is not None:
             updated = self.applier.write_status(res, parent, response.status)
             if updated is not None:
@@ -211,75 +380,25 @@ class Worker:
             if updated is not None:
                 outcome.upsert(updated)
                 self.recorder.inc("finalizer_writes_total", {"operation": "remove"})
-            result["outcome"] = "finalized"
+            fields["outcome"] = protocol.FINALIZED
         else:
-            result["outcome"] = "finalize_pending"
-            result["retry_after"] = response.retry_after
+            fields["outcome"] = protocol.FINALIZE_PENDING
+            fields["retry_after"] = response.retry_after
 
-    def _post_event(self, parent: dict, reason: str, result: dict) -> None:
-        """A Warning Event on the parent, at most one API call per parent per
-        ``event_interval``; a repeat of the same reason updates the same Event (count and
-        lastTimestamp, as kubectl describe shows them). Failures are only logged."""
-        meta = parent["metadata"]
-        uid = meta["uid"]
-        now = time.monotonic()
-        last = self._last_event.get(uid)
-        if last is not None and now - last < self.event_interval:
-            return
-        self._last_event[uid] = now
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        message = (result.get("error") or "")[:1024]
-        namespace = meta.get("namespace") or "default"
-        previous = self._events.get(uid)
-        try:
-            if previous is not None and previous["reason"] == reason:
-                previous["count"] += 1
-                try:
-                    self.kube.request(
-                        "PATCH",
-                        f"/api/v1/namespaces/{namespace}/events/{previous['name']}",
-                        body={
-                            "count": previous["count"],
-                            "lastTimestamp": stamp,
-                            "message": message,
-                        },
-                        content_type="application/merge-patch+json",
-                        retry=False,
-                    )
-                    self.recorder.inc("events_total", {"type": "Warning"})
-                    return
-                except ApiError as exc:
-                    if exc.status != 404:  # expired (events have a TTL): post a new one
-                        raise
-            name = f"{meta['name']}.{uuid.uuid4().hex[:16]}"
-            event = {
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": {"name": name, "namespace": namespace},
-                "involvedObject": {
-                    "apiVersion": parent.get("apiVersion"),
-                    "kind": parent.get("kind"),
-                    "name": meta["name"],
-                    "namespace": meta.get("namespace", ""),
-                    "uid": uid,
-                    "resourceVersion": meta.get("resourceVersion", ""),
-                },
-                "reason": reason,
-                "message": message,
-                "type": "Warning",
-                "count": 1,
-                "firstTimestamp": stamp,
-                "lastTimestamp": stamp,
-                "source": {"component": f"operatord-{self.config.name}"},
-                "reportingComponent": f"operatord-{self.config.name}",
-            }
-            self.kube.request(
-                "POST", f"/api/v1/namespaces/{namespace}/events", body=event, retry=False
-            )
-            self._events[uid] = {"name": name, "reason": reason, "count": 1}
-            self.recorder.inc("events_total", {"type": "Warning"})
-        except ApiError as exc:
-            log.warning("could not post event", status=exc.status, error=exc.message)
+
+def _children_after(children: list[dict], written: list[dict]) -> list[dict]:
+    """The observed children once ``written`` (upserts and deletes) happened."""
+    by_key = {child_key(c): c for c in children}
+    for w in written:
+        key = child_key(w["object"])
+        if w["action"] == "upsert":
+            by_key[key] = w["object"]
+        else:
+            by_key.pop(key, None)
+    return list(by_key.values())
+
+
+# ---- the process --------------------------------------------------------------------------
 
 
 def _watch_leader(leader_pid: int, interval: float = 0.1) -> None:
@@ -290,31 +409,104 @@ def _watch_leader(leader_pid: int, interval: float = 0.1) -> None:
     os._exit(EXIT_LEADER_GONE)
 
 
-def worker_main(index: int, config_dict: dict, settings_dict: dict, conn) -> None:
-    """Entry point of a worker process (spawned; receives plain data only)."""
-    config = Config.from_dict(config_dict)
+class _Outbox:
+    """Results waiting to be sent; the sender batches whatever accumulated."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._items: list[SyncResult] = []
+        self.closed = False
+
+    def put(self, result: SyncResult) -> None:
+        with self._cond:
+            self._items.append(result)
+            self._cond.notify()
+
+    def take(self, timeout: float) -> list[SyncResult]:
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+            items, self._items = self._items, []
+            return items
+
+
+def worker_main(index: int, config_dict: dict, connection_dict: dict, conn) -> None:
+    """Entry point of a worker process (spawned; receives plain data only: the leader's
+    validated config and its resolved `Connection`)."""
+    config = Config.from_trusted_dict(config_dict)
     configure_logging(config.logging_format, config.logging_level, process="worker", worker=index)
     leader_pid = os.getppid()
-    worker = Worker(index, config, ClientSettings.from_dict(settings_dict), leader_pid=leader_pid)
+    worker = Worker(index, config, Connection.from_dict(connection_dict), leader_pid=leader_pid)
     threading.Thread(
         target=_watch_leader, args=(leader_pid,), name="leader-watch", daemon=True
     ).start()
-    conn.send({"op": "ready", "pid": os.getpid(), "metrics": worker.recorder.drain()})
+    send_lock = threading.Lock()
+
+    def send(message) -> bool:
+        data = protocol.encode(message)
+        try:
+            with send_lock:
+                conn.send_bytes(data)
+            return True
+        except (BrokenPipeError, OSError):
+            return False
+
+    send(protocol.Ready(os.getpid(), tuple(worker.recorder.drain())))
+    pool = concurrent.futures.ThreadPoolExecutor(
+        config.in_flight_per_worker, thread_name_prefix="task"
+    )
+    outbox = _Outbox()
+    in_flight = [0]
+    count_lock = threading.Lock()
+    all_done = threading.Condition(count_lock)
+
+    def run(task: SyncTask) -> None:
+        try:
+            outbox.put(worker.handle(task))
+        finally:
+            with count_lock:
+                in_flight[0] -= 1
+                all_done.notify_all()
+
+    def sender() -> None:
+        while True:
+            results = outbox.take(0.5)
+            if not results:
+                if outbox.closed:
+                    return
+                continue
+            exiting = worker.wedged
+            if exiting:
+                with count_lock:  # answer everything this process still holds in one go
+                    all_done.wait_for(lambda: in_flight[0] == 0, timeout=30)
+                results += outbox.take(0)
+            if not send(protocol.Results(tuple(results), tuple(worker.recorder.drain()), exiting)):
+                os._exit(0)
+            if exiting:
+                log.error("handler thread is stuck; exiting so the leader starts a fresh worker")
+                os._exit(EXIT_HANDLER_TIMEOUT)
+
+    sender_thread = threading.Thread(target=sender, name="sender", daemon=True)
+    sender_thread.start()
     while True:
         try:
-            task = conn.recv()
+            message = protocol.decode(conn.recv_bytes())
         except (EOFError, OSError):
             break
-        if task.get("op") == "stop":
+        if isinstance(message, protocol.Stop):
             break
-        result = worker.handle(task)
-        result["metrics"] = worker.recorder.drain()
-        result["exiting"] = worker.wedged
-        try:
-            conn.send(result)
-        except (BrokenPipeError, OSError):
-            break
-        if worker.wedged:
-            log.error("handler thread is stuck; exiting so the leader starts a fresh worker")
-            os._exit(EXIT_HANDLER_TIMEOUT)
+        if isinstance(message, protocol.LeaseUpdate):
+            worker.update_lease(message.valid_until)
+            continue
+        if isinstance(message, protocol.Credentials):
+            worker.kube.set_auth(message.headers)
+            continue
+        if isinstance(message, protocol.Tasks):
+            with count_lock:
+                in_flight[0] += len(message.tasks)
+            for task in message.tasks:
+                pool.submit(run, task)
+    pool.shutdown(wait=True)
+    outbox.closed = True
+    sender_thread.join(5)
     worker.kube.close()

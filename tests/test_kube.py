@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -10,7 +12,15 @@ import uuid
 import pytest
 import yaml
 
-from operatord.kube import ApiError, ClientSettings, Kube, Resource, is_conflict, is_not_found
+from operatord.kube import (
+    ApiError,
+    ClientSettings,
+    Connection,
+    Kube,
+    Resource,
+    is_conflict,
+    is_not_found,
+)
 from operatord.testing import ApiServer
 from operatord.testing.apiserver import write_kubeconfig
 
@@ -369,3 +379,28 @@ def test_bearer_token_from_kubeconfig_is_sent_and_cached(tmp_path):
     first = kube._auth_headers()
     assert first == {"authorization": "Bearer s3cret-token"}
     assert kube._auth_headers() is first  # cached, not recomputed per request
+
+
+def test_a_resolved_connection_reaches_the_same_server_without_the_kubernetes_package(api, kube):
+    conn = kube.connection()
+    assert conn.host == api.url and conn.headers.get("authorization", "").startswith("Bearer ")
+    assert Connection.from_dict(conn.to_dict()) == conn
+    lean = Kube(Connection.from_dict(conn.to_dict()))
+    assert lean.api_client is None
+    res = lean.resource("v1", "ConfigMap")
+    name = f"lean-{uuid.uuid4().hex[:6]}"
+    created = lean.create(res, {**cm(name, a="1"), "metadata": {"name": name}}, "default")
+    assert lean.get(res, name, "default")["metadata"]["uid"] == created["metadata"]["uid"]
+    lean.set_auth({"authorization": "Bearer rotated"})
+    assert lean.connection().headers == {"authorization": "Bearer rotated"}
+    lean.close()
+
+
+def test_worker_processes_do_not_import_the_kubernetes_package():
+    code = (
+        "import sys, operatord.worker, operatord.protocol, operatord.supervisor; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('kubernetes', 'jsonschema')); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -280,7 +280,7 @@ def test_process_sampler_reports_rss_and_keeps_cpu_counting_across_restarts():
 
 def test_controller_runtime_series_are_off_by_default_and_mirror_the_recorder_when_on():
     assert "controller_runtime" not in Metrics(controller="w").render().decode()
-    m = Metrics(controller="w", controller_runtime=True, lease="w-leader")
+    m = Metrics(controller="w", controller_runtime=True, lease="w-leader", max_concurrent=32)
     m.inc("syncs_total", {"result": "ok"}, 3)
     m.inc("syncs_total", {"result": "timeout"})
     m.inc("finalizes_total", {"result": "pending"})
@@ -289,7 +289,8 @@ def test_controller_runtime_series_are_off_by_default_and_mirror_the_recorder_wh
     m.inc("retries_total")
     m.set("queue_depth", 4, {"worker": "0"})
     m.set("queue_depth", 2, {"worker": "1"})
-    m.set("workers_alive", 2)
+    m.set("in_flight", 3, {"worker": "0"})
+    m.set("in_flight", 2, {"worker": "1"})
     m.set("leader", 1)
     m.apply([("inc", "syncs_total", (("result", "error"),), 2.0)])  # worker deltas too
     cr = lambda metric, /, **labels: value(m, metric, **labels)  # noqa: E731
@@ -299,7 +300,8 @@ def test_controller_runtime_series_are_off_by_default_and_mirror_the_recorder_wh
     assert cr("controller_runtime_reconcile_errors_total", controller="w") == 3
     assert cr("controller_runtime_reconcile_time_seconds_count", controller="w") == 1
     assert cr("controller_runtime_reconcile_time_seconds_bucket", controller="w", le="0.25") == 1
-    assert cr("controller_runtime_active_workers", controller="w") == 2
+    assert cr("controller_runtime_active_workers", controller="w") == 5
+    assert cr("controller_runtime_max_concurrent_reconciles", controller="w") == 32
     assert cr("workqueue_depth", name="w") == 6
     assert cr("workqueue_adds_total", name="w") == 1
     assert cr("workqueue_retries_total", name="w") == 1

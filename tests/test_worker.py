@@ -1,5 +1,7 @@
 """A worker in-process against the embedded API server: results, events, no writes on failure."""
 
+import concurrent.futures
+import time
 from pathlib import Path
 
 import pytest
@@ -8,8 +10,9 @@ from kubernetes import client
 
 from operatord.config import Config
 from operatord.kube import ClientSettings
-from operatord.testing import ApiServer
-from operatord.worker import Worker
+from operatord.protocol import SyncTask
+from operatord.testing import ApiServer, wait_for
+from operatord.worker import MAX_RUNS, Worker
 
 E2E = Path(__file__).resolve().parent / "e2e"
 REPO = Path(__file__).resolve().parents[1]
@@ -24,18 +27,19 @@ def api():
         yield server
 
 
-def make_worker(api, **kwargs) -> Worker:
+def make_worker(api, handler="handlers:Driven", **settings) -> Worker:
     config = Config.from_dict(
         {
+            **settings,
             "name": "unit",
-            "handler": "handlers:Driven",
+            "handler": handler,
             "pythonPath": [str(E2E)],
             "parent": {"apiVersion": "example.com/v1", "kind": "Widget"},
             "children": [{"apiVersion": "v1", "kind": "ConfigMap"}],
             "leaderElection": {"enabled": False},
         }
     )
-    return Worker(0, config, ClientSettings(kubeconfig=api.kubeconfig), **kwargs)
+    return Worker(0, config, ClientSettings(kubeconfig=api.kubeconfig))
 
 
 def widget(api, name, **spec):
@@ -53,40 +57,13 @@ def widget(api, name, **spec):
     )
 
 
-def events_about(api, name):
-    items = client.CoreV1Api(api.client()).list_namespaced_event("default").items
-    return [e for e in items if e.involved_object.name == name]
-
-
-def test_repeated_failures_update_one_event(api):
-    worker = make_worker(api, event_interval=0)
-    parent = widget(api, "failing", fail=True)
-    for _ in range(3):
-        result = worker.handle({"uid": parent["metadata"]["uid"], "parent": parent, "children": []})
-        assert result["outcome"] == "error"
-        assert "asked to fail" in result["error"]
-    (event,) = events_about(api, "failing")
-    assert (event.reason, event.type, event.count) == ("SyncFailed", "Warning", 3)
-    assert event.involved_object.uid == parent["metadata"]["uid"]
-    assert "asked to fail" in event.message
-
-
-def test_events_are_rate_limited_per_parent(api):
-    worker = make_worker(api, event_interval=3600)
-    parent = widget(api, "limited", fail=True)
-    for _ in range(3):
-        worker.handle({"uid": parent["metadata"]["uid"], "parent": parent, "children": []})
-    (event,) = events_about(api, "limited")
-    assert event.count == 1
-
-
 def test_a_failed_sync_writes_nothing_but_the_finalizer(api):
     worker = make_worker(api)
     parent = widget(api, "nothing", fail=True)
-    result = worker.handle({"uid": parent["metadata"]["uid"], "parent": parent, "children": []})
-    written = [(w["action"], w["object"]["kind"]) for w in result["written"]]
+    result = worker.handle(SyncTask(parent["metadata"]["uid"], parent, []))
+    written = [(w["action"], w["object"]["kind"]) for w in result.written]
     assert written == [("upsert", "Widget")]  # the finalizer, added before the first sync
-    assert result["written"][0]["object"]["metadata"]["finalizers"] == ["operatord.io/unit"]
+    assert result.written[0]["object"]["metadata"]["finalizers"] == ["operatord.io/unit"]
     assert (
         client.CoreV1Api(api.client())
         .list_namespaced_config_map("default", field_selector="metadata.name=nothing")
@@ -98,10 +75,89 @@ def test_a_failed_sync_writes_nothing_but_the_finalizer(api):
 def test_a_good_sync_reports_what_it_wrote(api):
     worker = make_worker(api)
     parent = widget(api, "good", size=4)
-    result = worker.handle({"uid": parent["metadata"]["uid"], "parent": parent, "children": []})
-    assert result["outcome"] == "ok"
-    kinds = [(w["action"], w["object"]["kind"]) for w in result["written"]]
+    result = worker.handle(SyncTask(parent["metadata"]["uid"], parent, []))
+    assert result.outcome == "ok"
+    kinds = [(w["action"], w["object"]["kind"]) for w in result.written]
     assert kinds == [("upsert", "Widget"), ("upsert", "ConfigMap"), ("upsert", "Widget")]
-    cm = result["written"][1]["object"]
+    cm = result.written[1]["object"]
     assert cm["data"] == {"size": "4"}
     assert cm["metadata"]["resourceVersion"]  # as the API server returned it
+
+
+def test_a_sync_that_wrote_children_runs_again_and_writes_status_once(api):
+    worker = make_worker(api)
+    parent = widget(api, "twice", size=2)
+    result = worker.handle(SyncTask(parent["metadata"]["uid"], parent, []))
+    assert result.outcome == "ok" and result.handler_calls == 2
+    assert not result.children_changed
+    status = [w["object"].get("status") for w in result.written if w["object"]["kind"] == "Widget"]
+    # the finalizer write carries no status; the one status write comes from the second run,
+    # which observed the ConfigMap the first run created
+    assert status[-1]["ready"] is True and status[-1]["children"] == 1
+    assert sum(1 for s in status if s) == 1
+
+
+def test_a_handler_that_keeps_changing_children_is_reported_after_max_runs(api):
+    worker = make_worker(api)
+    parent = widget(api, "restless", unstable=True)
+    result = worker.handle(SyncTask(parent["metadata"]["uid"], parent, []))
+    assert result.outcome == "ok" and result.handler_calls == MAX_RUNS
+    assert result.children_changed
+
+
+def run_concurrently(worker, parents):
+    with concurrent.futures.ThreadPoolExecutor(len(parents)) as pool:
+        futures = [
+            pool.submit(worker.handle, SyncTask(p["metadata"]["uid"], p, [])) for p in parents
+        ]
+        return [f.result(60) for f in futures]
+
+
+def test_async_handler_calls_run_concurrently(api):
+    worker = make_worker(api, handler="handlers:gathering")
+    parents = [widget(api, f"gather-{i}", gather=6) for i in range(6)]
+    results = run_concurrently(worker, parents)
+    assert [r.outcome for r in results] == ["ok"] * 6
+    assert worker.handler.target.most == 6
+
+
+def test_sync_handler_calls_never_overlap_while_api_io_does(api):
+    worker = make_worker(api, handler="handlers:counting")
+    parents = [widget(api, f"serial-{i}", size=i) for i in range(8)]
+    results = run_concurrently(worker, parents)
+    assert [r.outcome for r in results] == ["ok"] * 8
+    assert worker.handler.target.most == 1
+
+
+def test_a_timed_out_call_fails_its_parent_and_gives_back_the_waiting_ones(api):
+    worker = make_worker(api, handlerTimeoutSeconds=0.5)
+    stuck = widget(api, "stuck", sleep=5)
+    waiting = [widget(api, f"behind-{i}", size=1) for i in range(3)]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        first = pool.submit(worker.handle, SyncTask(stuck["metadata"]["uid"], stuck, []))
+        wait_for(lambda: worker.runner._thread is not None, 10)
+        rest = [pool.submit(worker.handle, SyncTask(p["metadata"]["uid"], p, [])) for p in waiting]
+        result = first.result(30)
+        others = [f.result(30) for f in rest]
+    assert result.outcome == "error" and result.error_kind == "timeout"
+    assert "did not return within 0.5s" in result.error
+    assert worker.wedged
+    # Whoever did not get the handler thread before it wedged is given back, uncharged.
+    assert {r.outcome for r in others} <= {"ok", "abandoned"}
+    assert "abandoned" in {r.outcome for r in others}
+
+
+def test_no_write_after_the_lease_fence(api):
+    worker = make_worker(api)
+    parent = widget(api, "fenced", size=1)
+    expired = time.monotonic() - 0.1
+    result = worker.handle(SyncTask(parent["metadata"]["uid"], parent, [], expired))
+    assert result.outcome == "abandoned" and result.written == ()
+    assert "lease" in result.error
+    fresh = client.CustomObjectsApi(api.client()).get_namespaced_custom_object(
+        "example.com", "v1", "default", "widgets", "fenced"
+    )
+    assert not fresh["metadata"].get("finalizers")
+    # A renewal (LeaseUpdate) moves the fence forward for tasks already in flight.
+    worker.update_lease(time.monotonic() + 30)
+    assert worker.handle(SyncTask(parent["metadata"]["uid"], parent, [], expired)).outcome == "ok"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,11 @@ def operator(api, kube, tmp_path):
         code = op.stop()
         if code not in (0, -9, 1):
             print(op.output()[-5000:])
+
+
+@pytest.fixture
+def ns(kube):
+    """A fresh namespace for one test."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(kube).create_namespace({"metadata": {"name": name}})
+    return name

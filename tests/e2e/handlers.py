@@ -10,6 +10,7 @@ spec keys:
 - ``holdFinalizer``: finalize returns finalized=False (retry_after from ``finalizeRetryAfter``).
 - ``secret``: also desire a Secret child.
 - ``sleep``: seconds to sleep in sync (handler timeout tests).
+- ``crash``: the handler kills its own worker process (``os._exit``).
 Every call is appended to ``$E2E_LOG_DIR/<name>.log`` (one line: "<op> <monotonic time>") so
 tests can see how often and when a parent was handled.
 """
@@ -39,6 +40,8 @@ class Driven(Handler):
         name = p["metadata"]["name"]
         if spec.get("sleep"):
             time.sleep(float(spec["sleep"]))
+        if spec.get("crash"):
+            os._exit(1)
         if spec.get("fail"):
             raise RuntimeError(f"asked to fail ({name})")
         if spec.get("garbage"):
@@ -112,3 +115,55 @@ def mutating(request):
     status = request.parent.setdefault("status", {})
     status["tier"] = (request.parent["metadata"].get("labels") or {}).get("tier")
     return SyncResponse(status=status, children=[])
+
+
+class Gathering:
+    """Calls wait until ``spec.gather`` calls are inside ``sync`` at the same time (or 10 s
+    pass); reports how many ran at once. Async: the worker must run its calls concurrently.
+    """
+
+    def __init__(self):
+        self.inside = 0
+        self.most = 0
+
+    async def sync(self, request):
+        import asyncio
+
+        log_call(request, "sync")
+        want = int(request.parent["spec"].get("gather", 1))
+        self.inside += 1
+        self.most = max(self.most, self.inside)
+        try:
+            for _ in range(1000):
+                if self.most >= want:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            self.inside -= 1
+        return SyncResponse(status={"together": self.most}, children=[])
+
+    async def finalize(self, request):
+        return FinalizeResponse(finalized=True)
+
+
+gathering = Gathering()
+
+
+class Counting(Driven):
+    """`Driven`, counting how many synchronous calls overlap (there must never be two)."""
+
+    def __init__(self):
+        self.inside = 0
+        self.most = 0
+
+    def sync(self, request):
+        self.inside += 1
+        self.most = max(self.most, self.inside)
+        try:
+            time.sleep(0.02)
+            return super().sync(request)
+        finally:
+            self.inside -= 1
+
+
+counting = Counting()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import uuid
 
 import pytest
 from conftest import wait_for
@@ -24,12 +23,8 @@ from widgets import (
     ready,
 )
 
-
-@pytest.fixture
-def ns(kube):
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    client.CoreV1Api(kube).create_namespace({"metadata": {"name": name}})
-    return name
+from operatord.controller import MAX_WRITE_STREAK
+from operatord.worker import MAX_RUNS
 
 
 def test_parent_gets_children_status_finalizer_labels_and_owner(operator, kube, ns):
@@ -330,9 +325,16 @@ def test_handler_mutating_its_request_in_place_still_gets_its_status_written(ope
 def test_a_handler_that_never_converges_is_slowed_down_not_hot_looped(operator, kube, ns):
     op = operator(namespace=ns)
     create_widget(kube, ns, "spin", size=1, unstable=True)
-    calls = wait_for(lambda: (c := op.calls("spin")) and len(c) >= 13 and c, 60, message="syncs")
+    # Each task runs the handler MAX_RUNS times (every run changes the ConfigMap); after
+    # MAX_WRITE_STREAK such tasks in a row the next ones wait for the parent's backoff.
+    tasks = MAX_WRITE_STREAK + 4
+    calls = wait_for(
+        lambda: (c := op.calls("spin")) and len(c) >= tasks * MAX_RUNS and c, 60, message="syncs"
+    )
     gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
-    # The first syncs follow each other at once; then backoff (0.2 s doubling, no jitter).
-    assert max(gaps[:6]) < 0.5, gaps
-    assert gaps[9] > 0.15 and gaps[11] > gaps[9] * 2.5, gaps
+    between_tasks = gaps[MAX_RUNS - 1 :: MAX_RUNS]
+    # The first tasks follow each other at once; then backoff (0.2 s doubling, no jitter).
+    assert max(between_tasks[:MAX_WRITE_STREAK]) < 0.5, between_tasks
+    slow = between_tasks[MAX_WRITE_STREAK:]
+    assert slow[0] > 0.15 and slow[2] > slow[0] * 2.5, between_tasks
     assert "the handler does not converge, slowing down" in op.output()

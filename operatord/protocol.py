@@ -1,0 +1,229 @@
+"""The leader <-> worker protocol: typed messages, their wire form, and what a result means.
+
+Guarantees:
+- Every message is a frozen dataclass of plain data (dicts, lists, str, int, float, bool,
+  None); `encode` / `decode` turn a message into bytes and back with the C pickler on plain
+  tuples, so no object but plain data ever crosses the pipe and no pure-Python pickler runs.
+- A batch carries any number of tasks or results: the leader hands a worker several parents
+  in one message, the worker answers several in one message.
+- Every `SyncTask` a worker accepts is answered by exactly one `SyncResult` with the same uid,
+  unless the worker process dies (the leader then requeues what it had in flight).
+- `next_step` is the single place that maps a result to the work queue's next step; it needs
+  no process and no queue, so it is tested on its own.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ABANDONED",
+    "Credentials",
+    "ERROR",
+    "FINALIZED",
+    "FINALIZE_PENDING",
+    "OK",
+    "LeaseUpdate",
+    "Ready",
+    "Results",
+    "Step",
+    "Stop",
+    "SyncResult",
+    "SyncTask",
+    "Tasks",
+    "decode",
+    "encode",
+    "next_step",
+]
+
+# SyncResult.outcome values.
+OK = "ok"  # the sync ran and everything it asked for is written
+ERROR = "error"  # the handler failed, answered garbage, or a write failed: back off
+FINALIZED = "finalized"  # the finalizer is gone (or was never ours)
+FINALIZE_PENDING = "finalize_pending"  # finalize answered finalized=False: retry later
+ABANDONED = "abandoned"  # the worker gave the parent back without a verdict: retry, uncharged
+
+OUTCOMES = (OK, ERROR, FINALIZED, FINALIZE_PENDING, ABANDONED)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncTask:
+    """Leader -> worker: sync (or finalize, when the parent is being deleted) one parent."""
+
+    uid: str
+    parent: dict  # the parent as cached; finalizing when metadata.deletionTimestamp is set
+    children: list  # every cached child of this parent
+    # Monotonic time (system-wide clock) until which the leader's lease is certainly ours;
+    # the worker writes nothing after it. None: no leader election, no fence.
+    lease_valid_until: float | None = None
+
+    @property
+    def finalizing(self) -> bool:
+        return bool((self.parent.get("metadata") or {}).get("deletionTimestamp"))
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """Worker -> leader: what one task did. Exactly one per accepted task."""
+
+    uid: str
+    outcome: str  # one of OUTCOMES
+    error: str | None = None  # one line for logs and Events when outcome is ERROR
+    error_kind: str | None = None  # "error" | "invalid" | "timeout" | "api" for metrics
+    resync_after: float | None = None  # the handler asked for another sync after this delay
+    retry_after: float | None = None  # FINALIZE_PENDING: retry after this (None: backoff)
+    # Every object the worker wrote, as the API server answered: {"action": "upsert" |
+    # "delete", "object": {...}}; the leader puts them in its cache before the next sync.
+    written: tuple = ()
+    # The last handler run still changed children (it did not settle within the worker's
+    # runs): the leader syncs the parent again (at its backoff pace after a long streak).
+    children_changed: bool = False
+    duration: float = 0.0  # seconds the task took in the worker
+    handler_calls: int = 0  # how many times the handler ran for this task
+
+
+@dataclass(frozen=True, slots=True)
+class Tasks:
+    """Leader -> worker: a batch of tasks."""
+
+    tasks: tuple[SyncTask, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseUpdate:
+    """Leader -> worker: the lease was renewed; writes are fenced at ``valid_until``."""
+
+    valid_until: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Leader -> worker: fresh auth headers for API requests (tokens expire and rotate)."""
+
+    headers: dict
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Leader -> worker: finish what is in flight, answer it, and exit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """Worker -> leader: the handler is imported; tasks may come."""
+
+    pid: int
+    metrics: tuple = ()  # metric deltas (operatord.metrics.DeltaRecorder.drain())
+
+
+@dataclass(frozen=True, slots=True)
+class Results:
+    """Worker -> leader: a batch of results, the worker's metric deltas since the last batch,
+    and whether the worker exits after this message (a stuck handler thread)."""
+
+    results: tuple[SyncResult, ...]
+    metrics: tuple = ()
+    exiting: bool = False
+
+
+# ---- wire form ------------------------------------------------------------------------------
+
+_TASK_FIELDS = ("uid", "parent", "children", "lease_valid_until")
+_RESULT_FIELDS = tuple(SyncResult.__dataclass_fields__)
+
+
+def _task_wire(t: SyncTask) -> tuple:
+    return (t.uid, t.parent, t.children, t.lease_valid_until)
+
+
+def _result_wire(r: SyncResult) -> tuple:
+    return tuple(getattr(r, f) for f in _RESULT_FIELDS)
+
+
+def encode(message: Any) -> bytes:
+    """Bytes for one message (plain tuples through the C pickler)."""
+    if isinstance(message, Tasks):
+        wire: tuple = ("tasks", [_task_wire(t) for t in message.tasks])
+    elif isinstance(message, Results):
+        wire = (
+            "results",
+            [_result_wire(r) for r in message.results],
+            list(message.metrics),
+            message.exiting,
+        )
+    elif isinstance(message, LeaseUpdate):
+        wire = ("lease", message.valid_until)
+    elif isinstance(message, Credentials):
+        wire = ("auth", dict(message.headers))
+    elif isinstance(message, Stop):
+        wire = ("stop",)
+    elif isinstance(message, Ready):
+        wire = ("ready", message.pid, list(message.metrics))
+    else:
+        raise TypeError(f"not a protocol message: {type(message).__name__}")
+    return pickle.dumps(wire, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode(data: bytes) -> Tasks | Results | LeaseUpdate | Credentials | Stop | Ready:
+    """The message `encode` made; raises ValueError for anything else."""
+    try:
+        wire = pickle.loads(data)
+        op = wire[0]
+        if op == "tasks":
+            return Tasks(tuple(SyncTask(*t) for t in wire[1]))
+        if op == "results":
+            return Results(tuple(SyncResult(*r) for r in wire[1]), tuple(wire[2]), wire[3])
+        if op == "lease":
+            return LeaseUpdate(wire[1])
+        if op == "auth":
+            return Credentials(wire[1])
+        if op == "stop":
+            return Stop()
+        if op == "ready":
+            return Ready(wire[1], tuple(wire[2]))
+    except (pickle.UnpicklingError, TypeError, IndexError, EOFError) as exc:
+        raise ValueError(f"undecodable message: {exc}") from exc
+    raise ValueError(f"unknown message {op!r}")
+
+
+# ---- what a result means for the queue -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """The work queue's next step for a parent after a result (controller-runtime's
+    ``reconcile.Result`` mapped onto a client-go workqueue)."""
+
+    forget: bool = False  # reset the parent's failure count (success)
+    backoff: bool = False  # count a failure and retry after the parent's backoff delay
+    after: float | None = None  # also retry after this many seconds (event lane)
+    resync: bool = False  # schedule the periodic resync (resync lane)
+    again: bool = False  # sync again as soon as possible (uncharged)
+    log: str | None = None  # "failed" | "not_converging": the leader logs why it backs off
+
+
+def next_step(result: SyncResult, *, streak_exceeded: bool = False) -> Step:
+    """Map ``result`` to the queue's next step.
+
+    ``streak_exceeded``: the parent's recent syncs all changed children; a further re-sync
+    waits for its backoff instead of running at once (a handler that never converges must not
+    hot-loop).
+    """
+    outcome = result.outcome
+    if outcome == OK:
+        if result.children_changed:
+            if streak_exceeded:
+                return Step(backoff=True, log="not_converging")
+            return Step(forget=True, again=True)
+        return Step(forget=True, after=result.resync_after, resync=True)
+    if outcome == FINALIZED:
+        return Step(forget=True)
+    if outcome == FINALIZE_PENDING:
+        if result.retry_after is not None:
+            return Step(after=result.retry_after)
+        return Step(backoff=True)
+    if outcome == ABANDONED:
+        return Step(again=True)
+    return Step(backoff=True, log="failed")

@@ -1,0 +1,148 @@
+"""Worker processes as the leader sees them: start, talk, replace, kill, count restarts.
+
+Guarantees:
+- A worker is started with the configured `multiprocess` context (spawn by default, never
+  fork) and receives plain data only: the config and client settings as dicts, and a pipe.
+- `start` returns once the worker has imported the handler and said `Ready`, or raises
+  `WorkerGone` (it died, or stayed silent past ``ready_timeout``).
+- `send` and `receive` move `operatord.protocol` messages; any failure of the process or the
+  pipe surfaces as `WorkerGone`, never as a hang: `receive` waits at most its timeout.
+- Restarts are paced: the n-th restart within a short window waits an exponentially growing
+  delay (capped), so a handler that kills its process cannot turn the leader into a fork bomb.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import structlog
+
+from operatord import protocol
+from operatord.worker import worker_main
+
+log = structlog.get_logger("operatord.supervisor")
+
+
+class WorkerGone(Exception):
+    """The worker process died, broke its pipe, or missed its deadline."""
+
+
+class WorkerProcess:
+    """One worker process and its pipe. `send` may be called from any thread; `receive` from
+    one thread at a time."""
+
+    def __init__(
+        self,
+        index: int,
+        config_dict: dict,
+        connection_dict: dict,
+        ctx,
+        *,
+        restart_initial: float = 0.1,
+        restart_max: float = 30.0,
+        restart_window: float = 60.0,
+    ):
+        self.index = index
+        self.config_dict = config_dict
+        self.connection_dict = connection_dict
+        self.ctx = ctx
+        self.process = None
+        self.conn = None
+        self.restarts = 0  # replacements so far
+        self.exiting = False  # the worker announced that it exits after its last message
+        self._send_lock = threading.Lock()
+        self._restart_initial = restart_initial
+        self._restart_max = restart_max
+        self._restart_window = restart_window
+        self._recent_restarts: list[float] = []
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def exitcode(self) -> int | None:
+        return self.process.exitcode if self.process is not None else None
+
+    def start(self, ready_timeout: float = 120.0) -> protocol.Ready:
+        parent_conn, child_conn = self.ctx.Pipe()
+        proc = self.ctx.Process(
+            target=worker_main,
+            args=(self.index, self.config_dict, self.connection_dict, child_conn),
+            name=f"operatord-worker-{self.index}",
+            daemon=True,
+        )
+        proc.start()
+        child_conn.close()
+        self.process, self.conn = proc, parent_conn
+        self.exiting = False
+        msg = self.receive(ready_timeout)
+        if msg is None:
+            raise WorkerGone(f"worker {self.index} did not start within {ready_timeout:g}s")
+        if not isinstance(msg, protocol.Ready):
+            raise WorkerGone(f"worker {self.index} sent {type(msg).__name__} instead of Ready")
+        log.info("worker started", worker=self.index, pid=proc.pid)
+        return msg
+
+    def restart_delay(self) -> float:
+        """How long to wait before the next replacement (grows with recent restarts)."""
+        now = time.monotonic()
+        self._recent_restarts = [t for t in self._recent_restarts if now - t < self._restart_window]
+        n = len(self._recent_restarts)
+        self._recent_restarts.append(now)
+        self.restarts += 1
+        if n == 0:
+            return 0.0
+        return min(self._restart_initial * 2 ** (n - 1), self._restart_max)
+
+    def send(self, message) -> None:
+        data = protocol.encode(message)
+        try:
+            with self._send_lock:
+                self.conn.send_bytes(data)
+        except (OSError, ValueError, AttributeError) as exc:
+            raise WorkerGone(f"worker {self.index} pipe broken: {exc}") from exc
+
+    def receive(self, timeout: float):
+        """The next message, or None when none arrived within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.conn.poll(max(0.0, min(deadline - time.monotonic(), 0.2))):
+                    return protocol.decode(self.conn.recv_bytes())
+            except (EOFError, OSError, ValueError) as exc:
+                raise WorkerGone(f"worker {self.index} connection lost: {exc}") from exc
+            if not self.process.is_alive():
+                # Whatever it sent before dying is still in the pipe: read that first.
+                try:
+                    if self.conn.poll(0):
+                        return protocol.decode(self.conn.recv_bytes())
+                except (EOFError, OSError, ValueError):
+                    pass
+                raise WorkerGone(f"worker {self.index} exited with {self.process.exitcode}")
+            if time.monotonic() >= deadline:
+                return None
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+        if self.conn is not None:
+            self.conn.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the worker to finish and exit; kill it if it does not within ``timeout``."""
+        if self.process is None:
+            return
+        try:
+            self.send(protocol.Stop())
+        except WorkerGone:
+            pass
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+        self.conn.close()

@@ -1,0 +1,61 @@
+"""Many parents in flight per worker: async handlers, drain on SIGTERM, crash isolation."""
+
+from __future__ import annotations
+
+from conftest import wait_for
+from kubernetes import client
+from widgets import create_widget, get_widget
+
+
+def status(kube, ns, name) -> dict:
+    return (get_widget(kube, ns, name) or {}).get("status") or {}
+
+
+def ready(kube, ns, name) -> bool:
+    return bool(status(kube, ns, name).get("ready"))
+
+
+def test_async_handler_runs_many_parents_at_once(operator, kube, ns):
+    # Each call waits until six calls are inside the handler together: only a worker that
+    # runs async calls concurrently lets any of them finish.
+    operator(namespace=ns, handler="handlers:gathering", workers=1, inFlightPerWorker=8)
+    for i in range(6):
+        create_widget(kube, ns, f"a{i}", gather=6)
+    for i in range(6):
+        wait_for(lambda i=i: status(kube, ns, f"a{i}").get("together", 0) >= 6, 30, message=f"a{i}")
+
+
+def test_sigterm_drains_every_parent_in_flight(operator, kube, ns):
+    op = operator(namespace=ns, workers=1, inFlightPerWorker=16)
+    names = [f"d{i}" for i in range(6)]
+    for name in names:
+        create_widget(kube, ns, name, size=1, sleep=0.3)
+    # Every parent is in flight (one worker holds all six; the handler runs them one by one).
+    wait_for(lambda: op.metric("operatord_in_flight", worker="0") >= 6, 30, message="in flight")
+    assert op.stop(40) == 0
+    assert [n for n in names if not ready(kube, ns, n)] == []
+
+
+def events_about(kube, ns, name):
+    items = client.CoreV1Api(kube).list_namespaced_event(ns).items
+    return [e for e in items if e.involved_object.name == name]
+
+
+def test_a_parent_that_kills_its_worker_is_isolated_and_backed_off(operator, kube, ns):
+    op = operator(namespace=ns, workers=1, inFlightPerWorker=16)
+    create_widget(kube, ns, "crasher", size=1, crash=True)
+    healthy = [f"h{i}" for i in range(12)]
+    for name in healthy:
+        create_widget(kube, ns, name, size=1)
+    for name in healthy:
+        wait_for(lambda name=name: ready(kube, ns, name), 60, message=f"{name} ready")
+    event = wait_for(
+        lambda: [e for e in events_about(kube, ns, "crasher") if e.reason == "WorkerKilled"],
+        60,
+        message="WorkerKilled event on the crasher",
+    )[0]
+    assert event.type == "Warning" and "died" in event.message
+    assert not [e for n in healthy for e in events_about(kube, ns, n)], "healthy parents charged"
+    assert op.metric("operatord_syncs_total", result="crash") >= 1
+    out = op.output()
+    assert "handler killed its worker" in out

@@ -1,0 +1,105 @@
+"""The leader <-> worker protocol: wire round trips and what each result means for the queue."""
+
+import pickle
+
+import pytest
+
+from operatord import protocol
+from operatord.protocol import (
+    LeaseUpdate,
+    Ready,
+    Results,
+    Step,
+    Stop,
+    SyncResult,
+    SyncTask,
+    Tasks,
+    decode,
+    encode,
+    next_step,
+)
+
+PARENT = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"uid": "u1"}}
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Tasks((SyncTask("u1", PARENT, [{"kind": "ConfigMap"}], 12.5), SyncTask("u2", PARENT, []))),
+        Results(
+            (
+                SyncResult(
+                    "u1",
+                    protocol.OK,
+                    written=({"action": "upsert", "object": PARENT},),
+                    resync_after=3.0,
+                    handler_calls=2,
+                ),
+                SyncResult("u2", protocol.ERROR, error="boom", error_kind="error"),
+            ),
+            metrics=(("inc", "syncs_total", (("result", "ok"),), 1.0),),
+            exiting=True,
+        ),
+        LeaseUpdate(99.0),
+        LeaseUpdate(None),
+        protocol.Credentials({"authorization": "Bearer t"}),
+        Stop(),
+        Ready(1234, ()),
+    ],
+)
+def test_messages_survive_the_wire(message):
+    assert decode(encode(message)) == message
+
+
+def test_the_wire_carries_plain_data_only():
+    wire = pickle.loads(encode(Tasks((SyncTask("u1", PARENT, []),))))
+
+    def plain(value):
+        if isinstance(value, dict):
+            return all(isinstance(k, str) and plain(v) for k, v in value.items())
+        if isinstance(value, list | tuple):
+            return all(plain(v) for v in value)
+        return value is None or isinstance(value, str | int | float | bool)
+
+    assert plain(wire)
+
+
+def test_garbage_is_refused():
+    with pytest.raises(ValueError):
+        decode(b"not a pickle")
+    with pytest.raises(ValueError):
+        decode(pickle.dumps(("launch",)))
+    with pytest.raises(TypeError):
+        encode({"op": "sync"})
+
+
+def test_finalizing_follows_the_deletion_timestamp():
+    deleting = {"metadata": {"uid": "u", "deletionTimestamp": "2026-01-01T00:00:00Z"}}
+    assert SyncTask("u", deleting, []).finalizing
+    assert not SyncTask("u", PARENT, []).finalizing
+
+
+@pytest.mark.parametrize(
+    ("result", "streak", "step"),
+    [
+        (SyncResult("u", protocol.OK), False, Step(forget=True, resync=True)),
+        (
+            SyncResult("u", protocol.OK, resync_after=5.0),
+            False,
+            Step(forget=True, after=5.0, resync=True),
+        ),
+        (SyncResult("u", protocol.OK, children_changed=True), False, Step(forget=True, again=True)),
+        (
+            SyncResult("u", protocol.OK, children_changed=True),
+            True,
+            Step(backoff=True, log="not_converging"),
+        ),
+        (SyncResult("u", protocol.ERROR, error="x"), False, Step(backoff=True, log="failed")),
+        (SyncResult("u", protocol.FINALIZED), False, Step(forget=True)),
+        (SyncResult("u", protocol.FINALIZE_PENDING), False, Step(backoff=True)),
+        (SyncResult("u", protocol.FINALIZE_PENDING, retry_after=2.0), False, Step(after=2.0)),
+        (SyncResult("u", protocol.ABANDONED), False, Step(again=True)),
+    ],
+)
+def test_next_step(result, streak, step):
+    assert next_step(result, streak_exceeded=streak) == step
