@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: venv tools test lint format demo bench clean
 
@@ -13,6 +14,10 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
 
 # prometheus and promtool (Debian package) for the alert-rule and live-scrape tests.
 tools:
@@ -32,10 +37,12 @@ test: lint tools
 demo: $(STAMP)
 	$(BIN)/operatord demo
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(BIN)/python bench/workqueue.py
 	$(BIN)/python bench/apiserver.py
 	$(BIN)/python bench/converge.py
+	$(BIN)/python bench/vs_kopf.py
+	$(BIN)/python bench/latency.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

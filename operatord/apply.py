@@ -16,7 +16,9 @@ Guarantees:
   OnDelete = never updated; Apply = server-side apply with the operator's field manager, forced.
 - Observed children that are not desired are deleted with a uid precondition.
 - Status is written through the status subresource (falling back to the main resource when the
-  type has none) only when it differs, and always carries ``observedGeneration``.
+  type has none) only when it differs, always carries ``observedGeneration``, and only if the
+  parent still has the resourceVersion the sync saw (`ParentChanged` otherwise): a status is
+  never computed from one version of a parent and written over a newer one.
 - Every object written is returned as the API server answered, for the leader's cache.
 """
 
@@ -34,6 +36,11 @@ STRATEGIES = ("Replace", "Recreate", "OnDelete", "Apply")
 
 class ResponseError(Exception):
     """The handler's response cannot be applied as it is (the handler's fault, not the API's)."""
+
+
+class ParentChanged(Exception):
+    """The parent changed on the server since the sync read it: its status was not written
+    (the sync must run again on the new version)."""
 
 
 @dataclass
@@ -315,8 +322,19 @@ class Applier:
         if parent.get("status") == desired:
             return None
         self.guard()
-        patch = [{"op": "add", "path": "/status", "value": desired}]
         meta = parent["metadata"]
+        patch = [{"op": "add", "path": "/status", "value": desired}]
+        if meta.get("resourceVersion"):
+            # Fenced by the version the sync saw: a write from a stale sync (or a frozen former
+            # leader) fails instead of overwriting a newer status.
+            patch.insert(
+                0,
+                {
+                    "op": "test",
+                    "path": "/metadata/resourceVersion",
+                    "value": meta["resourceVersion"],
+                },
+            )
         use_sub = self._status_subresource.get(parent_res.key, True)
         try:
             updated = self.kube.patch(
@@ -328,13 +346,20 @@ class Applier:
                 subresource="status" if use_sub else "",
             )
         except ApiError as exc:
+            if exc.status in (409, 422) and meta.get("resourceVersion"):
+                raise ParentChanged(f"status not written: {exc.message}") from exc
             if exc.status != 404 or not use_sub:
                 raise
             # No status subresource: the main resource carries status.
             self._status_subresource[parent_res.key] = False
-            updated = self.kube.patch(
-                parent_res, meta["name"], patch, meta.get("namespace"), patch_type="json"
-            )
+            try:
+                updated = self.kube.patch(
+                    parent_res, meta["name"], patch, meta.get("namespace"), patch_type="json"
+                )
+            except ApiError as again:
+                if again.status in (409, 422) and meta.get("resourceVersion"):
+                    raise ParentChanged(f"status not written: {again.message}") from again
+                raise
         updated.setdefault("apiVersion", parent_res.api_version)
         updated.setdefault("kind", parent_res.kind)
         return updated

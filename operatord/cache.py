@@ -56,6 +56,11 @@ class Cache:
         self._children: dict[str, dict[ChildKey, dict]] = {}
         self._child_owner: dict[ChildKey, str] = {}
         self._tombstones: dict[ChildKey, str] = {}
+        self._type_counts: dict[str, int] = {}  # "apiVersion/kind" -> children cached
+
+    def _count_locked(self, key: ChildKey, delta: int) -> None:
+        name = f"{key[0]}/{key[1]}"
+        self._type_counts[name] = self._type_counts.get(name, 0) + delta
 
     # ---- parents --------------------------------------------------------------------------
 
@@ -81,7 +86,8 @@ class Cache:
         with self._lock:
             existed = self._parents.pop(uid, None) is not None
             for key in self._children.pop(uid, {}):
-                self._child_owner.pop(key, None)
+                if self._child_owner.pop(key, None) is not None:
+                    self._count_locked(key, -1)
             return existed
 
     def replace_parents(self, objs: Iterable[dict]) -> tuple[set[str], set[str]]:
@@ -99,7 +105,8 @@ class Cache:
             self._parents = fresh
             for uid in removed:
                 for key in self._children.pop(uid, {}):
-                    self._child_owner.pop(key, None)
+                    if self._child_owner.pop(key, None) is not None:
+                        self._count_locked(key, -1)
             return changed, removed
 
     def parent(self, uid: str) -> dict | None:
@@ -122,6 +129,7 @@ class Cache:
     def _remove_child_locked(self, key: ChildKey) -> str | None:
         owner = self._child_owner.pop(key, None)
         if owner is not None:
+            self._count_locked(key, -1)
             bucket = self._children.get(owner)
             if bucket is not None:
                 bucket.pop(key, None)
@@ -157,6 +165,8 @@ class Cache:
             affected.add(prev_owner)
         if owner:
             self._children.setdefault(owner, {})[key] = obj
+            if self._child_owner.get(key) is None:
+                self._count_locked(key, 1)
             self._child_owner[key] = owner
             affected.add(owner)
         return affected
@@ -215,10 +225,8 @@ class Cache:
             return out
 
     def counts(self) -> dict[str, int]:
-        """Cached objects by type, e.g. ``{"parents": 10, "v1/ConfigMap": 12}``."""
+        """Cached objects by type, e.g. ``{"parents": 10, "v1/ConfigMap": 12}`` (O(types))."""
         with self._lock:
             out: dict[str, int] = {"parents": len(self._parents)}
-            for api_version, kind, _, _ in self._child_owner:
-                name = f"{api_version}/{kind}"
-                out[name] = out.get(name, 0) + 1
+            out.update((k, v) for k, v in self._type_counts.items() if v)
             return out

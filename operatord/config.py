@@ -603,13 +603,34 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
+#: Deepest nesting of mappings and lists accepted in a config file; a valid config needs 4.
+MAX_YAML_DEPTH = 64
+
+
+def _check_depth(text: str) -> None:
+    """Raise ``yaml.MarkedYAMLError`` at the first collection nested deeper than
+    ``MAX_YAML_DEPTH``. PyYAML's event parser is iterative, so this never recurses; building
+    objects from a deeper document would exhaust Python's recursion limit."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_StrictLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise yaml.MarkedYAMLError(
+                    problem=f"nested deeper than {MAX_YAML_DEPTH} levels",
+                    problem_mark=event.start_mark,
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read, parse and validate a YAML config file.
 
     Relative ``pythonPath`` entries resolve against the file's directory. Raises
     ``ConfigFileNotFoundError`` when the file does not exist and ``ConfigError`` for anything
-    else (unreadable file, YAML syntax with its line and column, empty file, invalid config).
+    else (unreadable file, YAML syntax with its line and column, nesting deeper than
+    ``MAX_YAML_DEPTH``, empty file, invalid config).
     """
     path = os.fspath(path)
     try:
@@ -620,7 +641,10 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read config file: {e}") from None
     try:
+        _check_depth(text)
         data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
+    except RecursionError:  # not reachable past _check_depth; kept as a last line of defence
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

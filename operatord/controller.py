@@ -532,8 +532,10 @@ class Controller:
         slot.last_message = now
         if isinstance(msg, protocol.Results):
             self.metrics.apply(msg.metrics)
-            if msg.exiting:
+            if msg.exiting:  # no new tasks for a worker that is about to exit
                 slot.proc.exiting = True
+                with slot.cond:
+                    slot.ready = False
             for result in msg.results:
                 self._complete(slot, result)
 
@@ -547,14 +549,14 @@ class Controller:
         code = slot.proc.exitcode()
         slot.proc.kill()
         self.metrics.inc("worker_restarts_total")
-        if not victims:
-            log.error("worker died while idle; restarting it", worker=slot.index, exit_code=code)
-        elif exiting:
+        if exiting:
             log.warning(
                 "worker exited after a handler timeout; restarting it and requeueing its parents",
                 worker=slot.index,
                 parents=len(victims),
             )
+        elif not victims:
+            log.error("worker died while idle; restarting it", worker=slot.index, exit_code=code)
         else:
             log.error(
                 "worker lost; restarting it and requeueing its parents",
@@ -685,13 +687,18 @@ class Controller:
     # ---- housekeeping ---------------------------------------------------------------------
 
     def _housekeeping(self) -> None:
+        pushed = None
         while True:
             try:
                 self.update_gauges()
                 self.refresh_credentials()
+                valid_until = self.lease_deadline()
+                if valid_until != pushed:  # renewed: move the workers' write fence
+                    self.update_lease(valid_until)
+                    pushed = valid_until
             except Exception:  # noqa: BLE001 - housekeeping must not kill the loop
                 log.exception("housekeeping failed")
-            if self.stopping.wait(0.5):
+            if self.stopping.wait(0.25):
                 return
 
     def update_gauges(self) -> None:

@@ -394,6 +394,8 @@ def _run_elected(config, settings, metrics, controller, health, leading, stop) -
         on_stopped_leading=stopped,
         metrics=metrics,
     )
+    # Every dispatch, worker write and Event checks this deadline (monotonic, system-wide).
+    controller.lease_deadline = elector.lease_valid_until
     if health is not None:
         health.add_liveness("election", elector.liveness)
     election_stop = threading.Event()

@@ -24,6 +24,18 @@ Guarantees:
   does), and only when the lease, as read from the server, is held by us.
 - Lease requests go out without the client's own retries and with a timeout of at most
   ``renew_deadline``: the elector's timing is the only retry policy.
+- **Freshness.** A successful acquire or renew is dated by the monotonic time at which its
+  write was *sent* (not when the answer arrived: a process frozen between the server's commit
+  and reading the answer must not extend its lease). :meth:`lease_valid_until` is that time plus
+  ``renew_deadline``: the moment after which the lease may be about to pass to another replica
+  (a standby takes over no earlier than ``lease_duration`` after it saw the renewal, and
+  ``renew_deadline < lease_duration``). :meth:`is_fresh` compares it with the clock on every
+  call, so staleness is visible the instant it happens, from any thread, without waiting for
+  the watchdog or a poll: after a SIGSTOP/SIGCONT the first check already fails. Both are
+  lock-free reads of one float.
+- With the default clock (``time.monotonic``, Linux ``CLOCK_MONOTONIC``: system-wide and
+  running through SIGSTOP), the deadline is comparable with ``time.monotonic()`` in any other
+  process on the same host; :func:`deadline_fresh` is that comparison for worker processes.
 """
 
 from __future__ import annotations
@@ -65,6 +77,12 @@ def default_namespace() -> str:
             return f.read().strip() or "default"
     except OSError:
         return "default"
+
+
+def deadline_fresh(valid_until: float | None, clock: Callable[[], float] = time.monotonic) -> bool:
+    """True while ``clock()`` is strictly before ``valid_until`` (a :meth:`LeaderElector.lease_valid_until`
+    value, possibly received from another process on the same host); ``None`` is never fresh."""
+    return valid_until is not None and clock() < valid_until
 
 
 def rfc3339_micro(moment: datetime | None = None) -> str:
@@ -143,8 +161,11 @@ class LeaderElector:
         self._lost = False
         self._running = False
         self.lost_reason: str | None = None
-        #: monotonic time of the last successful acquire or renew (None before the first)
+        #: monotonic time at which the last successful acquire or renew was sent (None before
+        #: the first)
         self.last_renewal: float | None = None
+        # last_renewal + renew_deadline while leading, else 0.0; one float, read without a lock
+        self._valid_until = 0.0
         self._last_attempt = clock()
 
     # -- state ----------------------------------------------------------------------------
@@ -156,6 +177,22 @@ class LeaderElector:
             if not self._leading or self._lost or self.last_renewal is None:
                 return False
             return self.clock() - self.last_renewal < self.renew_deadline
+
+    def lease_valid_until(self) -> float:
+        """The monotonic deadline of our leadership: last renewal sent + ``renew_deadline``.
+
+        0.0 when we are not leading (never acquired, stopped, released or lost), so
+        ``clock() < lease_valid_until()`` is the complete check. Thread-safe and lock-free.
+        """
+        return self._valid_until
+
+    def is_fresh(self) -> bool:
+        """True while we lead and our last renewal is younger than ``renew_deadline``.
+
+        Computed from the clock on each call: it turns False at the deadline even while a
+        renewal hangs and before the watchdog or any poll notices. Thread-safe and lock-free.
+        """
+        return self.clock() < self._valid_until
 
     @property
     def holder(self) -> str:
@@ -215,8 +252,12 @@ class LeaderElector:
         spec["renewTime"] = now
         return spec
 
-    def _attempt(self) -> bool:
-        """One read-decide-write round; raises ApiError on a failed request."""
+    def _attempt(self) -> float | None:
+        """One read-decide-write round; raises ApiError on a failed request.
+
+        Returns the monotonic time the successful write was sent, or None when someone else
+        holds an unexpired lease.
+        """
         now = rfc3339_micro()
         lease = self._get()
         if lease is None:
@@ -226,8 +267,9 @@ class LeaderElector:
                 "metadata": {"name": self.name, "namespace": self.namespace},
                 "spec": self._spec({}, now),
             }
+            sent = self.clock()
             self._observe(self._request("POST", self._collection, body))
-            return True
+            return sent
         self._observe(lease)
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or ""
@@ -235,10 +277,11 @@ class LeaderElector:
             duration = spec.get("leaseDurationSeconds") or self.lease_duration
             assert self._observed_time is not None
             if self.clock() < self._observed_time + float(duration):
-                return False
+                return None
         lease["spec"] = self._spec(spec, now)  # metadata keeps the resourceVersion we read
+        sent = self.clock()
         self._observe(self._request("PUT", self._path, lease))
-        return True
+        return sent
 
     def try_acquire_or_renew(self) -> bool:
         """One campaign/renewal step; True when we hold the lease afterwards.
@@ -249,7 +292,7 @@ class LeaderElector:
 
         for attempt in (1, 2):
             try:
-                ok = self._attempt()
+                sent = self._attempt()
             except ApiError as exc:
                 if exc.status == 409 and attempt == 1:
                     log.debug("lease write conflicted; re-reading", lease=self.name)
@@ -259,10 +302,13 @@ class LeaderElector:
             except Exception as exc:  # noqa: BLE001 - a failed attempt, retried next period
                 log.warning("lease request failed", lease=self.name, error=repr(exc))
                 return False
-            if ok:
-                with self._lock:
-                    self.last_renewal = self.clock()
-            return ok
+            if sent is None:
+                return False
+            with self._lock:
+                self.last_renewal = sent
+                if self._leading and not self._lost:
+                    self._valid_until = sent + self.renew_deadline
+            return True
         return False
 
     def release(self) -> bool:
@@ -295,6 +341,7 @@ class LeaderElector:
                     continue
                 raise
             with self._lock:
+                self._valid_until = 0.0
                 self._leading = False
             self._set_gauge(0)
             log.info("released leader lease", lease=self.name, identity=self.identity)
@@ -320,6 +367,7 @@ class LeaderElector:
         with self._lock:
             if not self._leading or self._lost:
                 return
+            self._valid_until = 0.0
             self._lost = True
             self._leading = False
             self.lost_reason = reason
@@ -357,6 +405,7 @@ class LeaderElector:
             return self._run(stop_event)
         finally:
             with self._lock:
+                self._valid_until = 0.0
                 self._running = False
                 self._leading = False
 
@@ -373,6 +422,8 @@ class LeaderElector:
 
         with self._lock:
             self._leading = True
+            assert self.last_renewal is not None
+            self._valid_until = self.last_renewal + self.renew_deadline
         self._set_gauge(1)
         if self.metrics is not None:
             self.metrics.inc("leader_transitions_total")

@@ -346,10 +346,11 @@ def _import_module(module_name: str, import_path: str, python_path: Sequence[str
             f"cannot import handler {import_path!r}: importing module {module_name!r} raised "
             f"ModuleNotFoundError: {e}"
         ) from e
-    except (Exception, SystemExit) as e:
+    except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt, custom ones too
+        detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         raise HandlerImportError(
             f"cannot import handler {import_path!r}: importing module {module_name!r} raised "
-            f"{type(e).__name__}: {e}"
+            f"{detail}"
         ) from e
 
 
@@ -359,7 +360,9 @@ def load_handler(import_path: str, python_path: Sequence[str] = ()) -> LoadedHan
     The attribute may be a class (instantiated with no arguments), an instance with a ``sync``
     method, or a plain function ``sync(request)``; a dotted attribute (``mod:Outer.inner``) is
     followed. ``python_path`` entries are prepended to ``sys.path`` (once each) before importing.
-    Any failure raises ``HandlerImportError`` naming the import path and the reason.
+    Any failure, including a ``BaseException`` raised while importing the module or constructing
+    the class (``SystemExit``, ``KeyboardInterrupt``, custom subclasses), raises
+    ``HandlerImportError`` naming the import path and the reason.
     """
     module_name, attrs = _split_import_path(import_path)
     for entry in reversed(list(python_path)):
@@ -386,7 +389,7 @@ def load_handler(import_path: str, python_path: Sequence[str] = ()) -> LoadedHan
             )
         try:
             obj = obj()
-        except Exception as e:
+        except BaseException as e:  # noqa: BLE001 - whatever a constructor raises is its failure
             raise HandlerImportError(
                 f"cannot load handler {import_path!r}: constructing {name}() failed: "
                 f"{type(e).__name__}: {e}"

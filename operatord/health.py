@@ -10,6 +10,11 @@ string when not. Guarantees:
   never takes the server down.
 - Checks may be added or removed while serving. Checks run on the server's request threads, so
   they must be fast and must not block (read a timestamp, a flag).
+- Unless constructed with ``watch_readiness=False``, ``/readyz`` also runs the check
+  ``watches`` (:func:`operatord.informer.watch_readiness`): it fails while any informer running
+  in this process has heard nothing from the API server for longer than its liveness bound, so
+  a leader whose caches are going stale is reported not ready; a process without running
+  informers (a standby) passes it.
 - Bodies are ``text/plain``; any other path is 404. The server is a stdlib ``ThreadingHTTPServer``
   in a daemon thread and logs nothing per request.
 """
@@ -27,10 +32,12 @@ Check = Callable[[], str | None]
 class HealthServer:
     """Serves ``/healthz`` and ``/readyz`` on ``host:port``; ``port=0`` binds a free port."""
 
-    def __init__(self, port: int, host: str = "0.0.0.0") -> None:
+    def __init__(self, port: int, host: str = "0.0.0.0", *, watch_readiness: bool = True) -> None:
         self._requested = (host, port)
         self._lock = threading.Lock()
         self._checks: dict[str, dict[str, Check]] = {"/healthz": {}, "/readyz": {}}
+        if watch_readiness:
+            self._checks["/readyz"]["watches"] = _watch_readiness
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None
@@ -125,6 +132,12 @@ class HealthServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _watch_readiness() -> str | None:
+    from operatord.informer import watch_readiness
+
+    return watch_readiness()
 
 
 class Heartbeat:

@@ -13,9 +13,31 @@ Guarantees:
   that ends without progress backs off.
 - `stop()` also interrupts a watch blocked on a quiet connection: the thread ends promptly.
 - Restart reasons reported to ``observe("restart", ...)``: "timeout" (the server ended the
-  watch), "closed" (the connection was lost), "expired" (410: relist), "error" (anything else).
-- A connection that is silent for longer than ``idle_timeout`` is treated as dead and
-  reconnected, so a half-open connection cannot wedge it.
+  watch), "closed" (the connection was lost), "idle" (nothing heard for the liveness bound),
+  "expired" (410: relist), "error" (anything else).
+
+Liveness (a hung API server or a silently dropped connection):
+- *Activity* is anything heard from the API server: a completed list, an opened watch (HTTP 200)
+  or any watch message, bookmarks included. :meth:`Informer.idle_seconds` is the time since the
+  last activity on the monotonic clock.
+- The *liveness bound* (:meth:`Informer.liveness_bound`) is twice the spacing of the server's
+  bookmarks as last observed on this informer's watches, clamped to [``IDLE_FLOOR_SECONDS``,
+  ``IDLE_CEILING_SECONDS``] (5 s and 120 s); the ceiling until a first bookmark was seen; or
+  ``idle_timeout`` when given. kube-apiserver sends a bookmark about every minute, the
+  embedded API server after every ``bookmark_interval`` of idleness.
+- An open watch that hears nothing for the liveness bound is torn down (reason "idle") and
+  resumed from its resourceVersion, by a watchdog thread that does not depend on the socket.
+  Opening a watch has the liveness bound as its read timeout; a list has
+  ``max(liveness bound, 10 s)`` (at most 30 s) and no retries of its own.
+- While waiting out a backoff after a failure without an HTTP answer (refused, reset, timed
+  out) longer than ``PROBE_INTERVAL_SECONDS``, the informer probes ``GET /version`` once per
+  interval (``PROBE_TIMEOUT_SECONDS`` timeout); as soon as the server answers, the backoff
+  resets and the informer reconnects at once. Failures the server answered (5xx, 429) keep
+  their backoff. So an outage costs at most one probe per second per informer and recovery
+  needs at most about one liveness bound plus one probe interval after the server is back.
+- Every running informer of the process is visible to :func:`watch_readiness` (a /readyz check:
+  failing while any informer has been idle longer than its bound) and
+  :func:`watch_activity` (the ``watch_idle_seconds`` metric).
 """
 
 from __future__ import annotations
@@ -30,6 +52,45 @@ import structlog
 from operatord.kube import ApiError, Kube, Resource
 
 log = structlog.get_logger("operatord.informer")
+
+IDLE_FLOOR_SECONDS = 5.0
+IDLE_CEILING_SECONDS = 120.0
+LIST_TIMEOUT_FLOOR_SECONDS = 10.0
+LIST_TIMEOUT_CEILING_SECONDS = 30.0
+PROBE_INTERVAL_SECONDS = 1.0
+PROBE_TIMEOUT_SECONDS = 1.0
+
+_running_lock = threading.Lock()
+_running: dict[int, Informer] = {}  # id -> informer, from start() until its thread ends
+
+
+def running_informers() -> list[Informer]:
+    """Every informer of this process that has been started and whose thread still runs."""
+    with _running_lock:
+        return list(_running.values())
+
+
+def watch_activity() -> dict[str, tuple[float, float]]:
+    """``{resource key: (idle seconds, liveness bound)}`` over the running informers (the most
+    idle one when a resource has several)."""
+    out: dict[str, tuple[float, float]] = {}
+    for inf in running_informers():
+        idle, bound = inf.idle_seconds(), inf.liveness_bound()
+        if inf.name not in out or idle > out[inf.name][0]:
+            out[inf.name] = (idle, bound)
+    return out
+
+
+def watch_readiness() -> str | None:
+    """A readiness check: a reason naming every running informer that has heard nothing from
+    the API server for longer than its liveness bound, else None."""
+    stale = [
+        f"{name} silent for {idle:.1f}s (limit {bound:g}s)"
+        for name, (idle, bound) in sorted(watch_activity().items())
+        if idle > bound
+    ]
+    return "stale watches: " + ", ".join(stale) if stale else None
+
 
 ListCallback = Callable[[list[dict]], None]
 EventCallback = Callable[[str, dict], None]
@@ -61,24 +122,73 @@ class Informer:
         self.namespace = namespace or None
         self.label_selector = label_selector
         self.watch_timeout = watch_timeout
-        self.idle_timeout = idle_timeout or watch_timeout + 30
+        self.idle_timeout = idle_timeout  # None: learned from the server's bookmarks
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.observe = observe
         self.synced = threading.Event()
         self.resource_version = ""
         self.last_activity = time.monotonic()
+        self.bookmark_spacing: float | None = None  # last observed time between bookmarks
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._response = None  # the open watch response, for stop() to interrupt
+        self._idle_tripped = False  # the watchdog tore the open watch down
 
     @property
     def name(self) -> str:
         return self.resource.key
 
+    def liveness_bound(self) -> float:
+        """Seconds of silence after which the open watch is torn down and resumed."""
+        if self.idle_timeout:
+            return float(self.idle_timeout)
+        if self.bookmark_spacing is None:
+            return IDLE_CEILING_SECONDS
+        return min(max(2.0 * self.bookmark_spacing, IDLE_FLOOR_SECONDS), IDLE_CEILING_SECONDS)
+
+    def idle_seconds(self) -> float:
+        """Seconds since anything was heard from the API server (see the module docstring)."""
+        return time.monotonic() - self.last_activity
+
+    def _heard(self) -> None:
+        self.last_activity = time.monotonic()
+
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name=f"informer-{self.name}", daemon=True)
+        self.last_activity = time.monotonic()
+        with _running_lock:
+            _running[id(self)] = self
+        self._thread = threading.Thread(
+            target=self._main, name=f"informer-{self.name}", daemon=True
+        )
         self._thread.start()
+        threading.Thread(
+            target=self._watchdog, name=f"informer-{self.name}-liveness", daemon=True
+        ).start()
+
+    def _main(self) -> None:
+        try:
+            self.run()
+        finally:
+            with _running_lock:
+                _running.pop(id(self), None)
+
+    def _watchdog(self) -> None:
+        """Tear down an open watch that has been silent for the liveness bound."""
+        while not self._stop.is_set():
+            bound = self.liveness_bound()
+            idle = self.idle_seconds()
+            if idle >= bound and self._response is not None and not self._idle_tripped:
+                log.warning(
+                    "watch silent; reconnecting",
+                    resource=self.name,
+                    silent_seconds=round(idle, 1),
+                    limit=bound,
+                )
+                self._idle_tripped = True
+                self._interrupt()
+            wait = bound - idle if idle < bound else bound / 4
+            self._stop.wait(min(max(wait, 0.05), 1.0))
 
     def stop(self) -> None:
         """Stop the thread; a watch blocked on a quiet connection is interrupted."""
@@ -94,6 +204,8 @@ class Informer:
                 pass
 
     def _opened(self, response) -> None:
+        self._heard()
+        self._idle_tripped = False
         self._response = response
         if self._stop.is_set():
             self._interrupt()
@@ -106,13 +218,42 @@ class Informer:
         if self.observe:
             self.observe(metric, self.name, label)
 
-    def _sleep(self, delay: float) -> None:
-        self._stop.wait(delay * random.uniform(0.8, 1.2))
+    def _sleep(self, delay: float, probe: bool = False) -> bool:
+        """Wait ``delay`` (±20%); with ``probe``, end early once the server answers a probe.
+
+        Returns True when a probe was answered (the caller resets its backoff)."""
+        deadline = time.monotonic() + delay * random.uniform(0.8, 1.2)
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if not probe or remaining <= PROBE_INTERVAL_SECONDS:
+                self._stop.wait(remaining)
+                return False
+            started = time.monotonic()
+            if self._probe():
+                log.info("API server answers again; reconnecting", resource=self.name)
+                return True
+            self._stop.wait(max(PROBE_INTERVAL_SECONDS - (time.monotonic() - started), 0))
+        return False
+
+    def _probe(self) -> bool:
+        """True when the API server answers ``GET /version`` at all (any HTTP status)."""
+        try:
+            self.kube.request(
+                "GET", "/version", timeout=PROBE_TIMEOUT_SECONDS, retry=False, verb="probe"
+            )
+        except ApiError as exc:
+            return exc.status != 0
+        except Exception:  # noqa: BLE001 - any failure to get an answer is "not yet"
+            return False
+        return True
 
     def run(self) -> None:
         delay = self.backoff_initial
         need_list = True
         while not self._stop.is_set():
+            unanswered = False  # the failure got no HTTP answer: probe while backing off
             try:
                 if need_list:
                     self._list()
@@ -126,6 +267,7 @@ class Informer:
                 if progressed:
                     delay = self.backoff_initial
                     continue
+                unanswered = reason in ("closed", "idle")
                 log.info("watch ended without progress", resource=self.name, reason=reason)
             except ApiError as exc:
                 if self._stop.is_set():
@@ -133,6 +275,7 @@ class Informer:
                 reason = "expired" if exc.status == 410 else "error"
                 if exc.status == 410:
                     need_list = True
+                unanswered = exc.status == 0
                 self._note("restart", reason)
                 log.warning(
                     "watch failed", resource=self.name, status=exc.status, error=exc.message
@@ -145,37 +288,48 @@ class Informer:
                 self._note("restart", "error")
                 log.exception("informer error", resource=self.name, error=str(exc))
                 need_list = True
-            self._sleep(delay)
-            delay = min(delay * 2, self.backoff_max)
+            if self._sleep(delay, probe=unanswered):
+                delay = self.backoff_initial
+            else:
+                delay = min(delay * 2, self.backoff_max)
 
     def _list(self) -> None:
+        timeout = min(
+            max(self.liveness_bound(), LIST_TIMEOUT_FLOOR_SECONDS), LIST_TIMEOUT_CEILING_SECONDS
+        )
         items, rv = self.kube.list(
-            self.resource, self.namespace, label_selector=self.label_selector
+            self.resource,
+            self.namespace,
+            label_selector=self.label_selector,
+            timeout=timeout,
+            retry=False,
         )
         self.resource_version = rv
-        self.last_activity = time.monotonic()
+        self._heard()
         self.on_list(items)
         self.synced.set()
         log.debug("listed", resource=self.name, count=len(items), resource_version=rv)
 
     def _watch(self) -> tuple[str, bool]:
-        """Watch until the stream ends; returns why ("timeout", "closed", "expired", "stopped")
-        and whether it delivered anything (an event or a bookmark)."""
+        """Watch until the stream ends; returns why ("timeout", "closed", "idle", "expired",
+        "stopped") and whether it delivered anything (an event or a bookmark)."""
         progressed = False
+        self._idle_tripped = False
         stream = self.kube.watch(
             self.resource,
             self.namespace,
             resource_version=self.resource_version,
             label_selector=self.label_selector,
             timeout_seconds=self.watch_timeout,
-            idle_timeout=self.idle_timeout,
+            idle_timeout=self.liveness_bound(),
             on_open=self._opened,
         )
+        last_bookmark = time.monotonic()
         try:
             for event in stream:
                 if self._stop.is_set():
                     return "stopped", progressed
-                self.last_activity = time.monotonic()
+                self._heard()
                 etype = event.get("type", "")
                 obj = event.get("object") or {}
                 if etype == "ERROR":
@@ -190,6 +344,9 @@ class Informer:
                 self._note("event", etype)
                 progressed = True
                 if etype == "BOOKMARK":
+                    now = time.monotonic()
+                    self.bookmark_spacing = now - last_bookmark
+                    last_bookmark = now
                     continue
                 obj.setdefault("apiVersion", self.resource.api_version)
                 obj.setdefault("kind", self.resource.kind)
@@ -199,6 +356,8 @@ class Informer:
                 raise  # the watch could not be opened, or the server sent an ERROR event
             if self._stop.is_set():
                 return "stopped", progressed
+            if self._idle_tripped:
+                return "idle", progressed
             log.info("watch connection lost", resource=self.name, error=exc.message)
             return "closed", progressed
         finally:
@@ -206,4 +365,6 @@ class Informer:
             close = getattr(stream, "close", None)
             if close:
                 close()
-        return "timeout", progressed
+        if self._stop.is_set():
+            return "stopped", progressed
+        return ("idle" if self._idle_tripped else "timeout"), progressed

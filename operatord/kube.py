@@ -3,6 +3,9 @@
 Guarantees:
 - All requests go through the official client's connection handling (auth, TLS, kubeconfig,
   in-cluster config) but bodies are handled as plain JSON dicts: no typed models.
+- Every request has a read timeout: ``timeout`` when given, else ``default_timeout`` (30 s);
+  a watch has ``idle_timeout`` (default ``timeout_seconds + 30``). No request can wait forever
+  on a server that accepted the connection and never answers.
 - Requests that fail with 429, 5xx (except 501) or a connection error are retried with capped
   exponential backoff, honouring ``Retry-After``; any other non-2xx answer raises `ApiError`
   at once, carrying the HTTP status, the Status reason and the body.
@@ -421,8 +424,12 @@ class Kube:
         label_selector: str | None = None,
         field_selector: str | None = None,
         page_size: int = 500,
+        timeout: float | None = None,
+        retry: bool = True,
     ) -> tuple[list[dict], str]:
-        """List every object (following ``continue``); returns (items, list resourceVersion)."""
+        """List every object (following ``continue``); returns (items, list resourceVersion).
+
+        ``timeout`` and ``retry`` apply to each page as in :meth:`request`."""
         items: list[dict] = []
         cont = None
         while True:
@@ -432,7 +439,9 @@ class Kube:
                 "limit": page_size,
                 "continue": cont,
             }
-            page = self.request("GET", res.path(namespace), query=query, verb="list")
+            page = self.request(
+                "GET", res.path(namespace), query=query, verb="list", timeout=timeout, retry=retry
+            )
             for item in page.get("items") or []:
                 item.setdefault("apiVersion", res.api_version)
                 item.setdefault("kind", res.kind)

@@ -41,7 +41,7 @@ from prometheus_client import (
     generate_latest,
     start_http_server,
 )
-from prometheus_client.core import Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 PREFIX = "operatord_"
 
@@ -92,11 +92,19 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec(
         "syncs_total",
         "counter",
-        "Handler sync calls, by result: ok, error (handler raised), invalid (bad response), "
-        "timeout (handlerTimeoutSeconds exceeded), crash (the worker process died while "
-        "syncing this parent alone).",
+        "Syncs of a parent (one per dispatch to a worker), by result: ok, error (handler raised "
+        "or a write failed), invalid (bad response), timeout (handlerTimeoutSeconds exceeded), "
+        "crash (the worker process died while syncing this parent alone).",
         ("result",),
         values={"result": _SYNC_RESULTS},
+    ),
+    MetricSpec(
+        "handler_calls_total",
+        "counter",
+        "Calls of the user's handler, by method (sync, finalize). One sync runs sync more than "
+        "once when it wrote children: the follow-up run observes them before status is written.",
+        ("method",),
+        values={"method": ("sync", "finalize")},
     ),
     MetricSpec(
         "sync_duration_seconds",
@@ -180,6 +188,20 @@ CATALOG: tuple[MetricSpec, ...] = (
         "counter",
         "Watches re-established, by resource and reason (e.g. timeout, expired, error, closed).",
         ("resource", "reason"),
+    ),
+    MetricSpec(
+        "watch_idle_seconds",
+        "gauge",
+        "Seconds since the informer of this resource last heard from the API server (an event, "
+        "a bookmark, a list or an opened watch); computed at scrape time.",
+        ("resource",),
+    ),
+    MetricSpec(
+        "watch_idle_limit_seconds",
+        "gauge",
+        "The informer's liveness bound: a watch silent this long is torn down and resumed, and "
+        "/readyz fails while watch_idle_seconds exceeds it.",
+        ("resource",),
     ),
     MetricSpec(
         "cached_objects",
@@ -341,6 +363,8 @@ class Metrics:
         )
         self._metrics: dict[str, Counter | Gauge | Histogram] = {}
         for m in CATALOG:
+            if m.name in _SCRAPE_TIME:
+                continue
             kwargs: dict[str, Any] = {"labelnames": m.labels, "registry": self._catalog}
             if m.type == "counter":
                 self._metrics[m.name] = Counter(m.full_name, m.help, **kwargs)
@@ -351,9 +375,14 @@ class Metrics:
             if m.labels and set(m.values) == set(m.labels):
                 for combo in _combinations(m):
                     self._metrics[m.name].labels(**combo)
+        self._catalog.register(_WatchActivityCollector())
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None
+        # (name, label pairs) -> the labelled child, and (op, name, pairs) already validated:
+        # worker deltas repeat the same few series, so a repeat costs two dict lookups.
+        self._children: dict[tuple[str, tuple], Any] = {}
+        self._valid: set[tuple[str, str, tuple]] = set()
         self.set("build_info", 1, {"version": version or _version(), "python": _python()})
 
     # -- recorder API ---------------------------------------------------------------------
@@ -379,21 +408,42 @@ class Metrics:
         worker running a different catalog) raises :class:`MetricError` and changes nothing.
         """
         checked = []
+        valid = self._valid
         for d in deltas:
             try:
                 op, name, pairs, value = d
+                key = (op, name, tuple(pairs))
+            except (TypeError, ValueError):
+                raise MetricError(f"malformed metric delta {d!r}") from None
+            if (
+                key in valid
+                and isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and (op != "inc" or value >= 0)
+            ):
+                checked.append((op, name, key[2], value))
+                continue
+            try:
                 labels = dict(pairs)
             except (TypeError, ValueError):
                 raise MetricError(f"malformed metric delta {d!r}") from None
-            checked.append(_validate(op, name, labels, value))
+            delta = _validate(op, name, labels, value)
+            valid.add((op, name, delta[2]))
+            checked.append(delta)
         for d in checked:
             self._apply_one(d)
 
     def _apply_one(self, delta: Delta) -> None:
         op, name, pairs, value = delta
-        metric: Any = self._metrics[name]
+        if name in _SCRAPE_TIME:
+            raise MetricError(f"{name!r} is computed at scrape time and cannot be recorded")
         if pairs:
-            metric = metric.labels(**dict(pairs))
+            metric = self._children.get((name, pairs))
+            if metric is None:
+                metric = self._metrics[name].labels(**dict(pairs))
+                self._children[(name, pairs)] = metric
+        else:
+            metric = self._metrics[name]
         if op == "inc":
             metric.inc(value)
         elif op == "set":
@@ -428,6 +478,31 @@ class Metrics:
             if self._thread is not None:
                 self._thread.join(timeout=5)
             self._server = self._thread = None
+
+
+#: Gauges computed when scraped, from the informers running in this process.
+_SCRAPE_TIME = ("watch_idle_seconds", "watch_idle_limit_seconds")
+
+
+class _WatchActivityCollector:
+    """Yields the watch_idle_* gauges from :func:`operatord.informer.watch_activity`."""
+
+    def describe(self) -> list:
+        return [self._family(name) for name in _SCRAPE_TIME]
+
+    def collect(self) -> list:
+        from operatord.informer import watch_activity
+
+        idle, limit = (self._family(name) for name in _SCRAPE_TIME)
+        for resource, (seconds, bound) in sorted(watch_activity().items()):
+            idle.add_metric([resource], seconds)
+            limit.add_metric([resource], bound)
+        return [idle, limit]
+
+    @staticmethod
+    def _family(name: str) -> GaugeMetricFamily:
+        m = _BY_NAME[name]
+        return GaugeMetricFamily(m.full_name, m.help, labels=list(m.labels))
 
 
 class DeltaRecorder:

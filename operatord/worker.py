@@ -39,7 +39,7 @@ from typing import Any
 import structlog
 
 from operatord import protocol
-from operatord.apply import Applier, Outcome, ResponseError
+from operatord.apply import Applier, Outcome, ParentChanged, ResponseError
 from operatord.cache import child_key
 from operatord.config import Config
 from operatord.handler import (
@@ -270,6 +270,10 @@ class Worker:
             except Fenced as exc:
                 fields.update(outcome=protocol.ABANDONED, error=str(exc))
                 log.warning("write fenced", error=str(exc))
+            except ParentChanged as exc:
+                # Someone changed the parent meanwhile: sync again on the new version.
+                fields.update(outcome=protocol.ABANDONED, error=str(exc))
+                log.info("parent changed during the sync; syncing again", error=str(exc))
             except HandlerTimeout as exc:
                 fields.update(outcome=protocol.ERROR, error=str(exc), error_kind="timeout")
                 log.error("handler timed out", error=str(exc))
@@ -301,6 +305,10 @@ class Worker:
         )
 
     def _record(self, fields: dict, finalizing: bool, duration: float, outcome: Outcome) -> None:
+        calls = fields.get("handler_calls", 0)
+        if calls:
+            method = "finalize" if finalizing else "sync"
+            self.recorder.inc("handler_calls_total", {"method": method}, calls)
         if fields["outcome"] == protocol.ABANDONED:
             return
         kind = fields.get("error_kind")

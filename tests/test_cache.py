@@ -1,5 +1,7 @@
+import random
+
 from operatord.apply import is_subset, overlay
-from operatord.cache import Cache, newer
+from operatord.cache import PARENT_UID_LABEL, Cache, newer
 
 
 def parent(uid, rv, name="p"):
@@ -122,3 +124,40 @@ def test_overlay_merges_dicts_and_replaces_the_rest():
         "l": [2, 3],
     }
     assert base["data"]["x"] == "1"  # inputs untouched
+
+
+def test_counts_stay_exact_through_any_sequence_of_changes():
+    rng = random.Random(7)
+    c = Cache()
+    parents = [f"p{i}" for i in range(5)]
+    for uid in parents:
+        c.upsert_parent({"metadata": {"uid": uid, "resourceVersion": "1"}})
+    rv = 1
+    for _ in range(2000):
+        rv += 1
+        kind = rng.choice(["ConfigMap", "Secret"])
+        obj = {
+            "apiVersion": "v1",
+            "kind": kind,
+            "metadata": {
+                "name": f"c{rng.randrange(20)}",
+                "namespace": "ns",
+                "resourceVersion": str(rv),
+                "labels": {PARENT_UID_LABEL: rng.choice(parents)},
+            },
+        }
+        op = rng.random()
+        if op < 0.6:
+            c.upsert_child(obj)
+        elif op < 0.85:
+            c.delete_child(obj, tombstone=rng.random() < 0.5)
+        elif op < 0.95:
+            c.replace_children("v1", kind, [obj])
+        else:
+            uid = rng.choice(parents)
+            c.delete_parent({"metadata": {"uid": uid}})
+            c.upsert_parent({"metadata": {"uid": uid, "resourceVersion": str(rv)}})
+        expected: dict[str, int] = {"parents": len(parents)}
+        for api_version, k, _, _ in c._child_owner:
+            expected[f"{api_version}/{k}"] = expected.get(f"{api_version}/{k}", 0) + 1
+        assert c.counts() == expected

@@ -16,6 +16,7 @@ import pytest
 
 from operatord.election import (
     LeaderElector,
+    deadline_fresh,
     default_identity,
     default_namespace,
     rfc3339_micro,
@@ -407,3 +408,94 @@ def test_default_namespace_prefers_the_pod_namespace(monkeypatch):
     monkeypatch.delenv("POD_NAMESPACE")
     monkeypatch.setattr("operatord.election._SERVICE_ACCOUNT_NAMESPACE", "/nonexistent/ns")
     assert default_namespace() == "default"
+
+
+# -- freshness: the deadline every dispatch and worker write checks ----------------------------
+
+
+def test_freshness_is_the_last_renewal_sent_plus_the_renew_deadline(own_api, lease_name):
+    k = Kube(ClientSettings(kubeconfig=own_api.kubeconfig))
+    a = Candidate(k, lease_name, "a")
+    try:
+        assert not a.elector.is_fresh() and a.elector.lease_valid_until() == 0.0
+        wait_for(lambda: a.elector.is_leader, what="a leads")
+        assert a.elector.is_fresh()
+        assert deadline_fresh(a.elector.lease_valid_until())
+        # Renewals move the deadline forward, always to last_renewal + renew_deadline.
+        first = a.elector.lease_valid_until()
+        wait_for(lambda: a.elector.lease_valid_until() > first, what="a renewal")
+        assert a.elector.lease_valid_until() == a.elector.last_renewal + RD
+        assert 0 < a.elector.lease_valid_until() - time.monotonic() <= RD
+    finally:
+        a.halt()
+    # A stopped elector is not fresh, even though its last renewal is recent.
+    assert not a.elector.is_fresh() and a.elector.lease_valid_until() == 0.0
+
+
+def test_freshness_is_lost_at_the_deadline_while_renewals_fail(own_api, lease_name):
+    k = Kube(ClientSettings(kubeconfig=own_api.kubeconfig))
+    stale_at: list[float] = []
+
+    def sample(stop: threading.Event) -> None:
+        # A worker-like thread that only ever calls is_fresh(): it must see the loss itself.
+        while not stop.is_set():
+            if not a.elector.is_fresh():
+                stale_at.append(time.monotonic())
+                return
+            time.sleep(0.002)
+
+    a = Candidate(k, lease_name, "a")
+    stop = threading.Event()
+    try:
+        wait_for(lambda: a.elector.is_leader, what="a leads")
+        sampler = threading.Thread(target=sample, args=(stop,), daemon=True)
+        sampler.start()
+        own_api.faults.add_error(500, resources=["leases"])  # renewals fail from now on
+        wait_for(lambda: stale_at, timeout=RD + 5, what="freshness lost")
+        valid_until = a.elector.last_renewal + RD
+        # Not a moment early, and not waiting for a poll: within a few ms of the deadline.
+        assert valid_until <= stale_at[0] <= valid_until + 0.25, (stale_at[0], valid_until)
+        assert not deadline_fresh(valid_until)
+        wait_for(lambda: a.stopped_at, timeout=5, what="on_stopped_leading")
+    finally:
+        stop.set()
+        own_api.faults.clear()
+        a.halt()
+
+
+def test_freshness_is_lost_while_a_renewal_hangs(own_api, lease_name):
+    k = Kube(ClientSettings(kubeconfig=own_api.kubeconfig))
+    a = Candidate(k, lease_name, "a")
+    try:
+        wait_for(lambda: a.elector.is_leader, what="a leads")
+        own_api.faults.set_latency(10.0)  # the renewal request is on the wire, unanswered
+        hung_at = time.monotonic()
+        wait_for(lambda: not a.elector.is_fresh(), timeout=RD + 2, what="freshness lost")
+        assert time.monotonic() - hung_at <= RD + 0.2
+        assert a.elector.lease_valid_until() <= a.elector.last_renewal + RD
+    finally:
+        own_api.faults.set_latency(0.0)
+        a.halt()
+
+
+def test_a_renewal_is_dated_when_its_write_was_sent_not_when_it_was_answered(own_api, lease_name):
+    k = Kube(ClientSettings(kubeconfig=own_api.kubeconfig))
+    elector = LeaderElector(
+        k,
+        name=lease_name,
+        namespace=NS,
+        identity="a",
+        lease_duration=LD,
+        renew_deadline=RD,
+        retry_period=RP,
+    )
+    assert elector.try_acquire_or_renew()
+    latency = 0.4
+    own_api.faults.set_latency(latency)  # each request (GET, then PUT) is answered 0.4 s late
+    try:
+        assert elector.try_acquire_or_renew()
+        answered = time.monotonic()
+    finally:
+        own_api.faults.set_latency(0.0)
+    # The PUT was sent before its 0.4 s wait; the answer's arrival must not extend the lease.
+    assert elector.last_renewal <= answered - latency + 0.05

@@ -7,6 +7,7 @@ catches a response operatord would reject.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,23 @@ def test_crd_is_a_valid_kubernetes_manifest():
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     crd = yaml.safe_load((REPO / "examples" / "widget-crd.yaml").read_text())
     kubernetes_validate.validate(crd, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_async_probe_reports_whether_the_endpoint_answers():
+    from examples.probes import Probes
+
+    async def scenario():
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        handler = Probes()
+        up = await handler.sync(SyncRequest.build(widget(endpoint=f"127.0.0.1:{port}")))
+        server.close()
+        await server.wait_closed()
+        down = await handler.sync(SyncRequest.build(widget(endpoint=f"127.0.0.1:{port}")))
+        return up, down
+
+    up, down = asyncio.run(scenario())
+    assert up.status["reachable"] is True and down.status["reachable"] is False
+    assert validate_sync_response(up, default_namespace="team-a").status == up.status
+    loaded = load_handler("examples.probes:Probes", [str(REPO)])
+    assert loaded.sync_is_async

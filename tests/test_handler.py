@@ -359,7 +359,7 @@ b = B()
     assert "b.sync is not callable" in _load_error(f"{mod}:b", [path])
 
 
-def test_wrong_signature_and_async_are_rejected(make_module):
+def test_wrong_signatures_are_rejected_and_async_is_recognised(make_module):
     make, path = make_module
     mod = make(
         """
@@ -376,7 +376,9 @@ async def coro(request):
     assert "must accept one argument" in _load_error(f"{mod}:no_args", [path])
     assert "must accept one argument" in _load_error(f"{mod}:two_args", [path])
     assert load_handler(f"{mod}:with_default", [path]).sync(None) is None
-    assert "is async" in _load_error(f"{mod}:coro", [path])
+    loaded = load_handler(f"{mod}:coro", [path])
+    assert loaded.sync_is_async and not loaded.finalize_is_async
+    assert not load_handler(f"{mod}:with_default", [path]).sync_is_async
 
 
 # -- validate_sync_response -----------------------------------------------------------------------

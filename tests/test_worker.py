@@ -161,3 +161,24 @@ def test_no_write_after_the_lease_fence(api):
     # A renewal (LeaseUpdate) moves the fence forward for tasks already in flight.
     worker.update_lease(time.monotonic() + 30)
     assert worker.handle(SyncTask(parent["metadata"]["uid"], parent, [], expired)).outcome == "ok"
+
+
+def test_a_status_computed_from_a_stale_parent_is_not_written(api):
+    worker = make_worker(api)
+    parent = widget(api, "stale", size=1)
+    first = worker.handle(SyncTask(parent["metadata"]["uid"], parent, []))
+    assert first.outcome == "ok"
+    written = [w["object"] for w in first.written if w["object"]["kind"] == "Widget"][-1]
+    # Someone changes the spec; a sync still working from the version it saw must not write.
+    custom = client.CustomObjectsApi(api.client())
+    custom.patch_namespaced_custom_object(
+        "example.com", "v1", "default", "widgets", "stale", {"spec": {"size": 5}}
+    )
+    children = [w["object"] for w in first.written if w["object"]["kind"] == "ConfigMap"]
+    # The version the sync saw differs from what it last wrote (observedGeneration changes), so
+    # it tries a status write, against a server that has moved on.
+    stale = dict(written, metadata={**written["metadata"], "generation": 7})
+    result = worker.handle(SyncTask(parent["metadata"]["uid"], stale, children))
+    assert result.outcome == "abandoned" and "status not written" in result.error
+    now = custom.get_namespaced_custom_object("example.com", "v1", "default", "widgets", "stale")
+    assert now["status"] == written["status"]

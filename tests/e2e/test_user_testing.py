@@ -48,7 +48,9 @@ def test_user_runs_their_operator_against_the_embedded_api_server(tmp_path):
             wait_for(ready, timeout=30, message="widget ready")
             cm = client.CoreV1Api(kube).read_namespaced_config_map("w", "default")
             assert cm.data["size"] == "2"
-            assert op.metric("operatord_syncs_total", result="ok") >= 2
+            assert op.metric("operatord_syncs_total", result="ok") >= 1
+            # the sync ran the handler again after creating the ConfigMap
+            assert op.metric("operatord_handler_calls_total", method="sync") >= 2
             assert (
                 op.metric("operatord_child_writes_total", kind="ConfigMap", operation="create") == 1
             )

@@ -1,0 +1,101 @@
+"""Smoke tests of the comparison benchmarks (bench/vs_kopf.py, bench/latency.py): tiny runs,
+end to end, both systems. They check that the benchmarks work, not how fast anything is."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+
+pytest.importorskip("kopf")
+
+
+def _run(args: list[str], tmp_path: Path, timeout: float) -> tuple[str, dict]:
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, *args, "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout, json.loads(out.read_text())
+
+
+@pytest.mark.timeout(120)
+def test_vs_kopf_runs_both_systems_and_the_floor(tmp_path):
+    stdout, result = _run(
+        ["bench/vs_kopf.py", "--parents", "20", "--scenarios", "none"], tmp_path, 110
+    )
+    systems = [r["system"] for r in result["rows"]]
+    assert systems == ["raw-write floor (2x8 HTTP)", "operatord (workers=2)", "kopf"]
+    for row in result["rows"]:
+        assert row["missing"] == 0, row
+        assert row["converge_s"] > 0 and row["update_s"] > 0, row
+        assert row["conflicts"] == 0, row
+    floor, operatord, kopf = result["rows"]
+    assert floor["writes"] == 20 * 5  # 3 writes per create, 2 per update
+    for row in (operatord, kopf):
+        assert row["restart_writes"] == 0, row
+        assert row["restart_s"] > 0 and row["cpu_s"] > 0 and row["rss_mb"] > 0, row
+    assert kopf["calls"] == 40  # one create and one update handler call per Widget
+    assert "| none | operatord (workers=2) |" in stdout
+    assert "| none | kopf |" in stdout
+    assert "- none: operatord (workers=2)/kopf: converge " in stdout
+    assert result["machine"]["kopf"] != "not installed"
+
+
+@pytest.mark.timeout(120)
+def test_latency_runs_both_systems(tmp_path):
+    stdout, result = _run(
+        ["bench/latency.py", "--parents", "20", "--rate", "20", "--seconds", "1"], tmp_path, 110
+    )
+    assert [r["system"] for r in result["rows"]] == ["operatord (workers=2)", "kopf"]
+    for row in result["rows"]:
+        assert row["changes"] == 20 and row["missing"] == 0, row
+        assert 0 < row["status_p50_ms"] <= row["status_p99_ms"] <= row["status_max_ms"], row
+        assert row["status_p50_ms"] <= row["ready_p50_ms"], row
+    assert "| kopf | 20 | 20 |" in stdout
+
+
+def test_percentile_is_nearest_rank():
+    from latency import percentile
+
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([], 50) is None
+
+
+def test_ratio_lines_compare_each_operatord_row_with_kopf_and_the_floor():
+    from vs_kopf import ratio_lines
+
+    rows = [
+        {
+            "scenario": "none",
+            "system": "raw-write floor (2x8 HTTP)",
+            "converge_s": 2.0,
+            "update_s": 1.0,
+        },
+        {"scenario": "none", "system": "operatord (workers=1)", "converge_s": 8.0, "update_s": 6.0},
+        {"scenario": "none", "system": "operatord (workers=2)", "converge_s": 4.0, "update_s": 3.0},
+        {"scenario": "none", "system": "kopf", "converge_s": 8.0, "update_s": 6.0},
+    ]
+    lines = ratio_lines(rows)
+    assert lines[1].startswith(
+        "- none: operatord (workers=2)/kopf: converge 0.50x, update wave 0.50x"
+    )
+    assert lines[1].endswith("converge 2.00x and update wave 3.00x of the raw-write floor")
+    assert lines[2] == (
+        "- none: operatord (workers=2) converges 2.00x as fast as operatord (workers=1) "
+        "(update wave 2.00x)"
+    )
