@@ -43,6 +43,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/converge.py
 	$(BIN)/python bench/vs_kopf.py
 	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/related.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -16,6 +16,9 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from importlib import resources
+
+import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,6 +41,21 @@ def _writer(port: int, ns: str, start: int, count: int, op: str, out: mp.Queue) 
             body = {"data": {"i": f"{i}-x"}}
             conn.request(
                 "PATCH", f"/api/v1/namespaces/{ns}/configmaps/cm-{i}", json.dumps(body), hdr
+            )
+        elif op in ("cr", "cr+schema"):
+            plural = "gizmos" if op == "cr" else "widgets"
+            kind = "Gizmo" if op == "cr" else "Widget"
+            body = {
+                "apiVersion": "bench.example.com/v1",
+                "kind": kind,
+                "metadata": {"name": f"cr-{i}", "labels": {"bench": "yes"}},
+                "spec": {"size": i % 7, "message": f"hello {i}"},
+            }
+            conn.request(
+                "POST",
+                f"/apis/bench.example.com/v1/namespaces/{ns}/{plural}",
+                json.dumps(body),
+                hdr,
             )
         else:  # apply
             hdr = {"Content-Type": "application/apply-patch+yaml"}
@@ -108,6 +126,17 @@ def main() -> int:
         for op in ("create", "patch", "apply"):
             dt = max(_run(ctx, _writer, [(api.port, "bench", k * per, per, op) for k in range(w)]))
             print(f"  {op:<10} writes/s          {per * w / dt:8.0f}   ({per * w} in {dt:.2f} s)")
+        # custom objects: a CRD without a schema, and the example Widget CRD's schema (types,
+        # minimum, defaults, pruning)
+        example = yaml.safe_load(
+            resources.files("operatord.examples").joinpath("widget-crd.yaml").read_text()
+        )
+        schema = example["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        api.apply_crd("bench.example.com", "v1", "Gizmo")
+        api.apply_crd("bench.example.com", "v1", "Widget", schema=schema)
+        for op in ("cr", "cr+schema"):
+            dt = max(_run(ctx, _writer, [(api.port, "bench", k * per, per, op) for k in range(w)]))
+            print(f"  create {op:<9} writes/s   {per * w / dt:8.0f}   ({per * w} in {dt:.2f} s)")
         t0 = time.perf_counter()
         conn = http.client.HTTPConnection("127.0.0.1", api.port)
         conn.request("GET", "/api/v1/namespaces/bench/configmaps")

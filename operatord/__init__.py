@@ -3,8 +3,17 @@
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
+from operatord.conditions import set_condition
 from operatord.config import Config, ConfigError, load_config
-from operatord.handler import Children, FinalizeResponse, Handler, SyncRequest, SyncResponse
+from operatord.handler import (
+    Children,
+    Event,
+    FinalizeResponse,
+    Handler,
+    Related,
+    SyncRequest,
+    SyncResponse,
+)
 
 try:
     __version__ = _version("operatord")
@@ -15,10 +24,13 @@ __all__ = [
     "Children",
     "Config",
     "ConfigError",
+    "Event",
     "FinalizeResponse",
     "Handler",
+    "Related",
     "SyncRequest",
     "SyncResponse",
     "__version__",
     "load_config",
+    "set_condition",
 ]

@@ -40,6 +40,7 @@ __all__ = [
     "OVERRIDES",
     "LeaderElectionConfig",
     "Override",
+    "RelatedType",
     "ResourceType",
     "apply_overrides",
     "check_config_command",
@@ -111,6 +112,25 @@ class ResourceType:
 
 
 @dataclass(frozen=True)
+class RelatedType:
+    """A type the handler may read (``related``): watched and cached by the leader, read only.
+
+    ``label_selector`` (``""``: none) limits what is listed, watched and cached.
+    """
+
+    api_version: str
+    kind: str
+    label_selector: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.api_version, self.kind)
+
+    def __str__(self) -> str:
+        return f"{self.api_version}/{self.kind}"
+
+
+@dataclass(frozen=True)
 class BackoffConfig:
     """Per-parent retry delays: ``initial * multiplier**(n-1)``, capped, with +/- jitter."""
 
@@ -173,6 +193,7 @@ class Config:
     controller_runtime_metrics: bool = False
     logging_format: str = "auto"
     logging_level: str = "info"
+    related: tuple[RelatedType, ...] = ()
 
     def __post_init__(self) -> None:
         # Normalize sequences to tuples and relative paths to absolute ones, then validate the
@@ -184,6 +205,7 @@ class Config:
             self, "python_path", tuple(os.path.abspath(str(p)) for p in (paths or ()))
         )
         object.__setattr__(self, "children", tuple(self.children or ()))
+        object.__setattr__(self, "related", tuple(self.related or ()))
         if self.workers is None:
             object.__setattr__(self, "workers", _cpu_count())
         for name, kind in (
@@ -227,6 +249,11 @@ class Config:
     def child_keys(self) -> frozenset[tuple[str, str]]:
         """``(apiVersion, kind)`` of every child type (for ``validate_sync_response``)."""
         return frozenset(c.key for c in self.children)
+
+    @property
+    def related_keys(self) -> frozenset[tuple[str, str]]:
+        """``(apiVersion, kind)`` of every related type (what ``related()`` may select)."""
+        return frozenset(r.key for r in self.related)
 
     def child_type(self, api_version: str, kind: str) -> ResourceType | None:
         """The configured child type ``(api_version, kind)``, or None."""
@@ -275,6 +302,10 @@ class Config:
             },
             "health": {"port": self.health_port, "address": self.health_address},
             "logging": {"format": self.logging_format, "level": self.logging_level},
+            "related": [
+                {"apiVersion": r.api_version, "kind": r.kind, "labelSelector": r.label_selector}
+                for r in self.related
+            ],
         }
 
     @classmethod
@@ -336,6 +367,10 @@ class Config:
             controller_runtime_metrics=data.get("metrics", {}).get("controllerRuntime", False),
             logging_format=data.get("logging", {}).get("format", "auto"),
             logging_level=data.get("logging", {}).get("level", "info"),
+            related=tuple(
+                RelatedType(r["apiVersion"], r["kind"], r.get("labelSelector", ""))
+                for r in data.get("related", [])
+            ),
         )
 
 
@@ -551,7 +586,33 @@ def _semantic_errors(d: dict[str, Any]) -> list[tuple[list[Any], str]]:
             )
         else:
             seen[key] = i
+    related_seen: dict[tuple[str, str], int] = {}
+    for i, rel in enumerate(d.get("related", [])):
+        key = (rel["apiVersion"], rel["kind"])
+        if key in related_seen:
+            out.append(
+                (
+                    ["related", i],
+                    f"{key[0]}/{key[1]} is already listed as related[{related_seen[key]}]",
+                )
+            )
+        else:
+            related_seen[key] = i
+        problem = _label_selector_problem(rel.get("labelSelector", ""))
+        if problem:
+            out.append((["related", i, "labelSelector"], problem))
     return out
+
+
+def _label_selector_problem(selector: str) -> str | None:
+    """Why ``selector`` is not a valid label selector, or None."""
+    from operatord.related import SelectorError, parse_selector  # the one selector grammar
+
+    try:
+        parse_selector(selector)
+    except SelectorError as exc:
+        return str(exc)
+    return None
 
 
 # Set while building a Config from data a validated Config produced (worker processes): the
@@ -820,7 +881,12 @@ def isolate_import_path() -> None:
 
 def _summary(cfg: Config) -> str:
     children = ",".join(f"{c}({c.update_strategy})" for c in cfg.children) or "none"
-    return f"ok: {cfg.name} handler={cfg.handler} parent={cfg.parent} children={children}"
+    line = f"ok: {cfg.name} handler={cfg.handler} parent={cfg.parent} children={children}"
+    if cfg.related:
+        line += " related=" + ",".join(
+            f"{r}({r.label_selector})" if r.label_selector else str(r) for r in cfg.related
+        )
+    return line
 
 
 def check_config_command(

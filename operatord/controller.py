@@ -53,6 +53,7 @@ from operatord.informer import Informer
 from operatord.kube import ApiError, ClientSettings, Kube, Resource
 from operatord.protocol import SyncResult, SyncTask
 from operatord.queue import RESYNC, WorkQueue
+from operatord.related import RelatedTypes
 from operatord.sharding import shard_for
 from operatord.supervisor import WorkerGone, WorkerProcess
 
@@ -166,6 +167,7 @@ class Controller:
         self.suspects: set[str] = set()
         self.parent_resource: Resource | None = None
         self.child_resources: list[Resource] = []
+        self.related = RelatedTypes(config, self._enqueue_related)
         # A worker holding parents and silent for this long is considered hung.
         self.task_deadline = config.handler_timeout_seconds + 60
 
@@ -227,6 +229,7 @@ class Controller:
         self._threads.append(t)
         self.parent_resource = self._resolve(cfg.parent.api_version, cfg.parent.kind)
         self.child_resources = [self._resolve(c.api_version, c.kind) for c in cfg.children]
+        self.related.resolve(self._resolve)
         starters = [
             threading.Thread(
                 target=self._start_slot, args=(slot,), name=f"start-worker-{slot.index}"
@@ -262,6 +265,9 @@ class Controller:
                     observe=self._observe_informer,
                 )
             )
+        self.informers += self.related.informers(
+            self.kube, watch_timeout=self.watch_timeout, observe=self._observe_informer
+        )
         for inf in self.informers:
             inf.start()
         for slot in self.slots:
@@ -339,6 +345,13 @@ class Controller:
                 return
         self._queue_for(uid).add(uid)
 
+    def _enqueue_related(self, uids: set[str]) -> None:
+        """Queue the parents whose related objects changed. A parent in flight is marked dirty
+        in its queue, so it syncs again after its running sync (which saw the old objects)."""
+        for uid in uids:
+            if self.cache.parent(uid) is not None:
+                self._queue_for(uid).add(uid)
+
     def _on_parent_list(self, items: list[dict]) -> None:
         changed, removed = self.cache.replace_parents(items)
         for uid in removed:
@@ -360,6 +373,7 @@ class Controller:
         self._write_streak.pop(uid, None)
         self.suspects.discard(uid)
         self.events.forget(uid)
+        self.related.forget(uid)
 
     def _on_child_list(self, res: Resource, items: list[dict]) -> None:
         for uid in self.cache.replace_children(res.api_version, res.kind, items):
@@ -488,7 +502,9 @@ class Controller:
                 slot.inflight[uid] = _InFlight(
                     uid, parent, self.cache.versions(uid), uid in self.suspects
                 )
-                tasks.append(SyncTask(uid, parent, children, lease))
+                tasks.append(
+                    SyncTask(uid, parent, children, lease, **self.related.task_fields(uid))
+                )
             if not tasks:
                 return
             if isolate:
@@ -597,10 +613,12 @@ class Controller:
             return  # a result for a task this leader already gave up on
         if result.outcome != protocol.ABANDONED:
             self.suspects.discard(uid)
+        if self.cache.parent(uid) is not None:
+            self.related.record(uid, result.selection, entry.parent)
         expected = self._apply_written(uid, entry, result)
         queue = slot.queue
         streak = 0
-        if result.outcome == protocol.OK and result.children_changed:
+        if result.outcome == protocol.OK and (result.children_changed or result.reselect):
             streak = self._write_streak.get(uid, 0) + 1
             self._write_streak[uid] = streak
         else:
@@ -618,6 +636,13 @@ class Controller:
                     consecutive_writing_syncs=streak,
                     retry_in=round(delay, 3),
                 )
+            elif step.log == "unstable_selection":
+                log.warning(
+                    "related() returns a different selection on every sync; it must depend on "
+                    "the parent only, slowing down",
+                    **self._parent_context(uid),
+                    retry_in=round(delay, 3),
+                )
             elif step.log == "failed":
                 log.info(
                     "sync failed; backing off",
@@ -633,6 +658,8 @@ class Controller:
         if result.outcome == protocol.ERROR:
             reason = "FinalizeFailed" if _finalizing(entry.parent) else "SyncFailed"
             self.events.post(entry.parent, reason, result.error or "")
+        for type_, reason, message in result.events:
+            self.events.post(entry.parent, reason, message, type_)
         self._finish(slot, uid, expected, again=step.again or expected is None)
 
     def _finish(self, slot: _Slot, uid: str, expected: dict | None, again: bool) -> None:
@@ -720,6 +747,11 @@ class Controller:
                 counts.get(f"{res.api_version}/{res.kind}", 0),
                 {"resource": res.key},
             )
+        for res, count in self.related.counts():  # a type also watched as child: both caches
+            count += (
+                counts.get(f"{res.api_version}/{res.kind}", 0) if res in self.child_resources else 0
+            )
+            m.set("cached_objects", count, {"resource": res.key})
 
 
 def _finalizing(parent: dict) -> bool:

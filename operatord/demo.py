@@ -3,31 +3,26 @@
 It starts everything on 127.0.0.1, creates widgets, shows them converging, deletes a third of
 them and shows them finalized, prints a few metrics, then stops by itself. Exit status 0 means
 every step converged within its deadline.
+
+It needs nothing but an installed operatord: the example handler and CRD ship in the package
+(`operatord.examples`), and the operator runs through `operatord.testing.OperatorProcess`,
+exactly as users run theirs in end-to-end tests.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from importlib import resources
 from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "demo"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+HANDLER = "operatord.examples.widgets:Widgets"
 
 
 def _bar(done: int, total: int, width: int = 30) -> str:
@@ -66,62 +61,39 @@ def _scrape(port: int) -> dict[str, float]:
 def main(parents: int = 30, workers: int = 2, timeout: float = 120.0) -> int:
     from kubernetes import client
 
-    from operatord.testing import ApiServer
+    from operatord.testing import ApiServer, OperatorProcess
 
-    examples = REPO / "examples"
-    if not (examples / "widgets.py").exists():
-        _say(f"error: the example handler is not at {examples} (run the demo from a checkout)")
-        return 1
+    crd = yaml.safe_load(
+        resources.files("operatord.examples").joinpath("widget-crd.yaml").read_text()
+    )
     work = Path(tempfile.mkdtemp(prefix="operatord-demo-"))
     with ApiServer() as api:
         _say(f"1. embedded Kubernetes API server at {api.url} (kubeconfig: {api.kubeconfig})")
         api_client = api.client()
-        crd = yaml.safe_load((examples / "widget-crd.yaml").read_text())
         client.ApiextensionsV1Api(api_client).create_custom_resource_definition(crd)
         core = client.CoreV1Api(api_client)
         core.create_namespace({"metadata": {"name": NAMESPACE}})
         _say("2. installed the Widget CRD (example.com/v1) and namespace 'demo'")
 
-        metrics_port, health_port = _free_port(), _free_port()
         config = {
             "name": "widget-operator",
-            "handler": "examples.widgets:Widgets",
-            "pythonPath": [str(REPO)],
+            "handler": HANDLER,
             "parent": {"apiVersion": "example.com/v1", "kind": "Widget"},
             "children": [{"apiVersion": "v1", "kind": "ConfigMap", "updateStrategy": "Replace"}],
             "workers": workers,
             "leaderElection": {"enabled": True, "leaseNamespace": "default"},
-            "metrics": {"port": metrics_port},
-            "health": {"port": health_port},
             "logging": {"format": "json", "level": "info"},
         }
-        cfg_path = work / "config.yaml"
-        cfg_path.write_text(yaml.safe_dump(config))
-        log_path = work / "operatord.log"
-        log_file = open(log_path, "w")  # noqa: SIM115 - closed in finally
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "operatord",
-                "run",
-                "--config",
-                str(cfg_path),
-                "--kubeconfig",
-                api.kubeconfig,
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        op = OperatorProcess(api, config, workdir=work).start()
         _say(
-            f"3. started `operatord run` with {workers} workers (pid {proc.pid}, logs: {log_path})"
+            f"3. started `operatord run` with {workers} workers "
+            f"(pid {op.proc.pid}, logs: {op.out_path})"
         )
         custom = client.CustomObjectsApi(api_client)
         try:
             t0 = time.monotonic()
-            if not _wait_ready(health_port, proc, timeout):
-                return _fail(proc, log_path, "operatord did not become ready")
+            if not _wait_ready(op, timeout):
+                return _fail(op, "operatord did not become ready")
             _say(f"   leader elected, caches synced, workers up in {time.monotonic() - t0:.1f}s")
             t0 = time.monotonic()
             for i in range(parents):
@@ -143,10 +115,10 @@ def main(parents: int = 30, workers: int = 2, timeout: float = 120.0) -> int:
                 parents,
                 lambda: sum(1 for w in _widgets(custom) if _converged(w)),
                 timeout,
-                proc,
+                op,
             )
             if not ok:
-                return _fail(proc, log_path, "widgets did not converge")
+                return _fail(op, "widgets did not converge")
             cms = core.list_namespaced_config_map(
                 NAMESPACE, label_selector="app.kubernetes.io/managed-by=widget-operator"
             ).items
@@ -171,12 +143,12 @@ def main(parents: int = 30, workers: int = 2, timeout: float = 120.0) -> int:
                     - len({w["metadata"]["name"] for w in _widgets(custom)} & set(doomed))
                 ),
                 timeout,
-                proc,
+                op,
             )
             if not ok:
-                return _fail(proc, log_path, "widgets were not finalized")
-            m = _scrape(metrics_port)
-            _say(f"6. a few metrics from :{metrics_port}/metrics")
+                return _fail(op, "widgets were not finalized")
+            m = _scrape(op.metrics_port)
+            _say(f"6. a few metrics from :{op.metrics_port}/metrics")
             for key in sorted(m):
                 if (
                     key.startswith(
@@ -194,28 +166,17 @@ def main(parents: int = 30, workers: int = 2, timeout: float = 120.0) -> int:
                     if m[key]:
                         _say(f"   {key} = {m[key]:g}")
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                code = proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                code = proc.wait()
-            log_file.close()
+            code = op.stop()
         _say(f"7. operatord drained and exited with status {code}; demo complete")
         return 0 if code == 0 else 1
 
 
-def _wait_ready(port: int, proc, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
+def _wait_ready(op, timeout: float) -> bool:
+    try:
+        op.wait_ready(timeout)
+    except (AssertionError, TimeoutError):
+        return False
+    return True
 
 
 def _widgets(custom) -> list[dict]:
@@ -229,12 +190,12 @@ def _converged(w: dict) -> bool:
     )
 
 
-def _wait(label: str, total: int, count, timeout: float, proc) -> bool:
+def _wait(label: str, total: int, count, timeout: float, op) -> bool:
     deadline = time.monotonic() + timeout
     done = 0
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            _say(f"\n   operatord exited early with status {proc.returncode}")
+        if op.proc.poll() is not None:
+            _say(f"\n   operatord exited early with status {op.proc.returncode}")
             return False
         done = count()
         _progress(label, done, total)
@@ -246,9 +207,9 @@ def _wait(label: str, total: int, count, timeout: float, proc) -> bool:
     return False
 
 
-def _fail(proc, log_path: Path, what: str) -> int:
+def _fail(op, what: str) -> int:
     _say(f"error: {what}; last log lines:")
-    lines = log_path.read_text().splitlines()[-15:]
+    lines = op.output().splitlines()[-15:]
     for line in lines:
         _say("   " + line)
     return 1

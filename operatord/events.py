@@ -1,8 +1,8 @@
 """Kubernetes Events about parents: rate-limited, aggregated, redacted.
 
 Guarantees:
-- At most one API call per (parent, type) per ``interval`` seconds; what arrives meanwhile is
-  counted and dropped (the count reaches the Event with the next call).
+- At most one API call per (parent, type, reason) per ``interval`` seconds; what arrives
+  meanwhile is counted and dropped (the count reaches the Event with the next call).
 - A repeat of the same reason updates the Event posted before (``count``, ``lastTimestamp``,
   ``message``), as ``kubectl describe`` aggregates them; an Event that expired meanwhile (404)
   is posted anew.
@@ -53,9 +53,10 @@ class EventRecorder:
         self.guard = guard or (lambda: None)
         self.clock = clock
         self._lock = threading.Lock()
-        self._last_call: dict[tuple[str, str], float] = {}
-        self._posted: dict[tuple[str, str], dict] = {}  # (uid, type) -> {name, reason, count}
-        self._pending_counts: dict[tuple[str, str], int] = {}
+        # uid -> (type, reason) -> state; one dict per parent so forgetting one is O(1)
+        self._last_call: dict[str, dict[tuple[str, str], float]] = {}
+        self._posted: dict[str, dict[tuple[str, str], dict]] = {}  # -> {name, count}
+        self._pending_counts: dict[str, dict[tuple[str, str], int]] = {}
         self._queue: queue.Queue = queue.Queue(max_pending)
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
@@ -70,15 +71,17 @@ class EventRecorder:
         uid = meta.get("uid")
         if not uid:
             return False
-        key = (uid, type_)
+        key = (type_, reason)
         now = self.clock()
         with self._lock:
-            last = self._last_call.get(key)
+            calls = self._last_call.setdefault(uid, {})
+            last = calls.get(key)
             if last is not None and now - last < self.interval:
-                self._pending_counts[key] = self._pending_counts.get(key, 0) + 1
+                pending = self._pending_counts.setdefault(uid, {})
+                pending[key] = pending.get(key, 0) + 1
                 return False
-            self._last_call[key] = now
-            extra = self._pending_counts.pop(key, 0)
+            calls[key] = now
+            extra = self._pending_counts.get(uid, {}).pop(key, 0)
         item = (parent, reason, redact(str(message))[:MAX_MESSAGE], type_, extra)
         try:
             self._queue.put_nowait(item)
@@ -91,10 +94,9 @@ class EventRecorder:
     def forget(self, uid: str) -> None:
         """Drop the state of a parent that is gone."""
         with self._lock:
-            for type_ in ("Warning", "Normal"):
-                self._last_call.pop((uid, type_), None)
-                self._posted.pop((uid, type_), None)
-                self._pending_counts.pop((uid, type_), None)
+            self._last_call.pop(uid, None)
+            self._posted.pop(uid, None)
+            self._pending_counts.pop(uid, None)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued Event is written (or given up); True when the queue is empty."""
@@ -134,17 +136,18 @@ class EventRecorder:
         """Post or update one Event now (the background thread's step; tests call it)."""
         meta = parent["metadata"]
         uid = meta["uid"]
-        key = (uid, type_)
+        key = (type_, reason)
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         namespace = meta.get("namespace") or "default"
         with self._lock:
-            previous = dict(self._posted[key]) if key in self._posted else None
+            found = self._posted.get(uid, {}).get(key)
+            previous = dict(found) if found is not None else None
         try:
             self.guard()
         except Exception:  # noqa: BLE001 - the fence said no: write nothing
             return
         try:
-            if previous is not None and previous["reason"] == reason:
+            if previous is not None:
                 count = previous["count"] + 1 + extra
                 try:
                     self.kube.request(
@@ -155,7 +158,7 @@ class EventRecorder:
                         retry=False,
                     )
                     with self._lock:
-                        self._posted[key] = {**previous, "count": count}
+                        self._posted.setdefault(uid, {})[key] = {**previous, "count": count}
                     self._count(type_)
                     return
                 except ApiError as exc:
@@ -187,7 +190,7 @@ class EventRecorder:
                 "POST", f"/api/v1/namespaces/{namespace}/events", body=event, retry=False
             )
             with self._lock:
-                self._posted[key] = {"name": name, "reason": reason, "count": 1 + extra}
+                self._posted.setdefault(uid, {})[key] = {"name": name, "count": 1 + extra}
             self._count(type_)
         except ApiError as exc:
             log.warning("could not post event", status=exc.status, error=exc.message)

@@ -1,11 +1,12 @@
 """The handler API: what a user's operator receives and returns.
 
 A handler is an object with ``sync(request) -> SyncResponse`` and, optionally,
-``finalize(request) -> FinalizeResponse``; a plain function ``sync(request)`` is a handler too.
+``finalize(request) -> FinalizeResponse`` and ``related(parent) -> list[Related]``; a plain
+function ``sync(request)`` is a handler too (its ``related`` is an attribute of the function).
 operatord calls it with a :class:`SyncRequest` built from plain dicts (the parent and its
 observed children, exactly as the API server returned them) and turns the response into API
 writes. Nothing in this module talks to a cluster, so a handler can be unit-tested with
-``SyncRequest.build(parent_dict, children=[...])`` alone.
+``SyncRequest.build(parent_dict, children=[...], related=[...])`` alone.
 
 Guarantees of this module:
 
@@ -14,6 +15,8 @@ Guarantees of this module:
 - ``load_handler`` either returns an object whose ``sync``/``finalize`` can be called, or raises
   ``HandlerImportError`` naming the import path and the reason. It never returns a half-loaded
   handler.
+- ``validate_related`` either returns a selection as plain data (`operatord.related.Selection`)
+  or raises ``InvalidResponse`` with a one-line reason.
 - ``validate_sync_response``/``validate_finalize_response`` either return a normalized response
   (children as a tuple, numbers as float) or raise ``InvalidResponse`` with a one-line reason.
   A response that passes is plain JSON-serializable data and can cross process boundaries.
@@ -37,10 +40,12 @@ __all__ = [
     "HandlerImportError",
     "InvalidResponse",
     "LoadedHandler",
+    "Related",
     "SyncRequest",
     "SyncResponse",
     "load_handler",
     "validate_finalize_response",
+    "validate_related",
     "validate_sync_response",
 ]
 
@@ -174,22 +179,65 @@ class SyncRequest:
 
     ``parent`` is the parent object as the API server returned it; ``children`` holds every
     observed child of this parent (of every configured child type); ``finalizing`` is True when
-    the parent is being deleted and ``finalize`` is the method being called.
+    the parent is being deleted and ``finalize`` is the method being called. ``related`` holds
+    the cached objects the handler's ``related(parent)`` selected (the same view as
+    ``children``: ``of_type``, ``get``, iteration, ``len``); a selected object that does not
+    exist is simply absent.
     """
 
     parent: dict
     children: Children = field(default_factory=Children)
     finalizing: bool = False
+    related: Children = field(default_factory=Children)
 
     @classmethod
     def build(
-        cls, parent: dict, children: Iterable[dict] = (), finalizing: bool = False
+        cls,
+        parent: dict,
+        children: Iterable[dict] = (),
+        finalizing: bool = False,
+        related: Iterable[dict] = (),
     ) -> SyncRequest:
         """Build a request from plain dicts: the way to unit-test a handler without a cluster."""
         if not isinstance(parent, dict):
             raise TypeError(f"parent: expected an object dict, got {type(parent).__name__}")
         kids = children if isinstance(children, Children) else Children(children)
-        return cls(parent=parent, children=kids, finalizing=bool(finalizing))
+        rel = related if isinstance(related, Children) else Children(related)
+        return cls(parent=parent, children=kids, finalizing=bool(finalizing), related=rel)
+
+
+@dataclass(frozen=True)
+class Related:
+    """What ``related(parent)`` returns: objects of one configured ``related`` type to read.
+
+    Select by ``names``, by ``label_selector`` (Kubernetes syntax: ``"team=a,tier!=db"``;
+    ``""`` selects every object), or both (an object must have one of the names *and* match).
+    ``namespace`` defaults to the parent's; for a cluster-scoped parent it means every
+    namespace, and it is ignored for cluster-scoped types (Namespace, Node, ...).
+    """
+
+    api_version: str
+    kind: str
+    names: Sequence[str] = ()
+    namespace: str | None = None
+    label_selector: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event about the parent, recorded by operatord for a handler.
+
+    ``type`` is "Normal" or "Warning"; ``reason`` a short CamelCase word (``ScaledUp``);
+    ``message`` one human-readable line. Events are rate-limited per parent and type (one API
+    call a minute; repeats of a reason update one Event's count) and redacted like logs.
+    """
+
+    reason: str
+    message: str = ""
+    type: str = "Normal"
+
+
+EVENT_TYPES = ("Normal", "Warning")
 
 
 @dataclass(frozen=True)
@@ -198,12 +246,14 @@ class SyncResponse:
 
     ``status`` replaces the parent's ``.status`` (None leaves it alone); ``children`` is the
     complete desired set: an observed child that is not listed is deleted. ``resync_after``
-    (seconds) asks for one more sync of this parent after that delay.
+    (seconds) asks for one more sync of this parent after that delay. ``events`` are recorded
+    on the parent once the sync's writes succeeded.
     """
 
     status: dict | None = None
     children: Sequence[dict] = ()
     resync_after: float | None = None
+    events: Sequence[Event] = ()
 
 
 @dataclass(frozen=True)
@@ -218,6 +268,7 @@ class FinalizeResponse:
     status: dict | None = None
     finalized: bool = True
     retry_after: float | None = None
+    events: Sequence[Event] = ()
 
 
 class Handler:
@@ -235,6 +286,12 @@ class Handler:
     def finalize(self, request: SyncRequest) -> FinalizeResponse:
         """Clean up before the parent is deleted; by default there is nothing to do."""
         return FinalizeResponse(finalized=True)
+
+    def related(self, parent: dict) -> list[Related]:
+        """The objects (of the configured ``related`` types) that ``request.related`` should
+        hold for ``parent``; a change to any of them syncs the parent. It must depend on the
+        parent only; by default nothing is selected."""
+        return []
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,6 +323,8 @@ class LoadedHandler:
         "_finalize",
         "sync_is_async",
         "finalize_is_async",
+        "related",
+        "related_is_async",
     )
 
     def __init__(
@@ -274,6 +333,7 @@ class LoadedHandler:
         target: Any,
         sync: Callable[[SyncRequest], Any],
         finalize: Callable[[SyncRequest], Any],
+        related: Callable[[dict], Any] | None = None,
     ) -> None:
         self.import_path = import_path
         self.target = target  # the instance or function the user wrote
@@ -281,6 +341,9 @@ class LoadedHandler:
         self._finalize = finalize
         self.sync_is_async = _is_async(sync)
         self.finalize_is_async = _is_async(finalize)
+        # related(parent) -> list[Related], or None when the handler selects nothing.
+        self.related = related
+        self.related_is_async = related is not None and _is_async(related)
 
     def sync(self, request: SyncRequest) -> Any:
         return self._sync(request)
@@ -422,7 +485,11 @@ def load_handler(import_path: str, python_path: Sequence[str] = ()) -> LoadedHan
             )
         else:
             _check_callable_with_request(f"{name}.finalize", finalize, import_path)
-        return LoadedHandler(import_path, obj, sync, finalize)
+        related = getattr(obj, "related", None)
+        if isinstance(obj, Handler) and type(obj).related is Handler.related:
+            related = None
+        _check_related(name, related, import_path)
+        return LoadedHandler(import_path, obj, sync, finalize, related)
 
     if not callable(obj):
         raise HandlerImportError(
@@ -430,7 +497,19 @@ def load_handler(import_path: str, python_path: Sequence[str] = ()) -> LoadedHan
             f"(got {type(obj).__name__}); expected a Handler class, instance or sync function"
         )
     _check_callable_with_request(name, obj, import_path)
-    return LoadedHandler(import_path, obj, obj, _default_finalize)
+    related = getattr(obj, "related", None)
+    _check_related(name, related, import_path)
+    return LoadedHandler(import_path, obj, obj, _default_finalize, related)
+
+
+def _check_related(name: str, related: Any, import_path: str) -> None:
+    if related is None:
+        return
+    if not callable(related):
+        raise HandlerImportError(
+            f"cannot load handler {import_path!r}: {name}.related is not callable"
+        )
+    _check_callable_with_request(f"{name}.related", related, import_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -557,7 +636,70 @@ def validate_sync_response(
         seen[key] = i
         _check_plain(child, where)
     resync_after = _check_seconds(obj.resync_after, "resync_after")
-    return SyncResponse(status=obj.status, children=tuple(children), resync_after=resync_after)
+    return SyncResponse(
+        status=obj.status,
+        children=tuple(children),
+        resync_after=resync_after,
+        events=_check_events(obj.events),
+    )
+
+
+def validate_related(
+    obj: Any, *, allowed_types: Collection[tuple[str, str]]
+) -> tuple[tuple[str, str, tuple[str, ...], str | None, str | None], ...]:
+    """Check what ``related(parent)`` returned; return the selection as plain data or raise
+    ``InvalidResponse``.
+
+    Checks: a list or tuple of ``Related``; each of a type in ``allowed_types`` (the configured
+    ``related`` types); ``names`` a list or tuple of non-empty strings; ``namespace`` None or a
+    string; ``label_selector`` None or a valid label selector; names or a label selector given.
+    The result keeps the given order: ``(apiVersion, kind, names, namespace, labelSelector)``.
+    """
+    from operatord.related import SelectorError, parse_selector
+
+    if obj is None:
+        raise InvalidResponse("related returned None; expected a list of Related (missing return?)")
+    if isinstance(obj, Related) or not isinstance(obj, (list, tuple)):
+        raise InvalidResponse(f"related must return a list of Related, got {_describe(obj)}")
+    out = []
+    for i, rel in enumerate(obj):
+        where = f"related[{i}]"
+        if not isinstance(rel, Related):
+            raise InvalidResponse(f"{where} must be a Related, got {_describe(rel)}")
+        for key, value in (("api_version", rel.api_version), ("kind", rel.kind)):
+            if not isinstance(value, str) or not value:
+                raise InvalidResponse(f"{where}.{key} must be a non-empty string, got {value!r}")
+        type_key = (rel.api_version, rel.kind)
+        if type_key not in allowed_types:
+            allowed = ", ".join(f"{a}/{k}" for a, k in sorted(allowed_types)) or "none"
+            raise InvalidResponse(
+                f"{where} selects {type_key[0]}/{type_key[1]}, which is not a configured related "
+                f"type (configured: {allowed})"
+            )
+        names = rel.names
+        if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
+            raise InvalidResponse(f"{where}.names must be a list of names, got {_describe(names)}")
+        for j, n in enumerate(names):
+            if not isinstance(n, str) or not n:
+                raise InvalidResponse(f"{where}.names[{j}] must be a non-empty string, got {n!r}")
+        if rel.namespace is not None and not isinstance(rel.namespace, str):
+            raise InvalidResponse(
+                f"{where}.namespace must be a string or None, got {_describe(rel.namespace)}"
+            )
+        selector = rel.label_selector
+        if selector is not None:
+            if not isinstance(selector, str):
+                raise InvalidResponse(
+                    f"{where}.label_selector must be a string or None, got {_describe(selector)}"
+                )
+            try:
+                parse_selector(selector)
+            except SelectorError as exc:
+                raise InvalidResponse(f"{where}.label_selector: {exc}") from None
+        elif not names:
+            raise InvalidResponse(f"{where} selects nothing: give names, label_selector or both")
+        out.append((rel.api_version, rel.kind, tuple(names), rel.namespace or None, selector))
+    return tuple(out)
 
 
 def validate_finalize_response(obj: Any) -> FinalizeResponse:
@@ -576,4 +718,34 @@ def validate_finalize_response(obj: Any) -> FinalizeResponse:
     if not isinstance(obj.finalized, bool):
         raise InvalidResponse(f"finalized must be True or False, got {_describe(obj.finalized)}")
     retry_after = _check_seconds(obj.retry_after, "retry_after")
-    return FinalizeResponse(status=obj.status, finalized=obj.finalized, retry_after=retry_after)
+    return FinalizeResponse(
+        status=obj.status,
+        finalized=obj.finalized,
+        retry_after=retry_after,
+        events=_check_events(obj.events),
+    )
+
+
+_REASON_MAX = 128
+
+
+def _check_events(events: Any) -> tuple[Event, ...]:
+    if isinstance(events, (str, bytes, dict)) or not isinstance(events, (list, tuple)):
+        raise InvalidResponse(f"events must be a list or tuple of Event, got {_describe(events)}")
+    for i, event in enumerate(events):
+        where = f"events[{i}]"
+        if not isinstance(event, Event):
+            raise InvalidResponse(f"{where} must be an Event, got {_describe(event)}")
+        reason = event.reason
+        if not isinstance(reason, str) or not reason or len(reason) > _REASON_MAX:
+            raise InvalidResponse(
+                f"{where}.reason must be a non-empty string of at most {_REASON_MAX} characters,"
+                f" got {reason!r}"
+            )
+        if not isinstance(event.message, str):
+            raise InvalidResponse(
+                f"{where}.message must be a string, got {_describe(event.message)}"
+            )
+        if event.type not in EVENT_TYPES:
+            raise InvalidResponse(f"{where}.type must be Normal or Warning, got {event.type!r}")
+    return tuple(events)

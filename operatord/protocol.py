@@ -58,6 +58,10 @@ class SyncTask:
     # Monotonic time (system-wide clock) until which the leader's lease is certainly ours;
     # the worker writes nothing after it. None: no leader election, no fence.
     lease_valid_until: float | None = None
+    # The cached related objects the parent's recorded selection matches, and that selection
+    # (operatord.related.Selection; None: none recorded yet). The worker re-selects first.
+    related: list | tuple = ()
+    selection: tuple | None = None
 
     @property
     def finalizing(self) -> bool:
@@ -82,6 +86,14 @@ class SyncResult:
     children_changed: bool = False
     duration: float = 0.0  # seconds the task took in the worker
     handler_calls: int = 0  # how many times the handler ran for this task
+    # Events the handler asked for, (type, reason, message); the leader records them.
+    events: tuple = ()
+    # What the handler's related(parent) returned (operatord.related.Selection); None when it
+    # did not run (no related types configured, or it failed).
+    selection: tuple | None = None
+    # The selection differs from the one the task was built with: nothing was synced or
+    # written; the leader records the selection and dispatches the parent again at once.
+    reselect: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +142,12 @@ class Results:
 
 # ---- wire form ------------------------------------------------------------------------------
 
-_TASK_FIELDS = ("uid", "parent", "children", "lease_valid_until")
+_TASK_FIELDS = ("uid", "parent", "children", "lease_valid_until", "related", "selection")
 _RESULT_FIELDS = tuple(SyncResult.__dataclass_fields__)
 
 
 def _task_wire(t: SyncTask) -> tuple:
-    return (t.uid, t.parent, t.children, t.lease_valid_until)
+    return (t.uid, t.parent, t.children, t.lease_valid_until, t.related, t.selection)
 
 
 def _result_wire(r: SyncResult) -> tuple:
@@ -201,17 +213,22 @@ class Step:
     after: float | None = None  # also retry after this many seconds (event lane)
     resync: bool = False  # schedule the periodic resync (resync lane)
     again: bool = False  # sync again as soon as possible (uncharged)
-    log: str | None = None  # "failed" | "not_converging": the leader logs why it backs off
+    # "failed" | "not_converging" | "unstable_selection": the leader logs why it backs off
+    log: str | None = None
 
 
 def next_step(result: SyncResult, *, streak_exceeded: bool = False) -> Step:
     """Map ``result`` to the queue's next step.
 
-    ``streak_exceeded``: the parent's recent syncs all changed children; a further re-sync
-    waits for its backoff instead of running at once (a handler that never converges must not
-    hot-loop).
+    ``streak_exceeded``: the parent's recent syncs all changed children (or all asked to
+    re-select related objects); a further re-sync waits for its backoff instead of running at
+    once (a handler that never converges must not hot-loop).
     """
     outcome = result.outcome
+    if outcome == OK and result.reselect:
+        if streak_exceeded:
+            return Step(backoff=True, log="unstable_selection")
+        return Step(again=True)
     if outcome == OK:
         if result.children_changed:
             if streak_exceeded:

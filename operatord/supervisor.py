@@ -13,6 +13,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -22,6 +23,22 @@ from operatord import protocol
 from operatord.worker import worker_main
 
 log = structlog.get_logger("operatord.supervisor")
+
+
+def skip_resource_tracker() -> None:
+    """Spare the process that ``multiprocess`` starts to track named semaphores and shared
+    memory (~17 MB): workers create neither, they only use a pipe. The tracker's channel is
+    pointed at /dev/null, which is where its messages would go unread anyway. Idempotent;
+    a ``multiprocess`` without this internal simply starts its tracker as usual."""
+    try:
+        from multiprocess import resource_tracker
+
+        tracker = resource_tracker._resource_tracker
+        with tracker._lock:
+            if tracker._fd is None:
+                tracker._fd = os.open(os.devnull, os.O_WRONLY)
+    except (ImportError, AttributeError, OSError):
+        pass
 
 
 class WorkerGone(Exception):
@@ -68,6 +85,7 @@ class WorkerProcess:
         return self.process.exitcode if self.process is not None else None
 
     def start(self, ready_timeout: float = 120.0) -> protocol.Ready:
+        skip_resource_tracker()
         parent_conn, child_conn = self.ctx.Pipe()
         proc = self.ctx.Process(
             target=worker_main,

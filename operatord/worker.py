@@ -47,6 +47,7 @@ from operatord.handler import (
     SyncRequest,
     load_handler,
     validate_finalize_response,
+    validate_related,
     validate_sync_response,
 )
 from operatord.kube import ApiError, ClientSettings, Connection, Kube
@@ -261,10 +262,13 @@ class Worker:
         self._fence_local.valid_until = task.lease_valid_until
         with bind_parent(parent, worker=self.index):
             try:
-                if finalizing:
-                    self._finalize(parent, task.children, fields, outcome)
+                related = self._select_related(task, fields)
+                if related is None:
+                    pass  # re-selection: the leader sends the parent again with its objects
+                elif finalizing:
+                    self._finalize(parent, task.children, fields, outcome, related)
                 else:
-                    self._sync(parent, task.children, fields, outcome)
+                    self._sync(parent, task.children, fields, outcome, related)
             except Wedged:
                 fields.update(outcome=protocol.ABANDONED, error="worker restarting")
             except Fenced as exc:
@@ -309,7 +313,7 @@ class Worker:
         if calls:
             method = "finalize" if finalizing else "sync"
             self.recorder.inc("handler_calls_total", {"method": method}, calls)
-        if fields["outcome"] == protocol.ABANDONED:
+        if fields["outcome"] == protocol.ABANDONED or fields.get("reselect"):
             return
         kind = fields.get("error_kind")
         if kind == "api":
@@ -332,7 +336,36 @@ class Worker:
     def _parent_resource(self):
         return self.kube.resource(self.config.parent.api_version, self.config.parent.kind)
 
-    def _sync(self, parent: dict, children: list[dict], fields: dict, outcome: Outcome) -> None:
+    def _select_related(self, task: SyncTask, fields: dict) -> list | None:
+        """Run the handler's ``related(parent)``; returns the related objects for the request,
+        or None when its selection differs from the one the task's objects were chosen by
+        (``fields`` then asks the leader for a re-selection)."""
+        related_fn = self.handler.related
+        if not self.config.related:
+            return []
+        selection: tuple = ()
+        if related_fn is not None:
+            selection = validate_related(
+                self.runner.call(
+                    related_fn, copy.deepcopy(task.parent), self.handler.related_is_async
+                ),
+                allowed_types=self.config.related_keys,
+            )
+        fields["selection"] = selection
+        if selection != tuple(task.selection or ()):
+            fields["reselect"] = True
+            log.debug("related selection changed; asking for its objects")
+            return None
+        return list(task.related)
+
+    def _sync(
+        self,
+        parent: dict,
+        children: list[dict],
+        fields: dict,
+        outcome: Outcome,
+        related: list[dict] | tuple = (),
+    ) -> None:
         res = self._parent_resource()
         if self.config.finalizer not in (parent["metadata"].get("finalizers") or []):
             updated = self.applier.set_finalizer(res, parent, True)
@@ -343,7 +376,9 @@ class Worker:
         parent_key = child_key(parent)
         calls = 0
         while True:
-            request = SyncRequest.build(copy.deepcopy(parent), copy.deepcopy(children))
+            request = SyncRequest.build(
+                copy.deepcopy(parent), copy.deepcopy(children), related=copy.deepcopy(related)
+            )
             calls += 1
             fields["handler_calls"] = calls
             response = validate_sync_response(
@@ -366,13 +401,26 @@ class Worker:
                 outcome.upsert(updated)
                 outcome.status_written = True
         fields["resync_after"] = response.resync_after
+        fields["events"] = tuple((e.type, e.reason, e.message) for e in response.events)
 
-    def _finalize(self, parent: dict, children: list[dict], fields: dict, outcome: Outcome) -> None:
+    def _finalize(
+        self,
+        parent: dict,
+        children: list[dict],
+        fields: dict,
+        outcome: Outcome,
+        related: list[dict] | tuple = (),
+    ) -> None:
         if self.config.finalizer not in (parent["metadata"].get("finalizers") or []):
             fields["outcome"] = protocol.FINALIZED  # not ours to finalize (or already done)
             return
         res = self._parent_resource()
-        request = SyncRequest.build(copy.deepcopy(parent), copy.deepcopy(children), finalizing=True)
+        request = SyncRequest.build(
+            copy.deepcopy(parent),
+            copy.deepcopy(children),
+            finalizing=True,
+            related=copy.deepcopy(related),
+        )
         fields["handler_calls"] = 1
         response = validate_finalize_response(
             self.runner.call(self.handler.finalize, request, self.handler.finalize_is_async)
@@ -383,6 +431,7 @@ class Worker:
                 outcome.upsert(updated)
                 outcome.status_written = True
                 parent = updated
+        fields["events"] = tuple((e.type, e.reason, e.message) for e in response.events)
         if response.finalized:
             updated = self.applier.set_finalizer(res, parent, False)
             if updated is not None:

@@ -212,7 +212,8 @@ def test_example_config_shows_every_key():
 # -- validation errors ---------------------------------------------------------------------------
 
 ALLOWED_TOP = (
-    "allowed: name, handler, pythonPath, parent, children, namespace, workers, inFlightPerWorker, "
+    "allowed: name, handler, pythonPath, parent, children, related, namespace, workers, "
+    "inFlightPerWorker, "
     "resyncSeconds, "
     "handlerTimeoutSeconds, backoff, leaderElection, metrics, health, logging"
 )

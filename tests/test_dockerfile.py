@@ -273,7 +273,7 @@ def test_build_context_holds_the_package_and_examples_only() -> None:
 
 def test_dockerignore_matching_follows_docker_rules() -> None:
     patterns = dockerignore_patterns(ROOT / ".dockerignore")
-    assert in_context("operatord/testing/apiserver.py", patterns)
+    assert in_context("operatord/apiserver/process.py", patterns)
     assert not in_context("operatord/__pycache__/cli.cpython-311.pyc", patterns)
     assert not in_context("tests/test_helm.py", patterns)
     assert not in_context("examples/custom-image/Dockerfile", patterns)

@@ -1,5 +1,5 @@
 """The docs stay true: every Python block in README.md, CONTRIBUTING.md and docs/ runs, every
-YAML block that is an operatord config validates, every block of chart values renders, and the
+YAML block that is an operatord config (or some of its keys) validates, every block of chart values renders, and the
 repository never points outside itself.
 
 A Python block preceded by ``<!-- doc-test: compile-only (reason) -->`` is only compiled.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from operatord.config import Config
+from operatord.config import Config, config_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -77,6 +77,18 @@ def _is_config(doc: object) -> bool:
     return isinstance(doc, dict) and "handler" in doc and "parent" in doc
 
 
+def _is_config_fragment(doc: object) -> bool:
+    """Some top-level keys of a config, shown on their own."""
+    return isinstance(doc, dict) and set(doc) <= set(config_schema()["properties"])
+
+
+MINIMAL = {
+    "name": "doc-example",
+    "handler": "examples.widgets:Widgets",
+    "parent": {"apiVersion": "example.com/v1", "kind": "Widget"},
+}
+
+
 def _is_chart_values(doc: object) -> bool:
     return isinstance(doc, dict) and ("image" in doc or "config" in doc)
 
@@ -88,6 +100,8 @@ def test_yaml_block_is_valid(where, marker, code):
     if _is_config(doc):
         base = (ROOT / where.split(":")[0]).parent
         Config.from_dict(doc, base_dir=base)  # raises ConfigError naming the key
+    elif _is_config_fragment(doc):
+        Config.from_dict({**MINIMAL, **doc})  # the keys shown, in an otherwise minimal config
     elif _is_chart_values(doc):
         from test_helm import render_objects
 

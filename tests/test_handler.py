@@ -564,3 +564,22 @@ def test_public_api_reexports():
         "ConfigError",
         "__version__",
     }
+
+
+def test_events_in_responses_are_validated():
+    from operatord import Event
+
+    ok = validate_sync_response(SyncResponse(events=[Event("Scaled", "to 3")]))
+    assert ok.events == (Event("Scaled", "to 3", "Normal"),)
+    fin = validate_finalize_response(FinalizeResponse(events=(Event("Cleaned", type="Warning"),)))
+    assert fin.events[0].type == "Warning"
+    for bad, text in [
+        ({"reason": "x"}, "events must be a list"),
+        ([{"reason": "x"}], "events[0] must be an Event"),
+        ([Event("")], "events[0].reason"),
+        ([Event("R", type="Info")], "events[0].type must be Normal or Warning"),
+        ([Event("R", message=3)], "events[0].message must be a string"),
+    ]:
+        with pytest.raises(InvalidResponse) as info:
+            validate_sync_response(SyncResponse(events=bad))
+        assert text in str(info.value)

@@ -118,6 +118,15 @@ VARIANTS: dict[str, dict] = {
         "image": {"digest": "sha256:" + "a" * 64},
     },
     "custom-image": yaml.safe_load((CUSTOM_IMAGE / "values.yaml").read_text()),
+    "related": {
+        "config": {
+            "namespace": "team-a",
+            "related": [
+                {"apiVersion": "v1", "kind": "Secret"},
+                {"apiVersion": "v1", "kind": "Namespace", "labelSelector": "team"},
+            ],
+        }
+    },
 }
 
 
@@ -1082,6 +1091,156 @@ def test_end_to_end_rbac_covers_every_request_operatord_makes(tmp_path: Path) ->
     granted = {(g.group, g.resource, g.verb) for g in grants}
     unexplained = granted - used - set(NOT_EXERCISED_BY_THE_EXAMPLE)
     assert unexplained == set(), f"granted but never used: {unexplained}"
+
+
+# ---- related types: read-only grants, and what a run with related objects asks for
+
+READ_VERBS = {"get", "list", "watch"}
+
+
+def test_related_types_are_granted_read_only_cluster_wide() -> None:
+    values = {
+        "config": {
+            "related": [
+                {"apiVersion": "v1", "kind": "Secret", "labelSelector": "app=web"},
+                {"apiVersion": "example.com/v1", "kind": "Octopus", "plural": "octopodes"},
+                {"apiVersion": "v1", "kind": "Namespace"},
+            ]
+        }
+    }
+    expected = expected_grants(
+        None,
+        ("example.com", "widgets"),
+        [("", "configmaps")],
+        (NAMESPACE, "widget-operator-leader"),
+    )
+    for group, plural in (("", "secrets"), ("example.com", "octopodes"), ("", "namespaces")):
+        expected |= {Grant(None, group, plural, v) for v in READ_VERBS}
+    assert default_grants(values) == expected
+    objects = render_objects(values)
+    assert not find(objects, "ClusterRole", "-related")  # the ClusterRole covers them already
+    assert rendered_config(objects)["related"] == [
+        {"apiVersion": "v1", "kind": "Secret", "labelSelector": "app=web"},
+        {"apiVersion": "example.com/v1", "kind": "Octopus", "labelSelector": ""},
+        {"apiVersion": "v1", "kind": "Namespace", "labelSelector": ""},
+    ]
+
+
+def test_related_types_in_a_namespaced_install() -> None:
+    values = copy.deepcopy(VARIANTS["related"])
+    values["config"]["related"].append(
+        {"apiVersion": "example.com/v1", "kind": "Cluster", "clusterScoped": True}
+    )
+    grants = default_grants(values)
+    expected = expected_grants(
+        "team-a",
+        ("example.com", "widgets"),
+        [("", "configmaps")],
+        (NAMESPACE, "widget-operator-leader"),
+    )
+    expected |= {Grant("team-a", "", "secrets", v) for v in READ_VERBS}
+    # cluster-scoped related types need a ClusterRole, read only
+    expected |= {Grant(None, "", "namespaces", v) for v in READ_VERBS}
+    expected |= {Grant(None, "example.com", "clusters", v) for v in READ_VERBS}
+    assert grants == expected
+    objects = render_objects(values)
+    assert one(objects, "ClusterRole", "-related") and one(
+        objects, "ClusterRoleBinding", "-related"
+    )
+
+
+def test_end_to_end_rbac_covers_related_types(tmp_path: Path) -> None:
+    """The Website example (a TLS Secret by name, Namespaces by label) in a namespaced install:
+    every request operatord makes is granted, and it lists and watches both related types."""
+    from kubernetes import client
+    from kubernetes import config as kube_config
+
+    from operatord import testing
+
+    values = {
+        "replicaCount": 1,
+        "config": {
+            "name": "website-operator",
+            "handler": "examples.websites:Websites",
+            "parent": {"apiVersion": "example.com/v1", "kind": "Website"},
+            "children": [{"apiVersion": "v1", "kind": "ConfigMap"}],
+            "related": [
+                {"apiVersion": "v1", "kind": "Secret"},
+                {"apiVersion": "v1", "kind": "Namespace", "labelSelector": "team"},
+            ],
+            "namespace": "apps",
+        },
+    }
+    objects = render_objects(values)
+    grants = rbac_grants(objects, one(objects, "ServiceAccount")["metadata"]["name"], NAMESPACE)
+    config = rendered_config(objects)
+    config.update(workers=1, pythonPath=[str(ROOT)])
+    config["metrics"]["port"] = 0
+    config["health"]["port"] = 0
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+
+    with testing.ApiServer() as api:
+        kubeconfig = str(api.kubeconfig)
+        kclient = kube_config.new_client_from_config(config_file=kubeconfig)
+        crd = yaml.safe_load((ROOT / "examples" / "website-crd.yaml").read_text())
+        client.ApiextensionsV1Api(kclient).create_custom_resource_definition(crd)
+        core = client.CoreV1Api(kclient)
+        core.create_namespace({"metadata": {"name": NAMESPACE}})
+        core.create_namespace({"metadata": {"name": "apps", "labels": {"team": "web"}}})
+        crt = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="
+        core.create_namespaced_secret(
+            "apps", {"metadata": {"name": "www-tls"}, "data": {"tls.crt": crt}}
+        )
+        custom = client.CustomObjectsApi(kclient)
+        website = {
+            "apiVersion": "example.com/v1",
+            "kind": "Website",
+            "metadata": {"name": "www", "namespace": "apps"},
+            "spec": {"host": "www.example.com", "tlsSecret": "www-tls", "team": "web"},
+        }
+        custom.create_namespaced_custom_object("example.com", "v1", "apps", "websites", website)
+        before = len(api.requests())
+        env = dict(os.environ, POD_NAMESPACE=NAMESPACE, PYTHONPATH=str(ROOT))
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "operatord", "run", "--config", str(config_path)]
+            + ["--kubeconfig", kubeconfig],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+
+            def synced():
+                w = custom.get_namespaced_custom_object(
+                    "example.com", "v1", "apps", "websites", "www"
+                )
+                st = w.get("status") or {}
+                return st.get("tls") == "ready" and st.get("teamNamespaces") == ["apps"]
+
+            _wait(synced, 60, "the Website to read its Secret and team Namespaces")
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            output, _ = daemon.communicate(timeout=60)
+        assert daemon.returncode == 0, output
+        recorded = api.requests()[before:]
+    # Everything but discovery; the test's own polling GETs of the Website are among them, and
+    # they need the same grant as the daemon's.
+    operator_requests = [r for r in recorded if r["resource"]]
+    denied = [r for r in operator_requests if not allowed(grants, r)]
+    assert denied == [], denied
+    related_used = {
+        (r["resource"], r["verb"])
+        for r in operator_requests
+        if r["resource"] in ("secrets", "namespaces")
+    }
+    assert related_used == {
+        ("secrets", "list"),
+        ("secrets", "watch"),
+        ("namespaces", "list"),
+        ("namespaces", "watch"),
+    }
 
 
 # ---------------------------------------------------------------------------------------------

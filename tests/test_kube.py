@@ -12,6 +12,7 @@ import uuid
 import pytest
 import yaml
 
+from operatord.apiserver import write_kubeconfig
 from operatord.kube import (
     ApiError,
     ClientSettings,
@@ -22,7 +23,6 @@ from operatord.kube import (
     is_not_found,
 )
 from operatord.testing import ApiServer
-from operatord.testing.apiserver import write_kubeconfig
 
 
 class Recorder:

@@ -26,6 +26,18 @@ PARENT = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"uid": 
     "message",
     [
         Tasks((SyncTask("u1", PARENT, [{"kind": "ConfigMap"}], 12.5), SyncTask("u2", PARENT, []))),
+        Tasks(
+            (
+                SyncTask(
+                    "u1",
+                    PARENT,
+                    [],
+                    None,
+                    related=[{"kind": "Secret", "metadata": {"name": "tls"}}],
+                    selection=(("v1", "Secret", ("tls",), None, None),),
+                ),
+            )
+        ),
         Results(
             (
                 SyncResult(
@@ -36,6 +48,12 @@ PARENT = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"uid": 
                     handler_calls=2,
                 ),
                 SyncResult("u2", protocol.ERROR, error="boom", error_kind="error"),
+                SyncResult(
+                    "u3",
+                    protocol.OK,
+                    selection=(("v1", "Namespace", (), None, "team=a"),),
+                    reselect=True,
+                ),
             ),
             metrics=(("inc", "syncs_total", (("result", "ok"),), 1.0),),
             exiting=True,
@@ -52,7 +70,10 @@ def test_messages_survive_the_wire(message):
 
 
 def test_the_wire_carries_plain_data_only():
-    wire = pickle.loads(encode(Tasks((SyncTask("u1", PARENT, []),))))
+    selection = (("v1", "Secret", ("tls",), "ns", "a=b"),)
+    wire = pickle.loads(
+        encode(Tasks((SyncTask("u1", PARENT, [], related=[PARENT], selection=selection),)))
+    )
 
     def plain(value):
         if isinstance(value, dict):
@@ -99,6 +120,14 @@ def test_finalizing_follows_the_deletion_timestamp():
         (SyncResult("u", protocol.FINALIZE_PENDING), False, Step(backoff=True)),
         (SyncResult("u", protocol.FINALIZE_PENDING, retry_after=2.0), False, Step(after=2.0)),
         (SyncResult("u", protocol.ABANDONED), False, Step(again=True)),
+        # the related selection changed: nothing was synced; dispatch again with its objects
+        (SyncResult("u", protocol.OK, selection=(), reselect=True), False, Step(again=True)),
+        (
+            SyncResult("u", protocol.OK, selection=(), reselect=True),
+            True,
+            Step(backoff=True, log="unstable_selection"),
+        ),
+        (SyncResult("u", protocol.OK, selection=()), False, Step(forget=True, resync=True)),
     ],
 )
 def test_next_step(result, streak, step):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from operatord.testing.apiserver import ApiServer
+from operatord.apiserver import ApiServer
 from operatord.testing.operator import OperatorProcess
 
 

@@ -3,6 +3,9 @@ namespace per test, clients from the official `kubernetes` package."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -88,3 +91,48 @@ def raw(client, method: str, path: str, body=None, query=None, ctype: str | None
     resp = client.call_api(*req)
     data = resp.read()
     return resp.status, (json.loads(data) if data else None)
+
+
+KUBECTL = shutil.which("kubectl")
+
+
+@pytest.fixture()
+def kubectl(api, tmp_path):
+    """`kubectl(*args, stdin=None, check=True)` against `api`; skips when kubectl is absent."""
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed on this machine")
+
+    def run(*args, stdin=None, check=True):
+        env = dict(os.environ, KUBECONFIG=api.kubeconfig)
+        cmd = [KUBECTL, "--cache-dir", str(tmp_path / "cache"), *args]
+        p = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=env, timeout=60)
+        if check and p.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed: {p.stderr}")
+        return p
+
+    return run
+
+
+def raw_http(api, method: str, path: str, body=None, ctype: str = "application/json", headers=None):
+    """One plain HTTP request; returns (status, headers as a list of pairs, body): decoded
+    JSON, or bytes for watch streams (JSON lines) and other content."""
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection(api.host, api.port, timeout=30)
+    try:
+        data = body if isinstance(body, bytes | None) else json.dumps(body).encode()
+        hdrs = {"Content-Type": ctype, **(headers or {})}
+        conn.request(method, path, body=data, headers=hdrs)
+        resp = conn.getresponse()
+        payload = resp.read()
+        ctype_out = resp.getheader("Content-Type", "")
+        out = payload
+        if payload and "json" in ctype_out and "watch=" not in path:
+            try:
+                out = json.loads(payload)
+            except ValueError:
+                pass
+        return resp.status, resp.getheaders(), out
+    finally:
+        conn.close()

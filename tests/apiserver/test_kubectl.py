@@ -1,9 +1,7 @@
 """kubectl against the embedded server: apply a CRD and an object, get, wait, delete."""
 
 import json
-import os
 import shutil
-import subprocess
 import threading
 
 import pytest
@@ -37,19 +35,6 @@ kind: Gizmo
 metadata: {name: g1, namespace: NS}
 spec: {size: SIZE}
 """
-
-
-@pytest.fixture()
-def kubectl(api, tmp_path):
-    def run(*args, stdin=None, check=True):
-        env = dict(os.environ, KUBECONFIG=api.kubeconfig)
-        cmd = [KUBECTL, "--cache-dir", str(tmp_path / "cache"), *args]
-        p = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=env, timeout=60)
-        if check and p.returncode != 0:
-            raise AssertionError(f"{' '.join(args)} failed: {p.stderr}")
-        return p
-
-    return run
 
 
 def test_kubectl_apply_get_wait_delete(kubectl, custom, ns):

@@ -46,16 +46,84 @@ def test_get_list_replace_delete(core, ns):
     assert [i.metadata.name for i in items] == ["a"]
     assert items[0].kind == "ConfigMap" and items[0].api_version == "v1"
     deleted = core.delete_namespaced_config_map("a", ns)
-    assert deleted["kind"] == "ConfigMap" and deleted["metadata"]["name"] == "a"
+    assert deleted["status"] == "Success" and deleted["details"]["name"] == "a"
     with pytest.raises(ApiException) as e:
         core.read_namespaced_config_map("a", ns)
     assert e.value.status == 404
 
 
-def test_delete_returns_200_with_object(client, core, ns):
-    core.create_namespaced_config_map(ns, cm("d"))
+def test_delete_answers_a_status_or_the_object_per_type(client, core, custom, widgets, ns):
+    """As the Kubernetes OpenAPI spec says: ConfigMap, Secret, Deployment, Lease, CRD and custom
+    objects answer a Status; Pod, Service and ServiceAccount the deleted object."""
+    c = core.create_namespaced_config_map(ns, cm("d"))
     status, body = raw(client, "DELETE", f"/api/v1/namespaces/{ns}/configmaps/d")
-    assert status == 200 and body["kind"] == "ConfigMap" and body["metadata"]["name"] == "d"
+    assert status == 200
+    assert body == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {"name": "d", "kind": "configmaps", "uid": c.metadata.uid},
+    }
+    w = custom.create_namespaced_custom_object(
+        "example.com",
+        "v1",
+        ns,
+        "widgets",
+        {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}},
+    )
+    status, body = raw(client, "DELETE", f"/apis/example.com/v1/namespaces/{ns}/widgets/w")
+    assert status == 200 and body["kind"] == "Status"
+    assert body["details"] == {
+        "name": "w",
+        "group": "example.com",
+        "kind": "widgets",
+        "uid": w["metadata"]["uid"],
+    }
+    apps = kubernetes.client.AppsV1Api(client)
+    apps.create_namespaced_deployment(
+        ns,
+        {
+            "metadata": {"name": "dep"},
+            "spec": {
+                "selector": {"matchLabels": {"a": "b"}},
+                "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": []}},
+            },
+        },
+    )
+    gone = apps.delete_namespaced_deployment("dep", ns)
+    assert gone["status"] == "Success" and gone["details"]["group"] == "apps"
+    assert gone["details"]["kind"] == "deployments"
+    core.create_namespaced_service(
+        ns, {"metadata": {"name": "svc"}, "spec": {"ports": [{"port": 80}]}}
+    )
+    svc = core.delete_namespaced_service("svc", ns)
+    assert svc.kind == "Service" and svc.metadata.name == "svc"  # the client's spec agrees
+    core.create_namespaced_pod(ns, {"metadata": {"name": "p"}, "spec": {"containers": []}})
+    pod = core.delete_namespaced_pod("p", ns)
+    assert pod.kind == "Pod" and pod.metadata.name == "p"
+    core.create_namespaced_service_account(ns, {"metadata": {"name": "sa"}})
+    sa = core.delete_namespaced_service_account("sa", ns)
+    assert sa.kind == "ServiceAccount"
+
+
+def test_kubectl_deletes_every_kind(kubectl, ns):
+    for args in (
+        ("configmap", "c"),
+        ("deployment", "d", "--image=nginx"),
+        ("service", "clusterip", "s", "--tcp=80:80"),
+        ("serviceaccount", "sa"),
+    ):
+        kubectl("create", *args, "-n", ns)
+    out = kubectl(
+        "delete", "configmap/c", "deployment/d", "service/s", "serviceaccount/sa", "-n", ns
+    ).stdout
+    assert out.split("\n")[:4] == [
+        'configmap "c" deleted',
+        'deployment.apps "d" deleted',
+        'service "s" deleted',
+        'serviceaccount "sa" deleted',
+    ]
 
 
 def test_no_op_write_changes_nothing(core, ns):

@@ -128,10 +128,25 @@ def test_server_side_apply_conflicts_and_force(client, ns):
     )
     other = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": {"x": "2"}}
     status, body = _apply(client, ns, other, "b")
-    assert status == 409 and body["reason"] == "Conflict"
-    assert body["details"]["causes"] == [
-        {"type": "FieldManagerConflict", "message": 'conflict with "a"', "field": ".data.x"}
-    ]
+    assert status == 409
+    assert body == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": 'Apply failed with 1 conflict: conflict with "a": .data.x',
+        "reason": "Conflict",
+        "details": {
+            "causes": [
+                {
+                    "reason": "FieldManagerConflict",
+                    "message": 'conflict with "a"',
+                    "field": ".data.x",
+                }
+            ]
+        },
+        "code": 409,
+    }
     # the same value is shared ownership, not a conflict
     status, body = _apply(
         client,

@@ -11,6 +11,7 @@ spec keys:
 - ``secret``: also desire a Secret child.
 - ``sleep``: seconds to sleep in sync (handler timeout tests).
 - ``crash``: the handler kills its own worker process (``os._exit``).
+- ``announce``: record a Normal Event ``Announced`` with that message.
 Every call is appended to ``$E2E_LOG_DIR/<name>.log`` (one line: "<op> <monotonic time>") so
 tests can see how often and when a parent was handled.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 
-from operatord import FinalizeResponse, Handler, SyncResponse
+from operatord import Event, FinalizeResponse, Handler, SyncResponse
 
 
 def log_call(request, op: str) -> None:
@@ -78,7 +79,10 @@ class Driven(Handler):
             and (observed.get("data") or {}).get("size") == str(spec.get("size", 1)),
             "children": len(request.children),
         }
-        return SyncResponse(status=status, children=children, resync_after=spec.get("resyncAfter"))
+        events = [Event("Announced", spec["announce"])] if spec.get("announce") else []
+        return SyncResponse(
+            status=status, children=children, resync_after=spec.get("resyncAfter"), events=events
+        )
 
     def finalize(self, request):
         log_call(request, "finalize")

@@ -1,15 +1,42 @@
-"""`operatord demo` (what `make demo` runs) completes on its own and shows each step."""
+"""`operatord demo` (what `make demo` runs) completes on its own and shows each step, from an
+installed package: no checkout on the path, the example handler and CRD come from the package."""
 
+import configparser
+import fnmatch
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+import operatord
+
+PACKAGE = Path(operatord.__file__).resolve().parent
+ROOT = PACKAGE.parent
 
 
-def test_demo_runs_to_completion():
+def test_demo_runs_to_completion_from_an_installed_package(tmp_path):
+    # An install is a plain copy of the package (symbolic links resolved, as a wheel has them)
+    # on sys.path; the working directory holds no checkout.
+    site = tmp_path / "site"
+    shutil.copytree(PACKAGE, site / "operatord", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    where = subprocess.run(
+        [sys.executable, "-P", "-c", "import operatord.examples.widgets as m; print(m.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        check=True,
+    )
+    assert where.stdout.startswith(str(site)), where.stdout
     proc = subprocess.run(
-        [sys.executable, "-m", "operatord", "demo", "--parents", "8", "--workers", "2"],
+        [sys.executable, "-P", "-m", "operatord", "demo", "--parents", "8", "--workers", "2"],
         capture_output=True,
         text=True,
         timeout=240,
+        cwd=tmp_path,
+        env=env,
     )
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
@@ -19,3 +46,14 @@ def test_demo_runs_to_completion():
     assert "operatord_syncs_total{controller=widget-operator,result=ok}" in out
     assert "operatord_workers_alive{controller=widget-operator} = 2" in out
     assert "exited with status 0; demo complete" in out
+
+
+def test_every_data_file_of_the_package_is_declared_package_data():
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    patterns = [p.strip() for p in cfg["options.package_data"]["operatord"].split(",")]
+    for path in PACKAGE.rglob("*"):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if path.is_dir() or "__pycache__" in rel or rel.endswith(".py"):
+            continue
+        assert any(fnmatch.fnmatch(rel, p) for p in patterns), rel

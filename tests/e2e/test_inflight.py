@@ -59,3 +59,26 @@ def test_a_parent_that_kills_its_worker_is_isolated_and_backed_off(operator, kub
     assert op.metric("operatord_syncs_total", result="crash") >= 1
     out = op.output()
     assert "handler killed its worker" in out
+
+
+def test_the_leader_starts_nothing_but_its_workers(operator, ns):
+    op = operator(namespace=ns, workers=2)
+    op.wait_ready()
+    pid = op.proc.pid
+    kids = [int(k) for k in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    commands = [open(f"/proc/{k}/cmdline").read().replace("\0", " ") for k in kids]
+    assert len(kids) == 2, commands  # no resource tracker process: workers use only a pipe
+    assert all("spawn_main" in c for c in commands), commands
+
+
+def test_a_handler_records_normal_events_on_its_parent(operator, kube, ns):
+    operator(namespace=ns)
+    create_widget(kube, ns, "loud", size=1, announce="hello password=hunter2")
+    event = wait_for(
+        lambda: [e for e in events_about(kube, ns, "loud") if e.reason == "Announced"],
+        30,
+        message="Announced event",
+    )[0]
+    assert event.type == "Normal" and event.message.startswith("hello")
+    assert "hunter2" not in event.message  # redacted like logs
+    assert event.source.component == "operatord-e2e"

@@ -101,6 +101,16 @@ from the kind: lowercase, then "es" after s/x/ch/sh, consonant+"y" -> "ies", els
 {{- end }}
 {{- end }}
 
+{{/* "true" when a related type {apiVersion, kind, clusterScoped} is cluster-scoped, else "":
+`clusterScoped` when set, otherwise a guess from the well-known cluster-scoped core kinds. */}}
+{{- define "operatord.clusterScoped" -}}
+{{- if hasKey . "clusterScoped" }}
+{{- if .clusterScoped }}true{{ end }}
+{{- else if has .kind (list "Namespace" "Node" "PersistentVolume" "StorageClass" "IngressClass" "PriorityClass") }}
+{{- "true" }}
+{{- end }}
+{{- end }}
+
 {{/* Name of the lease, as the daemon derives it. */}}
 {{- define "operatord.leaseName" -}}
 {{- default (printf "%s-leader" .Values.config.name) .Values.config.leaderElection.leaseName }}
@@ -130,6 +140,10 @@ operatord rejects unknown keys. */}}
 {{- range $c.children }}
 {{- $children = append $children (dict "apiVersion" .apiVersion "kind" .kind "updateStrategy" (default "Replace" .updateStrategy)) }}
 {{- end }}
+{{- $related := list }}
+{{- range $c.related }}
+{{- $related = append $related (dict "apiVersion" .apiVersion "kind" .kind "labelSelector" (default "" .labelSelector)) }}
+{{- end }}
 {{- $le := $c.leaderElection }}
 {{- $cfg := dict
   "name" $c.name
@@ -147,6 +161,9 @@ operatord rejects unknown keys. */}}
   "health" (dict "port" $c.health.port)
   "logging" (pick $c.logging "format" "level")
 }}
+{{- if $related }}
+{{- $_ := set $cfg "related" $related }}
+{{- end }}
 {{- if not (kindIs "invalid" $c.workers) }}
 {{- $_ := set $cfg "workers" $c.workers }}
 {{- end }}

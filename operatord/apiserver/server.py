@@ -15,6 +15,8 @@ from collections import deque
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from . import openapi, reviews, scale, tables
+from . import patch as P
 from .errors import ApiError
 from .resources import Registry, ResourceType
 from .selectors import SelectorError, combine, parse_fields, parse_labels
@@ -264,16 +266,19 @@ class ApiHttpServer:
         ctype: str = "application/json",
         *,
         keep: bool = True,
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str] | list[tuple[str, str]] | None = None,
+        newline: bool = False,
     ) -> None:
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        """One response; `newline` ends the body with "\\n", as the real server ends JSON."""
+        pairs = headers.items() if isinstance(headers, dict) else headers or ()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in pairs)
         head = (
             f"HTTP/1.1 {code} {_REASON_PHRASES.get(code, 'Unknown')}\r\n"
-            f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Type: {ctype}\r\nContent-Length: {len(body) + newline}\r\n"
             f"Cache-Control: no-cache, private\r\n{extra}"
             f"{'' if keep else 'Connection: close' + chr(13) + chr(10)}\r\n"
         ).encode("latin-1")
-        writer.write(head + body)
+        writer.write(head + body + b"\n" if newline else head + body)
 
     def _json(
         self,
@@ -281,7 +286,7 @@ class ApiHttpServer:
         code: int,
         obj: Any,
         keep: bool = True,
-        headers: dict | None = None,
+        headers: dict | list | None = None,
     ) -> None:
         if isinstance(obj, _Raw):
             body = obj.raw
@@ -289,7 +294,7 @@ class ApiHttpServer:
             body = encode(obj)
         else:
             body = json.dumps(obj).encode()
-        self._raw(writer, code, body, keep=keep, headers=headers)
+        self._raw(writer, code, body, keep=keep, headers=headers, newline=True)
 
     async def _dispatch(
         self, req: _Req, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, keep: bool
@@ -300,6 +305,9 @@ class ApiHttpServer:
         if path.startswith("/_operatord/"):
             code, out = self._control(req)
             self._json(writer, code, out, keep)
+            return True
+        if path in ("/healthz", "/livez", "/readyz"):
+            self._raw(writer, 200, b"ok", "text/plain; charset=utf-8", keep=keep)
             return True
         f = self.faults
         if f.latency or f.jitter:
@@ -378,11 +386,14 @@ class ApiHttpServer:
         if path == "/apis":
             return 200, self.registry.api_group_list()
         if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
-            doc = self.registry.openapi_v3(path[len("/openapi/v3") :].lstrip("/"))
+            gv_path = path[len("/openapi/v3") :].lstrip("/")
+            doc = (
+                openapi.index(self.registry)
+                if not gv_path
+                else openapi.document(self.registry, gv_path)
+            )
             if doc is not None:
                 return 200, doc
-        if path in ("/healthz", "/livez", "/readyz"):
-            return 200, "ok"
         if path == "/":
             paths = ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"]
             for g, vs in self.registry.group_versions().items():
@@ -433,7 +444,10 @@ class ApiHttpServer:
             raise ApiError(404, "the server could not find the requested resource", "NotFound", {})
         name = rest[1] if len(rest) > 1 else ""
         sub = rest[2] if len(rest) > 2 else ""
-        if sub and not (sub == "status" and rt.status_subresource):
+        if sub and not (
+            (sub == "status" and rt.status_subresource)
+            or (sub == "scale" and scale.spec_of(rt, version) is not None)
+        ):
             raise ApiError(404, "the server could not find the requested resource", "NotFound", {})
         return group, version, rt, ns, name, sub
 
@@ -492,7 +506,14 @@ class ApiHttpServer:
                 entry["code"] = 200
                 self.audit.append(entry)
                 return await self._watch(req, reader, writer, rt, version, ns)
-            code, out = self._handle_verb(req, verb, rt, version, ns, name, sub)
+            validator = self.store.validator
+            validator.field_validation = req.q("fieldValidation") or "Warn"
+            validator.warnings = []
+            try:
+                code, out = self._handle_verb(req, verb, rt, version, ns, name, sub)
+            finally:
+                # writes outside requests (the garbage collector's) prune silently
+                validator.field_validation = "Ignore"
         except ApiError as e:
             entry["code"] = e.code
             self.audit.append(entry)
@@ -500,7 +521,11 @@ class ApiHttpServer:
             return True
         entry["code"] = code
         self.audit.append(entry)
-        self._json(writer, code, out, keep)
+        headers = None
+        if validator.warnings:
+            # one Warning header per warning, as the real server sends them
+            headers = [("Warning", _warning(w)) for w in validator.warnings]
+        self._json(writer, code, out, keep, headers)
         return True
 
     def _body(self, req: _Req) -> Any:
@@ -533,14 +558,22 @@ class ApiHttpServer:
         dry = req.q("dryRun") == "All"
         if rt.namespaced and not ns and verb not in ("list", "watch", "deletecollection"):
             raise ApiError(404, "the server could not find the requested resource", "NotFound", {})
-        if (
-            rt.namespaced
-            and ns
-            and verb in ("get", "update", "patch", "delete", "list", "deletecollection")
-        ):
-            pass
+        if rt.virtual:
+            if verb != "create":
+                raise ApiError(
+                    405,
+                    "the server does not allow this method on the requested resource",
+                    "MethodNotAllowed",
+                )
+            return 201, reviews.answer(rt.key, rt.api_version(version), self._body(req))
+        if sub == "scale":
+            return self._scale(req, verb, rt, version, ns, name, dry)
         if verb == "get":
-            return 200, _as_version(s.get(rt, ns, name), rt, version)
+            obj = _as_version(s.get(rt, ns, name), rt, version)
+            if tables.wants_table(req.headers.get("accept", "")):
+                meta = {"resourceVersion": obj["metadata"]["resourceVersion"]}
+                return 200, tables.table(rt, version, [obj], meta, include=_include(req))
+            return 200, obj
         if verb == "list":
             return 200, self._list(req, rt, version, ns)
         if verb == "create":
@@ -623,10 +656,13 @@ class ApiHttpServer:
             if req.q("orphanDependents") is not None:
                 opts["orphanDependents"] = req.flag("orphanDependents")
             if verb == "delete":
-                before = s.find(rt, ns, name)
                 obj = s.delete(rt, ns, name, opts, dry_run=dry)
-                gone = dry or s.find(rt, ns, name) is None or before is None
-                return (200 if gone else 202), _as_version(obj, rt, version)
+                gone = not obj["metadata"].get("deletionTimestamp")
+                if gone and not rt.returns_deleted:
+                    return 200, _deleted_status(rt, obj)
+                # as the real server: 202 for a pending deletion only with orphanDependents=false
+                code = 202 if not gone and opts.get("orphanDependents") is False else 200
+                return code, _as_version(obj, rt, version)
             items = s.delete_collection(rt, ns, self._selectors(req, rt), opts, dry_run=dry)
             return 200, {
                 "kind": f"{rt.kind}List",
@@ -640,6 +676,47 @@ class ApiHttpServer:
             "MethodNotAllowed",
         )
 
+    def _scale(
+        self, req: _Req, verb: str, rt: ResourceType, version: str, ns: str, name: str, dry: bool
+    ) -> tuple[int, dict]:
+        """The `/scale` subresource: get, update or (merge/JSON/strategic) patch a Scale."""
+        spec = scale.spec_of(rt, version)
+        obj = self.store.get(rt, ns, name)
+        if verb == "get":
+            return 200, scale.scale_of(rt, obj, spec)
+        if verb == "update":
+            body = self._body(req)
+        elif verb == "patch":
+            ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
+            kind = PATCH_TYPES.get(ctype)
+            current = scale.scale_of(rt, obj, spec)
+            try:
+                if kind in ("merge", "strategic"):
+                    body = P.merge_patch(current, self._body(req))
+                elif kind == "json":
+                    body = P.json_patch(current, self._body(req))
+                else:
+                    raise ApiError(
+                        415,
+                        "the body of the request was in an unknown format - accepted media "
+                        "types include: application/json-patch+json, "
+                        "application/merge-patch+json, application/strategic-merge-patch+json",
+                        "UnsupportedMediaType",
+                    )
+            except P.PatchError as e:
+                raise ApiError(e.code, str(e)) from None
+        else:
+            raise ApiError(
+                405,
+                "the server does not allow this method on the requested resource",
+                "MethodNotAllowed",
+            )
+        new = scale.scaled(rt, obj, spec, body)
+        out = self.store.update(
+            rt, ns, name, new, manager=self._manager(req), version=version, dry_run=dry
+        )
+        return 200, scale.scale_of(rt, out, spec)
+
     def _list(self, req: _Req, rt: ResourceType, version: str, ns: str) -> dict:
         try:
             limit = int(req.q("limit") or 0)
@@ -652,6 +729,8 @@ class ApiHttpServer:
         if cont:
             meta["continue"] = cont
             meta["remainingItemCount"] = remaining
+        if tables.wants_table(req.headers.get("accept", "")):
+            return tables.table(rt, version, items, meta, include=_include(req))
         out = {
             "kind": f"{rt.kind}List",
             "apiVersion": rt.api_version(version),
@@ -724,7 +803,19 @@ class ApiHttpServer:
         last_bookmark = start
         try:
             writer.write(head)
-            buf = [_event_line(t, o, api_version, convert) for t, o in initial]
+            if tables.wants_table(req.headers.get("accept", "")):
+                include = _include(req)
+                headers = [True]
+
+                def event_line(t: str, o: dict, api_version: str, convert: bool) -> bytes:
+                    # a Table of one row; column definitions with the first event only
+                    meta = {"resourceVersion": o["metadata"]["resourceVersion"]}
+                    tab = tables.table(rt, version, [o], meta, include=include, headers=headers[0])
+                    headers[0] = False
+                    return _event_line(t, tab, api_version, False)
+            else:
+                event_line = _event_line
+            buf = [event_line(t, o, api_version, convert) for t, o in initial]
             if buf:
                 writer.write(_chunk(b"".join(buf)))
             await writer.drain()
@@ -739,7 +830,7 @@ class ApiHttpServer:
                     lines = []
                     while evs:
                         t, o = evs.popleft()
-                        lines.append(_event_line(t, o, api_version, convert))
+                        lines.append(event_line(t, o, api_version, convert))
                     if bookmarks and loop.time() - last_bookmark >= self.bookmark_interval:
                         # a busy stream still gets its periodic bookmark, after the events
                         lines.append(self._bookmark(rt, api_version))
@@ -803,6 +894,33 @@ class _Raw(dict):
     def __init__(self, raw: bytes) -> None:
         super().__init__()
         self.raw = raw
+
+
+def _warning(text: str) -> str:
+    """The value of a `Warning` header (RFC 7234 code 299) carrying `text`."""
+    return '299 - "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _deleted_status(rt: ResourceType, obj: dict) -> dict:
+    """The `Status` a delete answers with for types that do not return the deleted object."""
+    details: dict[str, Any] = {"name": obj["metadata"]["name"]}
+    if rt.group:
+        details["group"] = rt.group
+    details["kind"] = rt.plural
+    details["uid"] = obj["metadata"]["uid"]
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": details,
+    }
+
+
+def _include(req: _Req) -> str:
+    """What each Table row carries: `includeObject` (Metadata, Object or None)."""
+    v = req.q("includeObject") or "Metadata"
+    return v if v in ("Metadata", "Object", "None") else "Metadata"
 
 
 def _chunk(data: bytes) -> bytes:

@@ -8,6 +8,9 @@ disappear when it is removed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from .crdschema import compile_schema
 
 ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
@@ -27,6 +30,15 @@ class ResourceType:
     short_names: list[str] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)
     storage_version: str = ""
+    returns_deleted: bool = False  # DELETE answers with the object, not a Status
+    verbs: list[str] = field(default_factory=lambda: list(ALL_VERBS))
+    virtual: bool = False  # answered on create, never stored (the review APIs)
+    # per served version, from the CRD: compiled structural schema (None: no constraints), the
+    # raw openAPIV3Schema, additionalPrinterColumns, and the scale subresource
+    schemas: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    raw_schemas: dict[str, dict] = field(default_factory=dict, compare=False, repr=False)
+    columns: dict[str, list] = field(default_factory=dict, compare=False, repr=False)
+    scale: dict[str, dict] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.storage_version:
@@ -53,7 +65,18 @@ def builtin_types() -> list[ResourceType]:
         R("", ["v1"], "namespaces", "namespace", "Namespace", False, True, short_names=["ns"]),
         R("", ["v1"], "configmaps", "configmap", "ConfigMap", True, short_names=["cm"]),
         R("", ["v1"], "secrets", "secret", "Secret", True),
-        R("", ["v1"], "services", "service", "Service", True, True, short_names=["svc"]),
+        R(
+            "",
+            ["v1"],
+            "services",
+            "service",
+            "Service",
+            True,
+            True,
+            short_names=["svc"],
+            categories=["all"],
+            returns_deleted=True,
+        ),
         R(
             "",
             ["v1"],
@@ -62,8 +85,20 @@ def builtin_types() -> list[ResourceType]:
             "ServiceAccount",
             True,
             short_names=["sa"],
+            returns_deleted=True,
         ),
-        R("", ["v1"], "pods", "pod", "Pod", True, True, short_names=["po"]),
+        R(
+            "",
+            ["v1"],
+            "pods",
+            "pod",
+            "Pod",
+            True,
+            True,
+            short_names=["po"],
+            categories=["all"],
+            returns_deleted=True,
+        ),
         R("", ["v1"], "events", "event", "Event", True, short_names=["ev"]),
         R(
             "apps",
@@ -74,6 +109,7 @@ def builtin_types() -> list[ResourceType]:
             True,
             True,
             short_names=["deploy"],
+            categories=["all"],
         ),
         R(
             "apps",
@@ -84,9 +120,40 @@ def builtin_types() -> list[ResourceType]:
             True,
             True,
             short_names=["sts"],
+            categories=["all"],
         ),
         R("coordination.k8s.io", ["v1"], "leases", "lease", "Lease", True),
         R("events.k8s.io", ["v1"], "events", "event", "Event", True, short_names=["ev"]),
+        R(
+            "authorization.k8s.io",
+            ["v1"],
+            "selfsubjectaccessreviews",
+            "",
+            "SelfSubjectAccessReview",
+            False,
+            verbs=["create"],
+            virtual=True,
+        ),
+        R(
+            "authorization.k8s.io",
+            ["v1"],
+            "selfsubjectrulesreviews",
+            "",
+            "SelfSubjectRulesReview",
+            False,
+            verbs=["create"],
+            virtual=True,
+        ),
+        R(
+            "authentication.k8s.io",
+            ["v1"],
+            "selfsubjectreviews",
+            "",
+            "SelfSubjectReview",
+            False,
+            verbs=["create"],
+            virtual=True,
+        ),
         R(
             "apiextensions.k8s.io",
             ["v1"],
@@ -109,6 +176,17 @@ def type_from_crd(crd: dict) -> ResourceType:
     storage = next((v["name"] for v in spec.get("versions") or [] if v.get("storage")), "")
     versions = [v["name"] for v in served]
     status = any("status" in (v.get("subresources") or {}) for v in served)
+    schemas, raw_schemas, columns, scale = {}, {}, {}, {}
+    for v in served:
+        raw = (v.get("schema") or {}).get("openAPIV3Schema")
+        schemas[v["name"]] = compile_schema(raw)
+        if isinstance(raw, dict):
+            raw_schemas[v["name"]] = raw
+        if v.get("additionalPrinterColumns"):
+            columns[v["name"]] = list(v["additionalPrinterColumns"])
+        sc = (v.get("subresources") or {}).get("scale")
+        if isinstance(sc, dict):
+            scale[v["name"]] = sc
     return ResourceType(
         group=spec.get("group", ""),
         versions=versions,
@@ -121,6 +199,10 @@ def type_from_crd(crd: dict) -> ResourceType:
         short_names=list(names.get("shortNames") or []),
         categories=list(names.get("categories") or []),
         storage_version=storage or (versions[0] if versions else ""),
+        schemas=schemas,
+        raw_schemas=raw_schemas,
+        columns=columns,
+        scale=scale,
     )
 
 
@@ -177,7 +259,7 @@ class Registry:
                 "singularName": rt.singular,
                 "namespaced": rt.namespaced,
                 "kind": rt.kind,
-                "verbs": list(ALL_VERBS),
+                "verbs": list(rt.verbs),
             }
             if rt.short_names:
                 entry["shortNames"] = list(rt.short_names)
@@ -191,6 +273,20 @@ class Registry:
                         "singularName": "",
                         "namespaced": rt.namespaced,
                         "kind": rt.kind,
+                        "verbs": ["get", "patch", "update"],
+                    }
+                )
+            if rt.scale.get(version) or (
+                not rt.custom and rt.key in (("apps", "deployments"), ("apps", "statefulsets"))
+            ):
+                resources.append(
+                    {
+                        "name": f"{rt.plural}/scale",
+                        "singularName": "",
+                        "namespaced": rt.namespaced,
+                        "group": "autoscaling",
+                        "version": "v1",
+                        "kind": "Scale",
                         "verbs": ["get", "patch", "update"],
                     }
                 )
@@ -213,60 +309,6 @@ class Registry:
             "name": group,
             "versions": [{"groupVersion": f"{group}/{v}", "version": v} for v in vs],
             "preferredVersion": {"groupVersion": f"{group}/{vs[0]}", "version": vs[0]},
-        }
-
-    def openapi_v3(self, gv_path: str) -> dict | None:
-        """The OpenAPI v3 index (gv_path == "") or a minimal per-group-version document.
-
-        The documents describe no schemas; they list each resource's item path with a PATCH
-        operation that accepts `fieldValidation`, which is what kubectl looks for before it
-        hands validation to the server instead of validating on the client."""
-        gvs: dict[str, tuple[str, str]] = {"api/v1": ("", "v1")}
-        for g, vs in self.group_versions().items():
-            for v in vs:
-                gvs[f"apis/{g}/{v}"] = (g, v)
-        if not gv_path:
-            import hashlib
-
-            out = {}
-            for p, (g, v) in sorted(gvs.items()):
-                kinds = sorted(
-                    f"{rt.plural}:{rt.kind}:{rt.namespaced}"
-                    for rt in self._by_key.values()
-                    if rt.group == g and v in rt.versions
-                )
-                digest = hashlib.sha256(",".join(kinds).encode()).hexdigest()[:32].upper()
-                out[p] = {"serverRelativeURL": f"/openapi/v3/{p}?hash={digest}"}
-            return {"paths": out}
-        if gv_path not in gvs:
-            return None
-        g, v = gvs[gv_path]
-        paths: dict = {}
-        for rt in self._by_key.values():
-            if rt.group != g or v not in rt.versions:
-                continue
-            base = f"/{gv_path}/" + ("namespaces/{namespace}/" if rt.namespaced else "")
-            gvk = {"group": g, "version": v, "kind": rt.kind}
-            params = [
-                {"name": n, "in": "query", "schema": {"type": "string"}, "uniqueItems": True}
-                for n in ("dryRun", "fieldManager", "fieldValidation", "force")
-            ]
-            op = {
-                "x-kubernetes-group-version-kind": gvk,
-                "parameters": params,
-                "responses": {"200": {"description": "OK"}},
-            }
-            ops = {m: dict(op) for m in ("get", "put", "patch", "delete")}
-            paths[base + rt.plural + "/{name}"] = ops
-            paths[base + rt.plural] = {
-                "get": dict(op),
-                "post": dict(op),
-            }
-        return {
-            "openapi": "3.0.0",
-            "info": {"title": "Kubernetes", "version": "v1.31.0"},
-            "paths": paths,
-            "components": {"schemas": {}},
         }
 
     def api_group_list(self) -> dict:

@@ -1,6 +1,6 @@
 """`ApiServer`: an embedded Kubernetes API server on 127.0.0.1, for tests, demos and benchmarks.
 
-    from operatord.testing import ApiServer
+    from operatord.testing import ApiServer   # or operatord.apiserver
 
     with ApiServer() as api:
         core = kubernetes.client.CoreV1Api(api.client())
@@ -200,7 +200,7 @@ class ApiServer:
         cmd = [
             sys.executable,
             "-m",
-            "operatord.testing",
+            "operatord.apiserver",
             "--port",
             str(self._port),
             "--exit-on-stdin-eof",
@@ -458,7 +458,7 @@ def serve_forever(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m operatord.testing.apiserver")
+    p = argparse.ArgumentParser(prog="python -m operatord.apiserver")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--kubeconfig-out", default=None)
     p.add_argument("--exit-on-stdin-eof", action="store_true")

@@ -1,0 +1,424 @@
+"""Related objects: the types a handler reads without owning them, and which parents select what.
+
+A handler's ``related(parent)`` (run in a worker) returns a *selection*: objects of the
+configured ``related`` types, by names, by label selector, or both (both: an object must have
+one of the names and match the selector). The worker sends it back as plain data
+(`Selection`); the leader keeps each parent's last selection in a `RelatedIndex`, caches the
+related types with informers, and
+
+- attaches to every task the cached objects its parent's selection matches, and
+- maps a change of a related object to the parents whose selection matches it.
+
+Guarantees of `RelatedIndex` (thread-safe; every method is atomic):
+
+- Finding the parents of a changed object never scans all parents: name selections are found
+  by a dict lookup on ``(apiVersion, kind, namespace, name)``; label selections are indexed by
+  ``(apiVersion, kind, namespace)`` and only those are evaluated, against the changed object's
+  labels (old and new version: a parent whose selector the object stops matching is affected
+  too).
+- An object no parent selects affects no parent.
+- A parent's selection replaces its previous one entirely: after a re-point it no longer reacts
+  to the objects it selected before. `forget` drops it.
+- An object never goes back in time (as in `operatord.cache`): an event that is not newer
+  than the cached version is ignored and affects nobody.
+
+`parse_selector` implements the equality- and set-based label selector grammar of Kubernetes
+(``k=v``, ``k==v``, ``k!=v``, ``k in (a,b)``, ``k notin (a,b)``, ``k``, ``!k``, comma = and).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterable
+
+import structlog
+
+from operatord.cache import newer
+
+log = structlog.get_logger("operatord.related")
+
+# The wire form of one selector: (apiVersion, kind, names, namespace, labelSelector); names is a
+# tuple of strings (empty: not by name), namespace and labelSelector None when not given.
+WireSelector = tuple[str, str, tuple[str, ...], str | None, str | None]
+# A parent's selection: a tuple of WireSelector, in the order related() returned them.
+Selection = tuple[WireSelector, ...]
+
+TypeKey = tuple[str, str]
+Labels = dict[str, str]
+Matcher = Callable[[Labels], bool]
+
+
+# ---- label selectors --------------------------------------------------------------------------
+
+
+class SelectorError(ValueError):
+    """A label selector that does not parse; the message says why."""
+
+
+_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+_REQUIREMENT = re.compile(
+    r"^\s*(?:(?P<not>!)\s*(?P<nkey>[^\s=!(),]+)"
+    r"|(?P<key>[^\s=!(),]+)(?:\s*(?P<op>==|!=|=)\s*(?P<value>[^\s=!(),]*)"
+    r"|\s+(?P<setop>in|notin)\s*\((?P<values>[^()]*)\))?)\s*$"
+)
+
+
+def _split_requirements(selector: str) -> list[str]:
+    """Split on commas that are not inside parentheses."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(selector):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise SelectorError(f"unbalanced ')' in label selector {selector!r}")
+        elif ch == "," and depth == 0:
+            parts.append(selector[start:i])
+            start = i + 1
+    if depth:
+        raise SelectorError(f"unbalanced '(' in label selector {selector!r}")
+    parts.append(selector[start:])
+    return parts
+
+
+def _check(pattern: re.Pattern, text: str, what: str, selector: str, limit: int) -> str:
+    if len(text) > limit or not pattern.match(text):
+        raise SelectorError(f"invalid label {what} {text!r} in label selector {selector!r}")
+    return text
+
+
+def parse_selector(selector: str | None) -> Matcher:
+    """A predicate over a labels dict. ``None`` or ``""`` matches everything; a selector that
+    does not parse raises `SelectorError`."""
+    if selector is None or not selector.strip():
+        return _everything
+    checks: list[Matcher] = []
+    for part in _split_requirements(selector):
+        m = _REQUIREMENT.match(part)
+        if not m:
+            raise SelectorError(f"cannot parse requirement {part.strip()!r} of {selector!r}")
+        if m["nkey"]:
+            key = _check(_KEY, m["nkey"], "key", selector, 316)
+            checks.append(lambda labels, k=key: k not in labels)
+            continue
+        key = _check(_KEY, m["key"], "key", selector, 316)
+        if m["op"]:
+            value = _check(_VALUE, m["value"], "value", selector, 63)
+            if m["op"] == "!=":
+                checks.append(lambda labels, k=key, v=value: labels.get(k) != v)
+            else:
+                checks.append(lambda labels, k=key, v=value: labels.get(k) == v)
+        elif m["setop"]:
+            values = frozenset(
+                _check(_VALUE, v.strip(), "value", selector, 63) for v in m["values"].split(",")
+            )
+            if m["setop"] == "in":
+                checks.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
+            else:
+                checks.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
+        else:
+            checks.append(lambda labels, k=key: k in labels)
+    if len(checks) == 1:
+        return checks[0]
+    return lambda labels: all(check(labels) for check in checks)
+
+
+def _everything(labels: Labels) -> bool:
+    return True
+
+
+# ---- the index ---------------------------------------------------------------------------------
+
+
+def _meta(obj: dict) -> dict:
+    return obj.get("metadata") or {}
+
+
+def _labels(obj: dict | None) -> Labels:
+    return (_meta(obj).get("labels") or {}) if obj else {}
+
+
+class _Selector:
+    """One resolved selector: namespace None means every namespace."""
+
+    __slots__ = ("type_key", "namespace", "names", "matcher")
+
+    def __init__(self, type_key: TypeKey, namespace, names, matcher: Matcher | None):
+        self.type_key = type_key
+        self.namespace: str | None = namespace
+        self.names: tuple[str, ...] = names
+        self.matcher = matcher  # None: no label selector
+
+
+class RelatedIndex:
+    """Cached related objects and, per parent, the selection its last sync returned."""
+
+    def __init__(self, namespaced: dict[TypeKey, bool] | None = None):
+        self._lock = threading.Lock()
+        # (apiVersion, kind) -> namespaced? (from discovery); unknown types select nothing.
+        self.namespaced: dict[TypeKey, bool] = dict(namespaced or {})
+        # (apiVersion, kind) -> namespace ("" for cluster-scoped) -> name -> object
+        self._objects: dict[TypeKey, dict[str, dict[str, dict]]] = {}
+        self._selections: dict[str, tuple[Selection, list[_Selector]]] = {}
+        # (apiVersion, kind, namespace | None, name) -> {uid: selectors of that uid}
+        self._by_name: dict[tuple, dict[str, list[_Selector]]] = {}
+        # (apiVersion, kind, namespace | None) -> {uid: label-only selectors of that uid}
+        self._by_label: dict[tuple, dict[str, list[_Selector]]] = {}
+
+    # ---- selections ------------------------------------------------------------------------
+
+    def _resolve(self, wire: Selection, parent: dict) -> list[_Selector]:
+        parent_ns = _meta(parent).get("namespace") or None
+        out = []
+        for api_version, kind, names, namespace, label_selector in wire:
+            key = (api_version, kind)
+            namespaced = self.namespaced.get(key)
+            if namespaced is None:
+                continue  # not a configured related type: the worker refuses those
+            if not namespaced:
+                ns: str | None = ""
+            elif namespace is not None:
+                ns = namespace
+            else:
+                ns = parent_ns  # None for a cluster-scoped parent: every namespace
+            try:
+                matcher = None if label_selector is None else parse_selector(label_selector)
+            except SelectorError:
+                continue  # the worker refuses those too
+            out.append(_Selector(key, ns, tuple(names), matcher))
+        return out
+
+    def selection(self, uid: str) -> Selection | None:
+        """The selection last recorded for ``uid`` (None: never recorded)."""
+        with self._lock:
+            entry = self._selections.get(uid)
+            return entry[0] if entry else None
+
+    def set_selection(self, uid: str, wire: Selection, parent: dict) -> None:
+        """Record ``uid``'s selection (replacing any previous one); ``parent`` gives the
+        default namespace."""
+        wire = tuple(wire)
+        with self._lock:
+            current = self._selections.get(uid)
+            if current is not None and current[0] == wire:
+                return
+            self._unindex_locked(uid)
+            if not wire:
+                return
+            selectors = self._resolve(wire, parent)
+            self._selections[uid] = (wire, selectors)
+            for sel in selectors:
+                if sel.names:
+                    for name in sel.names:
+                        key = (*sel.type_key, sel.namespace, name)
+                        self._by_name.setdefault(key, {}).setdefault(uid, []).append(sel)
+                else:
+                    key = (*sel.type_key, sel.namespace)
+                    self._by_label.setdefault(key, {}).setdefault(uid, []).append(sel)
+
+    def forget(self, uid: str) -> None:
+        """Drop ``uid``'s selection (the parent is gone)."""
+        with self._lock:
+            self._unindex_locked(uid)
+
+    def _unindex_locked(self, uid: str) -> None:
+        entry = self._selections.pop(uid, None)
+        if entry is None:
+            return
+        for sel in entry[1]:
+            if sel.names:
+                keys = [(*sel.type_key, sel.namespace, n) for n in sel.names]
+                index = self._by_name
+            else:
+                keys = [(*sel.type_key, sel.namespace)]
+                index = self._by_label
+            for key in keys:
+                bucket = index.get(key)
+                if bucket is not None:
+                    bucket.pop(uid, None)
+                    if not bucket:
+                        del index[key]
+
+    def selected(self, uid: str) -> list[dict]:
+        """The cached objects ``uid``'s selection matches, each once, in selection order."""
+        with self._lock:
+            entry = self._selections.get(uid)
+            if entry is None:
+                return []
+            out: dict[int, dict] = {}
+            for sel in entry[1]:
+                by_ns = self._objects.get(sel.type_key)
+                if not by_ns:
+                    continue
+                if sel.namespace is not None:
+                    spaces = [by_ns.get(sel.namespace) or {}]
+                else:
+                    spaces = list(by_ns.values())
+                for objects in spaces:
+                    if sel.names:
+                        candidates = [objects[n] for n in sel.names if n in objects]
+                    else:
+                        candidates = objects.values()
+                    for obj in candidates:
+                        if sel.matcher is None or sel.matcher(_labels(obj)):
+                            out.setdefault(id(obj), obj)
+            return list(out.values())
+
+    def _affected_locked(self, obj: dict | None) -> set[str]:
+        if obj is None:
+            return set()
+        meta = _meta(obj)
+        api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
+        ns, name = meta.get("namespace") or "", meta.get("name", "")
+        labels = _labels(obj)
+        out: set[str] = set()
+        for key in ((api_version, kind, ns, name), (api_version, kind, None, name)):
+            for uid, selectors in self._by_name.get(key, {}).items():
+                if any(s.matcher is None or s.matcher(labels) for s in selectors):
+                    out.add(uid)
+        for key in ((api_version, kind, ns), (api_version, kind, None)):
+            for uid, selectors in self._by_label.get(key, {}).items():
+                if uid not in out and any(s.matcher(labels) for s in selectors):
+                    out.add(uid)
+        return out
+
+    # ---- objects ----------------------------------------------------------------------------
+
+    def upsert(self, obj: dict) -> set[str]:
+        """Store a related object; returns the parents whose selection matches it (before or
+        after the change). An object that is not newer than the cached one affects nobody."""
+        meta = _meta(obj)
+        key = (obj.get("apiVersion", ""), obj.get("kind", ""))
+        ns, name = meta.get("namespace") or "", meta.get("name", "")
+        with self._lock:
+            space = self._objects.setdefault(key, {}).setdefault(ns, {})
+            old = space.get(name)
+            if old is not None and not newer(
+                meta.get("resourceVersion"), _meta(old).get("resourceVersion")
+            ):
+                return set()
+            space[name] = obj
+            return self._affected_locked(old) | self._affected_locked(obj)
+
+    def delete(self, obj: dict) -> set[str]:
+        """Forget a related object; returns the parents whose selection matched it."""
+        meta = _meta(obj)
+        key = (obj.get("apiVersion", ""), obj.get("kind", ""))
+        ns, name = meta.get("namespace") or "", meta.get("name", "")
+        with self._lock:
+            spaces = self._objects.get(key, {})
+            old = spaces.get(ns, {}).pop(name, None)
+            if ns in spaces and not spaces[ns]:
+                del spaces[ns]
+            return self._affected_locked(old) | self._affected_locked(obj)
+
+    def replace(self, api_version: str, kind: str, objs: Iterable[dict]) -> set[str]:
+        """Make the cached objects of one type exactly ``objs`` (a relist); returns the parents
+        affected by what was added, changed or removed."""
+        fresh: dict[str, dict[str, dict]] = {}
+        for obj in objs:
+            meta = _meta(obj)
+            fresh.setdefault(meta.get("namespace") or "", {})[meta.get("name", "")] = obj
+        with self._lock:
+            old = self._objects.get((api_version, kind), {})
+            affected: set[str] = set()
+            for ns, objects in old.items():
+                for name, cur in objects.items():
+                    new = fresh.get(ns, {}).get(name)
+                    if new is None:
+                        affected |= self._affected_locked(cur)
+                    elif _meta(new).get("resourceVersion") != _meta(cur).get("resourceVersion"):
+                        affected |= self._affected_locked(cur) | self._affected_locked(new)
+            for ns, objects in fresh.items():
+                for name, new in objects.items():
+                    if name not in old.get(ns, {}):
+                        affected |= self._affected_locked(new)
+            self._objects[(api_version, kind)] = fresh
+            return affected
+
+    def count(self, api_version: str, kind: str) -> int:
+        with self._lock:
+            return sum(len(o) for o in self._objects.get((api_version, kind), {}).values())
+
+    def selection_count(self) -> int:
+        with self._lock:
+            return len(self._selections)
+
+
+# ---- the leader's side -------------------------------------------------------------------------
+
+
+class RelatedTypes:
+    """The leader's related machinery: an informer per configured ``related`` type feeding a
+    `RelatedIndex`, and a callback that enqueues the parents a change affects.
+
+    ``enqueue(uids)`` is called from informer threads with the parents whose selection matches
+    an object that was created, changed or deleted (or changed by a relist).
+    """
+
+    def __init__(self, config, enqueue: Callable[[set[str]], None]):
+        self.config = config
+        self.enqueue = enqueue
+        self.index = RelatedIndex()
+        self.resources: list = []  # operatord.kube.Resource, once resolved
+
+    def resolve(self, resolve: Callable[[str, str], object]) -> None:
+        """Resolve every related type through discovery (``resolve(apiVersion, kind)``)."""
+        self.resources = [resolve(r.api_version, r.kind) for r in self.config.related]
+        self.index.namespaced.update(
+            {(res.api_version, res.kind): res.namespaced for res in self.resources}
+        )
+
+    def informers(self, kube, **informer_args) -> list:
+        """One informer per related type: namespaced types in the operator's namespace (all
+        namespaces when it is ""), each limited to its ``labelSelector``."""
+        from operatord.informer import Informer
+
+        out = []
+        for rt, res in zip(self.config.related, self.resources, strict=True):
+            out.append(
+                Informer(
+                    kube,
+                    res,
+                    namespace=self.config.namespace if res.namespaced else None,
+                    label_selector=rt.label_selector or None,
+                    on_list=lambda items, r=res: self._on_list(r, items),
+                    on_event=self._on_event,
+                    **informer_args,
+                )
+            )
+        return out
+
+    def _on_list(self, res, items: list[dict]) -> None:
+        affected = self.index.replace(res.api_version, res.kind, items)
+        if affected:
+            self.enqueue(affected)
+
+    def _on_event(self, etype: str, obj: dict) -> None:
+        if etype == "DELETED":
+            affected = self.index.delete(obj)
+        else:
+            affected = self.index.upsert(obj)
+        if affected:
+            self.enqueue(affected)
+
+    def task_fields(self, uid: str) -> dict:
+        """The `SyncTask` fields for ``uid``: its selected objects and its recorded selection."""
+        if not self.config.related:
+            return {}
+        return {"related": self.index.selected(uid), "selection": self.index.selection(uid)}
+
+    def record(self, uid: str, selection, parent: dict) -> None:
+        """Record the selection a result carried (None: the result carried none)."""
+        if selection is not None:
+            self.index.set_selection(uid, selection, parent)
+
+    def forget(self, uid: str) -> None:
+        self.index.forget(uid)
+
+    def counts(self) -> list[tuple[object, int]]:
+        """(resource, cached objects) per related type, for ``operatord_cached_objects``."""
+        return [(res, self.index.count(res.api_version, res.kind)) for res in self.resources]
