@@ -102,7 +102,12 @@ def test_run_flags_beat_variables_and_the_daemon_exports_process_series(api, kub
     )
     with op:
         op.wait_ready()
-        assert op.metric("operatord_workers_alive", controller="harness") == 2
+        # the workers_alive gauge is refreshed by the leader's housekeeping, not at readiness
+        wait_for(
+            lambda: op.metric("operatord_workers_alive", controller="harness") == 2,
+            30,
+            message="2 workers (the flag), not 3 (the variable) or 1 (the file)",
+        )
         # controller-runtime series, switched on by the variable
         assert op.metric("workqueue_depth", name="harness") == 0
         assert op.metric("leader_election_master_status", name="harness-leader") == 1
