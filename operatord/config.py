@@ -182,6 +182,7 @@ class Config:
     namespace: str = ""
     workers: int = field(default_factory=_cpu_count)
     in_flight_per_worker: int = 16
+    worker_memory_limit_mb: int = 0
     resync_seconds: float = 600.0
     handler_timeout_seconds: float = 30.0
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
@@ -279,6 +280,7 @@ class Config:
             "namespace": self.namespace,
             "workers": self.workers,
             "inFlightPerWorker": self.in_flight_per_worker,
+            "workerMemoryLimitMB": self.worker_memory_limit_mb,
             "resyncSeconds": self.resync_seconds,
             "handlerTimeoutSeconds": self.handler_timeout_seconds,
             "backoff": {
@@ -344,6 +346,7 @@ class Config:
             namespace=data.get("namespace", ""),
             workers=_cpu_count() if workers is None else int(workers),
             in_flight_per_worker=int(data.get("inFlightPerWorker", 16)),
+            worker_memory_limit_mb=int(data.get("workerMemoryLimitMB", 0)),
             resync_seconds=float(data.get("resyncSeconds", 600.0)),
             handler_timeout_seconds=float(data.get("handlerTimeoutSeconds", 30.0)),
             backoff=BackoffConfig(

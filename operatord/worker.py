@@ -275,7 +275,10 @@ class Worker:
                 fields.update(outcome=protocol.ABANDONED, error=str(exc))
                 log.warning("write fenced", error=str(exc))
             except ParentChanged as exc:
-                # Someone changed the parent meanwhile: sync again on the new version.
+                # Someone changed the parent meanwhile: sync again on the new version (handed to
+                # the leader's cache, so the next sync starts from it).
+                if exc.current is not None:
+                    outcome.upsert(exc.current)
                 fields.update(outcome=protocol.ABANDONED, error=str(exc))
                 log.info("parent changed during the sync; syncing again", error=str(exc))
             except HandlerTimeout as exc:
@@ -466,6 +469,31 @@ def _watch_leader(leader_pid: int, interval: float = 0.1) -> None:
     os._exit(EXIT_LEADER_GONE)
 
 
+def limit_memory(extra_mb: int, threads: int) -> int | None:
+    """Cap this process's address space at its current size plus ``extra_mb`` MiB (and the
+    stacks of ``threads`` threads yet to start); returns the cap in bytes, None when off.
+
+    An allocation past the cap raises MemoryError in the thread that made it: a runaway
+    handler fails its parent's sync instead of the pod being OOM-killed.
+    """
+    if extra_mb <= 0:
+        return None
+    import resource
+
+    size = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                size = int(line.split()[1]) * 1024
+    stack = threading.stack_size() or 8 * 1024 * 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = size + threads * stack + extra_mb * 1024 * 1024
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    return cap
+
+
 class _Outbox:
     """Results waiting to be sent; the sender batches whatever accumulated."""
 
@@ -508,6 +536,8 @@ def worker_main(index: int, config_dict: dict, connection_dict: dict, conn) -> N
         except (BrokenPipeError, OSError):
             return False
 
+    # Threads: one per parent in flight, the handler thread, its event loop, sender, watcher.
+    limit_memory(config.worker_memory_limit_mb, config.in_flight_per_worker + 4)
     send(protocol.Ready(os.getpid(), tuple(worker.recorder.drain())))
     pool = concurrent.futures.ThreadPoolExecutor(
         config.in_flight_per_worker, thread_name_prefix="task"
