@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: venv test lint format demo bench clean
+.PHONY: venv tools test lint format demo bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
+# prometheus and promtool (Debian package) for the alert-rule and live-scrape tests.
+tools:
+	@./.ci/install-prometheus
+
 lint: $(STAMP)
 	$(BIN)/ruff check operatord tests bench examples
 	$(BIN)/ruff format --check operatord tests bench examples
@@ -27,7 +31,7 @@ format: $(STAMP)
 	$(BIN)/ruff format operatord tests bench examples
 	$(BIN)/ruff check --fix operatord tests bench examples
 
-test: lint
+test: lint tools
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)

@@ -3,7 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+from operatord.config import OVERRIDES
+
+
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    """--config, --kubeconfig (run only) and the override flags, each also an OPERATORD_* var."""
+    p.add_argument(
+        "--config",
+        default=None,
+        help="path of the operatord YAML config (env OPERATORD_CONFIG)",
+    )
+    group = p.add_argument_group(
+        "overrides", "each beats its OPERATORD_* variable, which beats the config file"
+    )
+    for o in OVERRIDES:
+        group.add_argument(
+            o.flag,
+            dest=o.dest,
+            default=None,
+            metavar=o.kind.upper(),
+            help=f"{o.help} (env {o.env})",
+        )
+
+
+def _config_path(p: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    path = args.config or os.environ.get("OPERATORD_CONFIG")
+    if not path:
+        p.error("--config (or OPERATORD_CONFIG) is required")
+    return path
+
+
+def _flags(args: argparse.Namespace) -> dict[str, str | None]:
+    return {o.dest: getattr(args, o.dest, None) for o in OVERRIDES}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -16,15 +50,19 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the operator daemon")
-    run.add_argument("--config", required=True, help="path of the operatord YAML config")
+    _add_overrides(run)
     run.add_argument(
         "--kubeconfig",
         default=None,
-        help="kubeconfig file (default: in-cluster, then ~/.kube/config)",
+        help="kubeconfig file (env OPERATORD_KUBECONFIG; default: in-cluster, then $KUBECONFIG "
+        "or ~/.kube/config)",
     )
 
     chk = sub.add_parser("check-config", help="validate a config and import its handler")
-    chk.add_argument("--config", required=True, help="path of the operatord YAML config")
+    _add_overrides(chk)
+    chk.add_argument(
+        "--show", action="store_true", help="print the effective config (after overrides)"
+    )
 
     api = sub.add_parser("apiserver", help="run the embedded Kubernetes API server on 127.0.0.1")
     api.add_argument("--port", type=int, default=0, help="port to listen on (default: a free port)")
@@ -39,15 +77,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.command == "run":
         from operatord.daemon import run
 
-        return run(args.config, kubeconfig=args.kubeconfig)
+        kubeconfig = args.kubeconfig or os.environ.get("OPERATORD_KUBECONFIG") or None
+        return run(_config_path(parser, args), kubeconfig=kubeconfig, flags=_flags(args))
     if args.command == "check-config":
         from operatord.config import check_config_command
 
-        return check_config_command(args.config)
+        return check_config_command(_config_path(parser, args), show=args.show, flags=_flags(args))
     if args.command == "apiserver":
         from operatord.apiserver import serve_forever
 

@@ -23,7 +23,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from importlib import resources
@@ -37,12 +37,17 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigFileNotFoundError",
+    "OVERRIDES",
     "LeaderElectionConfig",
+    "Override",
     "RelatedType",
     "ResourceType",
+    "apply_overrides",
     "check_config_command",
     "config_schema",
+    "isolate_import_path",
     "load_config",
+    "show_config",
 ]
 
 UPDATE_STRATEGIES = ("Replace", "Recreate", "OnDelete", "Apply")
@@ -184,6 +189,9 @@ class Config:
     leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
     metrics_port: int = 8080
     health_port: int = 8081
+    metrics_address: str = ""
+    health_address: str = ""
+    controller_runtime_metrics: bool = False
     logging_format: str = "auto"
     logging_level: str = "info"
     related: tuple[RelatedType, ...] = ()
@@ -289,8 +297,12 @@ class Config:
                 "renewDeadlineSeconds": le.renew_deadline_seconds,
                 "retryPeriodSeconds": le.retry_period_seconds,
             },
-            "metrics": {"port": self.metrics_port},
-            "health": {"port": self.health_port},
+            "metrics": {
+                "port": self.metrics_port,
+                "address": self.metrics_address,
+                "controllerRuntime": self.controller_runtime_metrics,
+            },
+            "health": {"port": self.health_port, "address": self.health_address},
             "logging": {"format": self.logging_format, "level": self.logging_level},
             "related": [
                 {"apiVersion": r.api_version, "kind": r.kind, "labelSelector": r.label_selector}
@@ -353,6 +365,9 @@ class Config:
             ),
             metrics_port=int(data.get("metrics", {}).get("port", 8080)),
             health_port=int(data.get("health", {}).get("port", 8081)),
+            metrics_address=data.get("metrics", {}).get("address", ""),
+            health_address=data.get("health", {}).get("address", ""),
+            controller_runtime_metrics=data.get("metrics", {}).get("controllerRuntime", False),
             logging_format=data.get("logging", {}).get("format", "auto"),
             logging_level=data.get("logging", {}).get("level", "info"),
             related=tuple(
@@ -710,6 +725,163 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return Config.from_dict(data, base_dir=os.path.dirname(os.path.abspath(path)))
 
 
+# --------------------------------------------------------------------------------------------
+# Command-line flags and OPERATORD_* environment variables
+# --------------------------------------------------------------------------------------------
+
+#: Values of boolean flags and environment variables, lower-cased.
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError(f"must be true or false, got {text!r}")
+
+
+def _parse_int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"must be an integer, got {text!r}") from None
+
+
+def _parse_address(text: str) -> tuple[str, int]:
+    """``[HOST]:PORT`` or ``PORT`` -> (host, port); ``0`` disables the server (port 0)."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep:
+        host = ""
+    host = host.strip("[]")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"must be [HOST]:PORT, PORT or 0, got {text!r}") from None
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port must be from 0 to 65535, got {text!r}")
+    return ("" if host in ("", "0.0.0.0") else host), number
+
+
+@dataclass(frozen=True)
+class Override:
+    """A config key that a command-line flag and an environment variable can override."""
+
+    flag: str
+    env: str
+    key: str  # dotted config path, e.g. "logging.level"; "metrics" for a bind address
+    kind: str  # "str" | "int" | "bool" | "address"
+    help: str
+
+    @property
+    def dest(self) -> str:
+        """The argparse destination of the flag."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def parse(self, text: str) -> dict[str, Any]:
+        """The config keys (dotted) this value sets; ValueError naming the problem."""
+        if self.kind == "int":
+            return {self.key: _parse_int(text)}
+        if self.kind == "bool":
+            return {self.key: _parse_bool(text)}
+        if self.kind == "address":
+            host, port = _parse_address(text)
+            return {f"{self.key}.port": port, f"{self.key}.address": host}
+        return {self.key: text}
+
+
+#: Every overridable key. Precedence: flag > environment variable > config file > default.
+OVERRIDES: tuple[Override, ...] = (
+    Override("--namespace", "OPERATORD_NAMESPACE", "namespace", "str",
+             'namespace to watch; "" watches all namespaces'),
+    Override("--workers", "OPERATORD_WORKERS", "workers", "int", "worker processes"),
+    Override("--in-flight-per-worker", "OPERATORD_IN_FLIGHT_PER_WORKER", "inFlightPerWorker",
+             "int", "parents one worker process holds at once"),
+    Override("--log-level", "OPERATORD_LOG_LEVEL", "logging.level", "str",
+             "debug, info, warning or error"),
+    Override("--log-format", "OPERATORD_LOG_FORMAT", "logging.format", "str",
+             "auto, console or json"),
+    Override("--metrics-bind-address", "OPERATORD_METRICS_BIND_ADDRESS", "metrics", "address",
+             "[HOST]:PORT of /metrics; 0 disables it"),
+    Override("--health-probe-bind-address", "OPERATORD_HEALTH_PROBE_BIND_ADDRESS", "health",
+             "address", "[HOST]:PORT of /healthz and /readyz; 0 disables them"),
+    Override("--leader-elect", "OPERATORD_LEADER_ELECT", "leaderElection.enabled", "bool",
+             "true or false: elect one leader among the replicas"),
+    Override("--controller-runtime-metrics", "OPERATORD_CONTROLLER_RUNTIME_METRICS",
+             "metrics.controllerRuntime", "bool",
+             "true or false: also export controller-runtime-compatible series"),
+)  # fmt: skip
+
+
+def apply_overrides(
+    cfg: Config,
+    flags: Mapping[str, str | None] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Config, dict[str, str]]:
+    """Apply flag values (by ``Override.dest``; None = not given) and ``OPERATORD_*`` variables
+    to a loaded config.
+
+    Returns the new config and, for every key set, where it came from (``--workers`` or
+    ``OPERATORD_WORKERS``). A flag beats its variable; both beat the file. A bad value raises
+    ``ConfigError`` naming the flag or variable, e.g.
+    ``OPERATORD_WORKERS: workers: must be an integer >= 1, got 0``.
+    """
+    flags = flags or {}
+    environ = os.environ if environ is None else environ
+    data = cfg.to_dict()
+    sources: dict[str, str] = {}
+    errors: list[str] = []
+    for o in OVERRIDES:
+        given = flags.get(o.dest)
+        source, text = (o.flag, given) if given is not None else (o.env, environ.get(o.env))
+        if text is None:
+            continue
+        try:
+            values = o.parse(text)
+        except ValueError as e:
+            errors.append(f"{source}: {e}")
+            continue
+        for dotted, value in values.items():
+            node = data
+            *parents, last = dotted.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+            sources[dotted] = source
+    if errors:
+        raise ConfigError(errors)
+    try:
+        return Config.from_dict(data), sources
+    except ConfigError as e:
+        raise ConfigError([_name_source(line, sources) for line in e.errors]) from None
+
+
+def _name_source(error: str, sources: Mapping[str, str]) -> str:
+    """Prefix a validation error with the flag or variable that set its key, if any."""
+    path = error.partition(":")[0]
+    source = sources.get(path)
+    return f"{source}: {error}" if source else error
+
+
+def show_config(cfg: Config, sources: Mapping[str, str] | None = None) -> str:
+    """The effective config as YAML, with a comment naming every flag/variable override."""
+    lines = ["# effective operatord config (flag > OPERATORD_* variable > file > default)"]
+    for key, source in sorted((sources or {}).items()):
+        lines.append(f"# {key}: from {source}")
+    body = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
+    return "\n".join(lines) + "\n" + body
+
+
+def isolate_import_path() -> None:
+    """Drop the current directory that ``python -m``/``-c`` put first on ``sys.path``, so a
+    handler imports the same from any working directory (only ``pythonPath``,
+    ``$PYTHONPATH`` and installed packages count). Worker processes inherit the result."""
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
+
+
 def _summary(cfg: Config) -> str:
     children = ",".join(f"{c}({c.update_strategy})" for c in cfg.children) or "none"
     line = f"ok: {cfg.name} handler={cfg.handler} parent={cfg.parent} children={children}"
@@ -720,16 +892,25 @@ def _summary(cfg: Config) -> str:
     return line
 
 
-def check_config_command(path: str) -> int:
-    """``operatord check-config``: validate the config and import its handler.
+def check_config_command(
+    path: str,
+    *,
+    show: bool = False,
+    flags: Mapping[str, str | None] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """``operatord check-config``: validate the config (with flag and ``OPERATORD_*``
+    overrides) and import its handler the way ``operatord run`` does.
 
-    Prints ``ok: ...`` to stdout and returns 0; on failure prints ``error: <message>`` lines to
-    stderr and returns 1, or 2 when the file does not exist.
+    Prints ``ok: ...`` (or, with ``show``, the effective config as YAML) to stdout and returns
+    0; on failure prints ``error: <message>`` lines to stderr and returns 1, or 2 when the file
+    does not exist.
     """
     from operatord.handler import HandlerImportError, load_handler
 
+    isolate_import_path()
     try:
-        cfg = load_config(path)
+        cfg, sources = apply_overrides(load_config(path), flags, environ)
     except ConfigFileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -742,5 +923,5 @@ def check_config_command(path: str) -> int:
     except HandlerImportError as e:
         print(f"error: handler: {e}", file=sys.stderr)
         return 1
-    print(_summary(cfg))
+    print(show_config(cfg, sources) if show else _summary(cfg), end="" if show else "\n")
     return 0

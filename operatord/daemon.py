@@ -1,8 +1,25 @@
 """`operatord run`: config, logging, metrics, health, leader election and the controller.
 
 Guarantees:
-- The config is validated and the handler imported before anything else happens; a bad config
-  or handler exits with status 1 and a one-line error naming the key or import path.
+- The config (file, then ``OPERATORD_*`` variables, then flags) is validated and the handler
+  imported before anything else happens; the current directory is not on the import path.
+- Every start-up failure is one ``error: ...`` line on stderr naming what to fix, with its own
+  exit status (no traceback):
+
+  ====  ====================================================================================
+  0     stopped by SIGTERM/SIGINT (drained, lease released)
+  1     invalid config or handler import failure; or leadership lost while running
+  2     bad command line
+  3     the metrics or health address cannot be bound (port in use, no permission)
+  4     no usable Kubernetes credentials (kubeconfig missing or invalid, not in a pod)
+  5     the API server cannot be reached
+  6     the API server refuses operatord: credentials rejected (401) or RBAC forbids a
+        request operatord needs (403)
+  ====  ====================================================================================
+
+- A parent or child type the API server does not serve (CRD not installed) is not an error:
+  the daemon logs ``waiting for ... to be served`` (again every 30 s), /readyz says what it
+  waits for, and it starts as soon as the type appears.
 - With leader election on, the controller runs only while this process holds the lease.
   A leader that cannot renew within renewDeadline stops dispatching at once and exits with
   status 1 (so Kubernetes restarts it as a fresh standby).
@@ -12,29 +29,51 @@ Guarantees:
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
 import threading
+import time
 
 import structlog
 
-from operatord.config import ConfigError, load_config
+from operatord.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    isolate_import_path,
+    load_config,
+)
 from operatord.controller import Controller
 from operatord.handler import HandlerImportError, load_handler
 from operatord.health import HealthServer
-from operatord.kube import ClientSettings, Kube
+from operatord.kube import ApiError, ClientSettings, Kube
 from operatord.logs import configure_logging
-from operatord.metrics import Metrics
+from operatord.metrics import Metrics, ProcessSampler
 
 log = structlog.get_logger("operatord.daemon")
 
 EXIT_OK = 0
 EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_ADDRESS = 3
+EXIT_CREDENTIALS = 4
+EXIT_UNREACHABLE = 5
+EXIT_FORBIDDEN = 6
 DRAIN_GRACE_SECONDS = 5.0
-
+CRD_WAIT_LOG_SECONDS = 30.0
 
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+class StartupError(Exception):
+    """A start-up failure the user must fix; ``code`` is the process exit status."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def lease_namespace(config) -> str:
@@ -55,10 +94,187 @@ def drain_seconds(config) -> float:
     return config.handler_timeout_seconds + DRAIN_GRACE_SECONDS
 
 
-def run(config_path: str, kubeconfig: str | None = None) -> int:
+# -- start-up checks ---------------------------------------------------------------------------
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def bind_servers(config: Config, metrics: Metrics) -> HealthServer | None:
+    """Start the metrics and health servers; StartupError(EXIT_ADDRESS) if one cannot bind."""
+    health = None
+    for what, port, host, key, flag in (
+        ("metrics", config.metrics_port, config.metrics_address, "metrics", "--metrics"),
+        ("health", config.health_port, config.health_address, "health", "--health-probe"),
+    ):
+        if not port:
+            continue
+        try:
+            if what == "metrics":
+                metrics.serve(port, host or "0.0.0.0")
+            else:
+                health = HealthServer(port, host or "0.0.0.0")
+                health.start()
+        except OSError as exc:
+            if what == "health" and metrics.port is not None:
+                metrics.stop()
+            where = f"{host or '0.0.0.0'}:{port}"
+            if exc.errno == errno.EADDRINUSE:
+                reason = f"port {port} is already in use by another process"
+            else:
+                reason = exc.strerror or str(exc)
+            raise StartupError(
+                EXIT_ADDRESS,
+                f"cannot serve {what} on {where}: {reason}; choose another {key}.port "
+                f"(or {flag}-bind-address), or 0 to turn it off",
+            ) from None
+    return health
+
+
+def connect(settings: ClientSettings) -> Kube:
+    """A `Kube` for ``settings``; StartupError(EXIT_CREDENTIALS) naming what is missing."""
+    path = settings.kubeconfig
+    if path and not os.path.exists(path):
+        raise StartupError(
+            EXIT_CREDENTIALS,
+            f"kubeconfig {path} does not exist (--kubeconfig / OPERATORD_KUBECONFIG)",
+        )
+    if not path and not os.path.exists(SERVICE_ACCOUNT_TOKEN):
+        default = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+        if not any(os.path.exists(p) for p in default.split(os.pathsep) if p):
+            raise StartupError(
+                EXIT_CREDENTIALS,
+                "no Kubernetes credentials: not running in a pod (no service account token) "
+                f"and no kubeconfig at {default}; pass --kubeconfig FILE",
+            )
     try:
-        config = load_config(config_path)
-        load_handler(config.handler, config.python_path)
+        return Kube(settings)
+    except Exception as exc:  # noqa: BLE001 - the client raises many types for a bad file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = f"kubeconfig {path}" if path else "the Kubernetes client configuration"
+        raise StartupError(EXIT_CREDENTIALS, f"{where} is invalid: {_one_line(first)}") from None
+
+
+def _refused(exc: ApiError, what: str) -> StartupError:
+    if exc.status == 401:
+        return StartupError(
+            EXIT_FORBIDDEN,
+            f"the API server rejected operatord's credentials (401 Unauthorized) on {what}; "
+            "check the kubeconfig user or the service account token",
+        )
+    return StartupError(
+        EXIT_FORBIDDEN,
+        f"forbidden by RBAC: operatord may not {what} (403: {_one_line(exc.message)}); "
+        "grant it in the Role/ClusterRole of its service account (the Helm chart does)",
+    )
+
+
+def check_api(kube: Kube) -> None:
+    """The API server answers; StartupError for unreachable (5) or refused (6)."""
+    try:
+        kube.request("GET", "/version", verb="discovery")
+    except ApiError as exc:
+        if exc.status == 0:
+            raise StartupError(
+                EXIT_UNREACHABLE,
+                f"cannot reach the API server at {kube.api_client.configuration.host}: "
+                f"{_one_line(exc.message)[:200]}",
+            ) from None
+        if exc.status in (401, 403):
+            raise _refused(exc, "read /version") from None
+        raise StartupError(
+            EXIT_UNREACHABLE,
+            f"the API server at {kube.api_client.configuration.host} answered /version with "
+            f"{exc.status} {exc.reason}",
+        ) from None
+
+
+class TypeWait:
+    """Readiness check while start-up waits for a type to be served."""
+
+    def __init__(self) -> None:
+        self.waiting: str | None = "checking the API server"
+
+    def __call__(self) -> str | None:
+        return self.waiting
+
+
+def wait_for_types(kube: Kube, config: Config, stop: threading.Event, state: TypeWait) -> list:
+    """Resolve the parent and child types, waiting (and saying so) while one is not served.
+
+    Returns the resources, or [] when ``stop`` was set while waiting.
+    """
+    resolved = []
+    for rt in (config.parent, *config.children):
+        next_log = 0.0
+        delay = 0.5
+        while True:
+            try:
+                resolved.append(kube.resource(rt.api_version, rt.kind))
+                break
+            except ApiError as exc:
+                if exc.status in (401, 403):
+                    raise _refused(exc, f"discover {rt.api_version}") from None
+                if exc.status == 0:
+                    raise StartupError(
+                        EXIT_UNREACHABLE,
+                        f"lost the API server while discovering {rt}: {_one_line(exc.message)}",
+                    ) from None
+                if exc.status != 404:
+                    raise
+            group = rt.group or "core"
+            state.waiting = f"waiting for {rt.kind} ({rt.api_version}) to be served"
+            if time.monotonic() >= next_log:
+                log.warning(
+                    f"waiting for {rt.kind} ({rt.api_version}) to be served: "
+                    f"install its CustomResourceDefinition (group {group}); operatord starts "
+                    "as soon as it appears",
+                    api_version=rt.api_version,
+                    kind=rt.kind,
+                )
+                next_log = time.monotonic() + CRD_WAIT_LOG_SECONDS
+            if stop.wait(delay):
+                return []
+            delay = min(delay * 2, 5.0)
+    state.waiting = None
+    return resolved
+
+
+def check_access(kube: Kube, config: Config, resources: list) -> None:
+    """One ``list`` per type (limit 1) and a lease ``get``: StartupError(6) on 401/403."""
+    for res in resources:
+        scope = f" in namespace {config.namespace}" if config.namespace and res.namespaced else ""
+        try:
+            kube.request("GET", res.path(config.namespace or None), query={"limit": 1}, verb="list")
+        except ApiError as exc:
+            if exc.status in (401, 403):
+                raise _refused(exc, f"list {res.key}{scope}") from None
+            raise
+    if config.leader_election.enabled:
+        ns = lease_namespace(config)
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{config.lease_name}"
+        try:
+            kube.request("GET", path, verb="get")
+        except ApiError as exc:
+            if exc.status in (401, 403):
+                raise _refused(exc, f"get the lease {ns}/{config.lease_name}") from None
+            if exc.status != 404:
+                raise
+
+
+def load(config_path: str, flags=None) -> Config:
+    """The effective config with its handler importable; ConfigError/HandlerImportError."""
+    isolate_import_path()
+    config, _ = apply_overrides(load_config(config_path), flags)
+    load_handler(config.handler, config.python_path)
+    return config
+
+
+def run(config_path: str, kubeconfig: str | None = None, flags=None) -> int:
+    """``operatord run``; returns the exit status (see the module docstring)."""
+    try:
+        config = load(config_path, flags)
     except ConfigError as exc:
         for line in getattr(exc, "errors", None) or [str(exc)]:
             print(f"error: {line}", file=sys.stderr)
@@ -67,8 +283,6 @@ def run(config_path: str, kubeconfig: str | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     configure_logging(config.logging_format, config.logging_level, process="leader")
-    settings = ClientSettings(kubeconfig=kubeconfig)
-
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -78,18 +292,49 @@ def run(config_path: str, kubeconfig: str | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    metrics = Metrics()
-    if config.metrics_port:
-        metrics.serve(config.metrics_port)
-    controller = Controller(config, settings, metrics)
-    health = HealthServer(config.health_port) if config.health_port else None
+    metrics = Metrics(
+        controller=config.name,
+        controller_runtime=config.controller_runtime_metrics,
+        lease=config.lease_name,
+        max_concurrent=config.workers * config.in_flight_per_worker,
+    )
+    health = None
+    try:
+        health = bind_servers(config, metrics)
+        return _run(config, ClientSettings(kubeconfig=kubeconfig), metrics, health, stop)
+    except StartupError as exc:
+        log.error(str(exc), exit_code=exc.code)
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    finally:
+        metrics.set("leader", 0)
+        if health is not None:
+            health.stop()
+        metrics.stop()
+
+
+def _run(config, settings, metrics, health, stop) -> int:
+    types = TypeWait()
     leading = threading.Event()
+    controller: list[Controller] = []
     if health is not None:
+        health.add_readiness("startup", types)
         health.add_readiness(
-            "controller", lambda: controller.readiness() if leading.is_set() else None
+            "controller",
+            lambda: controller[0].readiness() if controller and leading.is_set() else None,
         )
-        health.add_liveness("dispatch", controller.liveness)
-        health.start()
+        health.add_liveness("dispatch", lambda: controller[0].liveness() if controller else None)
+    kube = connect(settings)
+    check_api(kube)
+    resources = wait_for_types(kube, config, stop, types)
+    if not resources:
+        log.info("stopped while waiting for types to be served")
+        return EXIT_OK
+    check_access(kube, config, resources)
+    kube.close()
+    controller.append(Controller(config, settings, metrics))
+    sampler = ProcessSampler(metrics, lambda: _worker_pids(controller[0]))
+    sampler.start()
     log.info(
         "operatord starting",
         name=config.name,
@@ -102,17 +347,24 @@ def run(config_path: str, kubeconfig: str | None = None) -> int:
         if not config.leader_election.enabled:
             leading.set()
             metrics.set("leader", 1)
-            controller.start()
+            controller[0].start()
             while not stop.wait(0.5):
                 pass
-            controller.stop(drain_seconds(config))
+            controller[0].stop(drain_seconds(config))
             return EXIT_OK
-        return _run_elected(config, settings, metrics, controller, health, leading, stop)
+        return _run_elected(config, settings, metrics, controller[0], health, leading, stop)
     finally:
-        metrics.set("leader", 0)
-        if health is not None:
-            health.stop()
-        metrics.stop()
+        sampler.stop()
+
+
+def _worker_pids(controller: Controller) -> dict[str, int]:
+    """Worker index -> pid of each running worker process (for the per-worker gauges)."""
+    pids = {}
+    for slot in getattr(controller, "slots", ()):
+        proc = getattr(slot, "proc", None)  # the WorkerProcess supervising this index
+        if proc is not None and proc.pid is not None and proc.alive():
+            pids[str(slot.index)] = proc.pid
+    return pids
 
 
 def _run_elected(config, settings, metrics, controller, health, leading, stop) -> int:

@@ -24,9 +24,10 @@ Guarantees:
 
 from __future__ import annotations
 
+import os
 import platform
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,11 +36,12 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 PREFIX = "operatord_"
 
@@ -248,6 +250,20 @@ CATALOG: tuple[MetricSpec, ...] = (
         values={"type": ("Normal", "Warning")},
     ),
     MetricSpec(
+        "worker_resident_memory_bytes",
+        "gauge",
+        "Resident memory of each worker process (sampled by the leader from /proc every few "
+        "seconds), by worker shard index.",
+        ("worker",),
+    ),
+    MetricSpec(
+        "worker_cpu_seconds_total",
+        "counter",
+        "CPU time (user + system) used by the worker processes of each shard index; keeps "
+        "counting across worker restarts.",
+        ("worker",),
+    ),
+    MetricSpec(
         "build_info",
         "gauge",
         "Always 1; labels carry the operatord version and Python version.",
@@ -310,20 +326,46 @@ class Recorder(Protocol):
 
 
 class Metrics:
-    """The leader's metrics: a private ``CollectorRegistry`` holding every catalog metric.
+    """The leader's metrics: every catalog metric, exposed through :attr:`registry`.
 
     Operations apply immediately and are thread-safe (prometheus_client locks per child).
     ``_created`` series are disabled process-wide so the exposition stays small.
+
+    - ``controller`` (the config's ``name``): every ``operatord_*`` series carries the label
+      ``controller=<name>``, so operators built on operatord can be told apart in one
+      Prometheus. Recorder calls never pass it.
+    - ``process=True`` adds the standard ``process_*`` series of this (the leader) process.
+    - ``controller_runtime=True`` also exports the controller-runtime and client-go series
+      listed in :data:`CONTROLLER_RUNTIME_SERIES`, derived from the same recorder calls.
     """
 
-    def __init__(self, version: str | None = None) -> None:
+    def __init__(
+        self,
+        version: str | None = None,
+        *,
+        controller: str | None = None,
+        process: bool = True,
+        controller_runtime: bool = False,
+        lease: str | None = None,
+        max_concurrent: int | None = None,
+    ) -> None:
         disable_created_metrics()
+        self.controller = controller
+        self._catalog = CollectorRegistry(auto_describe=True)
         self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_Labelled(self._catalog, controller))
+        if process:
+            ProcessCollector(registry=self.registry)
+        self._compat = (
+            _ControllerRuntime(self.registry, controller or "operatord", lease, max_concurrent)
+            if controller_runtime
+            else None
+        )
         self._metrics: dict[str, Counter | Gauge | Histogram] = {}
         for m in CATALOG:
             if m.name in _SCRAPE_TIME:
                 continue
-            kwargs: dict[str, Any] = {"labelnames": m.labels, "registry": self.registry}
+            kwargs: dict[str, Any] = {"labelnames": m.labels, "registry": self._catalog}
             if m.type == "counter":
                 self._metrics[m.name] = Counter(m.full_name, m.help, **kwargs)
             elif m.type == "gauge":
@@ -333,7 +375,7 @@ class Metrics:
             if m.labels and set(m.values) == set(m.labels):
                 for combo in _combinations(m):
                     self._metrics[m.name].labels(**combo)
-        self.registry.register(_WatchActivityCollector())
+        self._catalog.register(_WatchActivityCollector())
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None
@@ -408,6 +450,8 @@ class Metrics:
             metric.set(value)
         else:
             metric.observe(value)
+        if self._compat is not None:
+            self._compat.mirror(op, name, dict(pairs), value)
 
     # -- exposition ---------------------------------------------------------------------------
 
@@ -542,3 +586,275 @@ def metrics_reference_markdown() -> str:
             desc += " Buckets: " + ", ".join(f"{b:g}" for b in m.buckets) + "."
         lines.append(f"| `{m.full_name}` | {m.type} | {', '.join(labels) or '—'} | {desc} |")
     return "\n".join(lines) + "\n"
+
+
+class _Labelled:
+    """A collector exposing another registry's families with ``controller=<name>`` added."""
+
+    def __init__(self, inner: CollectorRegistry, controller: str | None) -> None:
+        self.inner = inner
+        self.controller = controller
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.inner.collect():
+            if self.controller is not None:
+                family.samples = [
+                    s._replace(labels={**s.labels, "controller": self.controller})
+                    for s in family.samples
+                ]
+            yield family
+
+
+# -- controller-runtime compatibility -----------------------------------------------------------
+
+#: controller-runtime's reconcile_time_seconds buckets (v0.15 and later).
+_CR_RECONCILE_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8,
+    0.9, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30,
+    40, 50, 60,
+)  # fmt: skip
+#: client-go workqueue duration buckets: 10ns to 10s, powers of ten.
+_WORKQUEUE_BUCKETS = tuple(10.0**e for e in range(-8, 2))
+
+#: name -> (type, labels, how operatord derives it); the reference for docs/metrics.md.
+CONTROLLER_RUNTIME_SERIES: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "controller_runtime_reconcile_total": (
+        "counter",
+        ("controller", "result"),
+        "syncs and finalizes: ok/finalized -> success, pending -> requeue_after, "
+        "error/invalid/timeout/crash -> error",
+    ),
+    "controller_runtime_reconcile_errors_total": (
+        "counter",
+        ("controller",),
+        "syncs and finalizes that ended in error, invalid, timeout or crash",
+    ),
+    "controller_runtime_reconcile_time_seconds": (
+        "histogram",
+        ("controller",),
+        "sync and finalize durations, controller-runtime's buckets",
+    ),
+    "controller_runtime_max_concurrent_reconciles": (
+        "gauge",
+        ("controller",),
+        "workers * inFlightPerWorker",
+    ),
+    "controller_runtime_active_workers": (
+        "gauge",
+        ("controller",),
+        "operatord_in_flight summed over workers: parents being synced now",
+    ),
+    "workqueue_depth": ("gauge", ("name",), "operatord_queue_depth summed over workers"),
+    "workqueue_adds_total": ("counter", ("name",), "parents dispatched from the queues"),
+    "workqueue_retries_total": ("counter", ("name",), "operatord_retries_total"),
+    "workqueue_queue_duration_seconds": (
+        "histogram",
+        ("name",),
+        "operatord_queue_wait_seconds, client-go's buckets",
+    ),
+    "workqueue_work_duration_seconds": (
+        "histogram",
+        ("name",),
+        "sync and finalize durations, client-go's buckets",
+    ),
+    "leader_election_master_status": (
+        "gauge",
+        ("name",),
+        "operatord_leader; name is the lease name",
+    ),
+}
+
+_CR_RESULT = {
+    ("syncs_total", "ok"): "success",
+    ("finalizes_total", "finalized"): "success",
+    ("finalizes_total", "pending"): "requeue_after",
+}
+
+
+class _ControllerRuntime:
+    """The controller-runtime series, fed from the recorder calls of :class:`Metrics`."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        controller: str,
+        lease: str | None,
+        max_concurrent: int | None = None,
+    ) -> None:
+        self.controller = controller
+        kw: dict[str, Any] = {"registry": registry}
+        c = ("controller",)
+        n = ("name",)
+        self.reconcile_total = Counter(
+            "controller_runtime_reconcile_total",
+            "Total number of reconciliations per controller",
+            c + ("result",),
+            **kw,
+        )
+        self.reconcile_errors = Counter(
+            "controller_runtime_reconcile_errors_total",
+            "Total number of reconciliation errors per controller",
+            c,
+            **kw,
+        )
+        self.reconcile_time = Histogram(
+            "controller_runtime_reconcile_time_seconds",
+            "Length of time per reconciliation per controller",
+            c,
+            buckets=_CR_RECONCILE_BUCKETS,
+            **kw,
+        )
+        self.max_concurrent = Gauge(
+            "controller_runtime_max_concurrent_reconciles",
+            "Maximum number of concurrent reconciles per controller",
+            c,
+            **kw,
+        )
+        self.active_workers = Gauge(
+            "controller_runtime_active_workers",
+            "Number of currently used workers per controller",
+            c,
+            **kw,
+        )
+        self.depth = Gauge("workqueue_depth", "Current depth of workqueue", n, **kw)
+        self.adds = Counter(
+            "workqueue_adds_total", "Total number of adds handled by workqueue", n, **kw
+        )
+        self.retries = Counter(
+            "workqueue_retries_total", "Total number of retries handled by workqueue", n, **kw
+        )
+        self.queue_duration = Histogram(
+            "workqueue_queue_duration_seconds",
+            "How long in seconds an item stays in workqueue before being requested",
+            n,
+            buckets=_WORKQUEUE_BUCKETS,
+            **kw,
+        )
+        self.work_duration = Histogram(
+            "workqueue_work_duration_seconds",
+            "How long in seconds processing an item from workqueue takes",
+            n,
+            buckets=_WORKQUEUE_BUCKETS,
+            **kw,
+        )
+        self.master = Gauge(
+            "leader_election_master_status",
+            "Gauge of if the reporting system is master of the relevant lease, 0 indicates "
+            "backup, 1 indicates master. 'name' is the string used to identify the lease.",
+            n,
+            **kw,
+        )
+        self.lease = lease or f"{controller}-leader"
+        for result in ("success", "error", "requeue", "requeue_after"):
+            self.reconcile_total.labels(controller, result)
+        self.reconcile_errors.labels(controller)
+        self.depth.labels(controller)
+        self.adds.labels(controller)
+        self.retries.labels(controller)
+        self.master.labels(self.lease)
+        self._lock = threading.Lock()
+        self._depths: dict[str, float] = {}
+        self._in_flight: dict[str, float] = {}
+        if max_concurrent is not None:
+            self.max_concurrent.labels(controller).set(max_concurrent)
+        self.active_workers.labels(controller)
+
+    def mirror(self, op: str, name: str, labels: dict[str, str], value: float) -> None:
+        c = self.controller
+        if name in ("syncs_total", "finalizes_total"):
+            result = _CR_RESULT.get((name, labels["result"]), "error")
+            self.reconcile_total.labels(c, result).inc(value)
+            if result == "error":
+                self.reconcile_errors.labels(c).inc(value)
+        elif name in ("sync_duration_seconds", "finalize_duration_seconds"):
+            self.reconcile_time.labels(c).observe(value)
+            self.work_duration.labels(c).observe(value)
+        elif name == "queue_wait_seconds":
+            self.queue_duration.labels(c).observe(value)
+            self.adds.labels(c).inc()
+        elif name == "retries_total":
+            self.retries.labels(c).inc(value)
+        elif name in ("queue_depth", "in_flight"):
+            per_worker = self._depths if name == "queue_depth" else self._in_flight
+            gauge = self.depth if name == "queue_depth" else self.active_workers
+            with self._lock:
+                key = labels["worker"]
+                per_worker[key] = value if op == "set" else per_worker.get(key, 0.0) + value
+                gauge.labels(c).set(sum(per_worker.values()))
+        elif name == "leader":
+            self.master.labels(self.lease).set(value)
+
+
+# -- per-worker resource usage ------------------------------------------------------------------
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def read_proc_stat(pid: int) -> tuple[float, float] | None:
+    """(CPU seconds user+system, resident bytes) of a Linux process from /proc; None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2 :].split()  # after "pid (comm) "
+    # fields[0] is field 3 (state): utime is field 14, stime 15, rss 24 (in pages)
+    cpu = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return cpu, int(fields[21]) * _PAGE_SIZE
+
+
+class ProcessSampler:
+    """Samples each worker's RSS and CPU from /proc in the leader, every ``interval`` seconds.
+
+    ``pids()`` returns worker index -> pid of the running workers. CPU is exported as a
+    per-index counter that adds each process's growth, so it survives worker restarts.
+    Without /proc (not Linux) it records nothing.
+    """
+
+    def __init__(
+        self, metrics: Metrics, pids: Callable[[], Mapping[str, int]], interval: float = 5.0
+    ) -> None:
+        self.metrics = metrics
+        self.pids = pids
+        self.interval = interval
+        self._last_cpu: dict[str, tuple[int, float]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sample(self) -> None:
+        """Take one sample now."""
+        try:
+            pids = dict(self.pids())
+        except Exception:  # noqa: BLE001 - a sampler must never break the daemon
+            return
+        for worker, pid in pids.items():
+            stat = read_proc_stat(pid)
+            if stat is None:
+                continue
+            cpu, rss = stat
+            self.metrics.set("worker_resident_memory_bytes", rss, {"worker": worker})
+            last_pid, last_cpu = self._last_cpu.get(worker, (pid, 0.0))
+            grown = cpu - last_cpu if last_pid == pid else cpu
+            if grown > 0:
+                self.metrics.inc("worker_cpu_seconds_total", {"worker": worker}, grown)
+            self._last_cpu[worker] = (pid, cpu)
+
+    def start(self) -> None:
+        """Sample in a daemon thread until :meth:`stop`."""
+        if not os.path.isdir("/proc"):
+            return
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                self.sample()
+                self._stop.wait(self.interval)
+
+        self._thread = threading.Thread(target=loop, name="process-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

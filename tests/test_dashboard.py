@@ -12,9 +12,9 @@ from operatord.metrics import CATALOG
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "helm/operatord/dashboards/operatord.json"
 
-# sample name -> labels of the metric that exposes it
+# sample name -> labels of the metric that exposes it (every series names its controller)
 EXPORTED: dict[str, set[str]] = {
-    sample: set(m.labels) for m in CATALOG for sample in m.sample_names()
+    sample: {*m.labels, "controller"} for m in CATALOG for sample in m.sample_names()
 }
 # labels Prometheus adds at scrape time, and the histogram bucket label
 TARGET_LABELS = {"namespace", "pod", "job", "instance", "container", "service", "le"}
@@ -131,6 +131,11 @@ def test_required_panels_are_present(dashboard):
         "operatord_api_request_duration_seconds_bucket",
         "operatord_watch_restarts_total",
         "operatord_cached_objects",
+        "operatord_finalize_duration_seconds_bucket",
+        "operatord_worker_resident_memory_bytes",
+        "operatord_worker_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
     ):
         assert metric in text, metric
     quantiles = {
@@ -140,3 +145,14 @@ def test_required_panels_are_present(dashboard):
         for q in re.findall(r"histogram_quantile\(([0-9.]+)", e)
     }
     assert quantiles == {"0.5", "0.9", "0.99"}
+
+
+def test_controller_and_pod_variables_filter_every_operatord_query(dashboard):
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"namespace", "job", "controller", "pod"} <= variables
+    for title, expr in exprs(dashboard):
+        if title.startswith("variable"):
+            continue
+        for selector in re.findall(r"operatord_[a-z_]+\{([^}]*)\}", expr):
+            assert 'controller=~"$controller"' in selector, title
+            assert 'pod=~"$pod"' in selector, title

@@ -265,7 +265,7 @@ def _value_paths(values: dict, prefix: str = "") -> set[str]:
 def test_values_yaml_and_schema_describe_the_same_keys() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    schema_paths = _schema_paths(schema) - {"global"}
+    schema_paths = _schema_paths(schema)
     value_paths = {
         p
         for p in _value_paths(values)
@@ -274,7 +274,9 @@ def test_values_yaml_and_schema_describe_the_same_keys() -> None:
     }
     missing_in_schema = value_paths - schema_paths
     missing_in_values = {
-        p for p in schema_paths - value_paths if not p.startswith(("resources.", "livenessProbe."))
+        p
+        for p in schema_paths - value_paths
+        if not p.startswith(("resources.", "livenessProbe.", "startupProbe.", "strategy."))
     }
     assert not missing_in_schema, missing_in_schema
     assert missing_in_values <= {"readinessProbe.successThreshold"}, missing_in_values
@@ -286,6 +288,7 @@ FREE_FORM_PARENTS = {
     "resources",
     "livenessProbe",
     "readinessProbe",
+    "startupProbe",
     "children",
 }
 

@@ -32,7 +32,7 @@ def samples(text: str) -> dict[tuple[str, frozenset], float]:
     return out
 
 
-def value(metrics: Metrics, name: str, **labels: str) -> float | None:
+def value(metrics: Metrics, name: str, /, **labels: str) -> float | None:
     return samples(metrics.render().decode()).get((name, frozenset(labels.items())))
 
 
@@ -212,3 +212,99 @@ def test_reference_markdown_lists_every_metric_and_docs_are_current():
         assert re.search(rf"^\| `{spec.full_name}` \| {spec.type} \|", md, re.M)
     doc = (ROOT / "docs" / "metrics.md").read_text()
     assert md in doc, "docs/metrics.md is stale: regenerate it from metrics_reference_markdown()"
+
+
+# ---- controller label, process series, per-worker sampling, controller-runtime series ----------
+
+
+def test_every_operatord_series_carries_the_controller_label():
+    m = Metrics(version="1", controller="widgets")
+    m.inc("syncs_total", {"result": "ok"})
+    m.observe("sync_duration_seconds", 0.1, {"result": "ok"})
+    names = set()
+    for (name, labels), _ in samples(m.render().decode()).items():
+        if name.startswith(PREFIX):
+            names.add(name)
+            assert dict(labels)["controller"] == "widgets", name
+    assert "operatord_syncs_total" in names and "operatord_sync_duration_seconds_bucket" in names
+    assert value(m, "operatord_syncs_total", controller="widgets", result="ok") == 1
+
+
+def test_process_series_of_the_leader_are_exported():
+    s = samples(Metrics().render().decode())
+    rss = [v for (name, _), v in s.items() if name == "process_resident_memory_bytes"]
+    assert rss and rss[0] > 1_000_000
+    assert any(name == "process_cpu_seconds_total" for name, _ in s)
+
+
+def test_process_sampler_reports_rss_and_keeps_cpu_counting_across_restarts():
+    import os
+    import subprocess
+    import sys
+
+    from operatord.metrics import ProcessSampler, read_proc_stat
+
+    m = Metrics()
+    burn = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass\ninput()"
+    first = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE)
+    second = None
+    try:
+        pids = {"0": first.pid}
+        sampler = ProcessSampler(m, lambda: pids)
+
+        def cpu_of(pid):
+            stat = read_proc_stat(pid)
+            return stat[0] if stat else 0.0
+
+        from operatord.testing import wait_for
+
+        wait_for(lambda: cpu_of(first.pid) >= 0.3, 30, message="first worker burnt CPU")
+        sampler.sample()
+        assert value(m, "operatord_worker_resident_memory_bytes", worker="0") > 1_000_000
+        before = value(m, "operatord_worker_cpu_seconds_total", worker="0")
+        assert before >= 0.3
+        # the worker is replaced: the counter adds the new process's CPU instead of resetting
+        second = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE)
+        pids["0"] = second.pid
+        wait_for(lambda: cpu_of(second.pid) >= 0.3, 30, message="second worker burnt CPU")
+        sampler.sample()
+        assert value(m, "operatord_worker_cpu_seconds_total", worker="0") >= before + 0.3
+        pids["1"] = 2**22 + os.getpid()  # no such process: skipped, not an error
+        sampler.sample()
+    finally:
+        for p in (first, second):
+            if p is not None:
+                p.kill()
+                p.wait()
+
+
+def test_controller_runtime_series_are_off_by_default_and_mirror_the_recorder_when_on():
+    assert "controller_runtime" not in Metrics(controller="w").render().decode()
+    m = Metrics(controller="w", controller_runtime=True, lease="w-leader", max_concurrent=32)
+    m.inc("syncs_total", {"result": "ok"}, 3)
+    m.inc("syncs_total", {"result": "timeout"})
+    m.inc("finalizes_total", {"result": "pending"})
+    m.observe("sync_duration_seconds", 0.2, {"result": "ok"})
+    m.observe("queue_wait_seconds", 0.01)
+    m.inc("retries_total")
+    m.set("queue_depth", 4, {"worker": "0"})
+    m.set("queue_depth", 2, {"worker": "1"})
+    m.set("in_flight", 3, {"worker": "0"})
+    m.set("in_flight", 2, {"worker": "1"})
+    m.set("leader", 1)
+    m.apply([("inc", "syncs_total", (("result", "error"),), 2.0)])  # worker deltas too
+    cr = lambda metric, /, **labels: value(m, metric, **labels)  # noqa: E731
+    assert cr("controller_runtime_reconcile_total", controller="w", result="success") == 3
+    assert cr("controller_runtime_reconcile_total", controller="w", result="error") == 3
+    assert cr("controller_runtime_reconcile_total", controller="w", result="requeue_after") == 1
+    assert cr("controller_runtime_reconcile_errors_total", controller="w") == 3
+    assert cr("controller_runtime_reconcile_time_seconds_count", controller="w") == 1
+    assert cr("controller_runtime_reconcile_time_seconds_bucket", controller="w", le="0.25") == 1
+    assert cr("controller_runtime_active_workers", controller="w") == 5
+    assert cr("controller_runtime_max_concurrent_reconciles", controller="w") == 32
+    assert cr("workqueue_depth", name="w") == 6
+    assert cr("workqueue_adds_total", name="w") == 1
+    assert cr("workqueue_retries_total", name="w") == 1
+    assert cr("workqueue_queue_duration_seconds_count", name="w") == 1
+    assert cr("workqueue_work_duration_seconds_count", name="w") == 1
+    assert cr("leader_election_master_status", name="w-leader") == 1

@@ -4,7 +4,15 @@ Guarantees:
 - The operator runs as it does in production: a separate `operatord run` process (leader plus
   worker processes) talking HTTP to the API server through a kubeconfig.
 - A config given as a dict is written to a file; `metrics.port` and `health.port` get free
-  ports unless set, and `leaderElection` is off unless set (one replica in a test).
+  ports unless set, and `leaderElection` is off unless set (one replica in a test). Relative
+  `pythonPath` entries of a dict resolve against ``base_dir`` (default: the current directory
+  when the `OperatorProcess` is created), as `Config.from_dict` does; those of a config file
+  resolve against the file's directory, as `operatord run` does.
+- ``args`` are extra `operatord run` flags (e.g. ``["--workers", "2"]``) and ``env`` extra
+  environment variables (e.g. ``{"OPERATORD_LOG_LEVEL": "debug"}``), as in a pod.
+- `wait_ready()` fails at once, with the daemon's last log lines, when the daemon has exited.
+- `metric()` raises `KeyError` for a metric name the daemon does not export, so a typo cannot
+  pass as a zero.
 - `stop()` sends SIGTERM and waits (killing after a timeout), so the operator drains as it would
   in a pod; the context manager always stops it.
 - Everything the operator logged stays readable through `output()` and `log_records()`.
@@ -19,12 +27,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
 import yaml
 
-from operatord.testing.waiting import wait_for
+READY_POLL_SECONDS = 0.1
 
 
 def free_port() -> int:
@@ -32,6 +41,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _sample_names(family: str, kind: str) -> tuple[str, ...]:
+    """Every sample name a family can expose, whether or not it has samples yet."""
+    suffixes = {
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_count", "_sum"),
+        "summary": ("", "_count", "_sum"),
+        "info": ("_info",),
+    }.get(kind, ("",))
+    return tuple(family + s for s in suffixes)
 
 
 class OperatorProcess:
@@ -44,12 +64,20 @@ class OperatorProcess:
         *,
         workdir: str | os.PathLike | None = None,
         env: dict[str, str] | None = None,
+        base_dir: str | os.PathLike | None = None,
+        args: list[str] | None = None,
     ):
         self.api = api
         self.dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="operatord-test-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         if isinstance(config, dict):
             config = dict(config)
+            base = Path(base_dir) if base_dir is not None else Path.cwd()
+            if config.get("pythonPath"):
+                config["pythonPath"] = [
+                    str((base / p).resolve()) if not os.path.isabs(p) else p
+                    for p in config["pythonPath"]
+                ]
             config.setdefault("leaderElection", {"enabled": False})
             config.setdefault("logging", {"format": "json", "level": "info"})
             config.setdefault("metrics", {"port": free_port()})
@@ -63,6 +91,7 @@ class OperatorProcess:
         self.metrics_port = int((self.config.get("metrics") or {}).get("port", 8080))
         self.health_port = int((self.config.get("health") or {}).get("port", 8081))
         self.env = env or {}
+        self.args = list(args or [])
         self.out_path = self.dir / f"operatord-{id(self)}.log"
         self.proc: subprocess.Popen | None = None
         self._out = None
@@ -81,6 +110,7 @@ class OperatorProcess:
                 str(self.config_path),
                 "--kubeconfig",
                 self.api.kubeconfig,
+                *self.args,
             ],
             stdout=self._out,
             stderr=subprocess.STDOUT,
@@ -89,20 +119,36 @@ class OperatorProcess:
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Wait until /readyz answers 200 (leader elected, caches synced, workers up)."""
+        """Wait until /readyz answers 200 (leader elected, caches synced, workers up).
 
-        def ready() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(
-                    f"operatord exited with {self.proc.returncode}:\n{self.output()[-3000:]}"
-                )
+        Raises AssertionError with the daemon's last log lines as soon as it has exited, and
+        at the deadline otherwise.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self._fail_if_exited()
             try:
                 with urllib.request.urlopen(self._url(self.health_port, "/readyz"), timeout=2) as r:
-                    return r.status == 200
+                    if r.status == 200:
+                        return
             except OSError:
-                return False
+                pass
+            if time.monotonic() >= deadline:
+                self._fail_if_exited()
+                raise AssertionError(
+                    f"operatord not ready after {timeout:g}s; last log lines:\n{self._tail()}"
+                )
+            time.sleep(READY_POLL_SECONDS)
 
-        wait_for(ready, timeout, 0.1, "operatord ready")
+    def _fail_if_exited(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(
+                f"operatord exited with {self.proc.returncode} before it was ready; "
+                f"last log lines:\n{self._tail()}"
+            )
+
+    def _tail(self, lines: int = 20) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, wait up to ``timeout`` (then SIGKILL); returns the exit code."""
@@ -152,20 +198,27 @@ class OperatorProcess:
                 records.append(rec)
         return records
 
-    def metric(self, name: str, **labels: str) -> float:
+    def metric(self, name: str, /, **labels: str) -> float:
         """Sum of the samples of ``name`` (full name, e.g. ``operatord_syncs_total``) whose
-        labels include ``labels``, from a fresh scrape of /metrics."""
+        labels include ``labels``, from a fresh scrape of /metrics.
+
+        ``KeyError`` if the scrape has no sample called ``name`` at all (a typo, or a metric
+        the daemon does not export); 0.0 if it has some but none match ``labels``."""
         from prometheus_client.parser import text_string_to_metric_families
 
         with urllib.request.urlopen(self._url(self.metrics_port, "/metrics"), timeout=5) as r:
             body = r.read().decode()
         total = 0.0
+        known = False
         for family in text_string_to_metric_families(body):
+            known = known or name in _sample_names(family.name, family.type)
             for sample in family.samples:
                 if sample.name == name and all(
                     sample.labels.get(k) == v for k, v in labels.items()
                 ):
                     total += sample.value
+        if not known:
+            raise KeyError(f"/metrics has no metric named {name!r}")
         return total
 
     @staticmethod

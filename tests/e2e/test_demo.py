@@ -43,8 +43,8 @@ def test_demo_runs_to_completion_from_an_installed_package(tmp_path):
     assert "8 widgets ready" in out
     assert "8 ConfigMaps owned by them" in out
     assert "finalized   [##############################] 3/3" in out
-    assert "operatord_syncs_total{result=ok}" in out
-    assert "operatord_workers_alive = 2" in out
+    assert "operatord_syncs_total{controller=widget-operator,result=ok}" in out
+    assert "operatord_workers_alive{controller=widget-operator} = 2" in out
     assert "exited with status 0; demo complete" in out
 
 

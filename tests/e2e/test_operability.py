@@ -61,7 +61,10 @@ def scrape(op: Operator) -> dict[tuple, float]:
     out = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+            labels = dict(s.labels)
+            if s.name.startswith("operatord_"):  # every operatord series names its controller
+                assert labels.pop("controller") == op.config["name"], s
+            out[(s.name, tuple(sorted(labels.items())))] = s.value
     return out
 
 
@@ -412,7 +415,7 @@ def test_metrics_follow_the_work_and_survive_a_worker_kill(operator, kube, ns):
 # ---- 3. health --------------------------------------------------------------------------------
 
 
-def test_readyz_names_unsynced_caches_until_the_parent_type_is_served(operator, api, ns):
+def test_a_missing_crd_is_waited_for_and_named_in_readyz_and_the_log(operator, api, ns):
     group = f"g{uuid.uuid4().hex[:6]}.example.com"
     op = operator(
         namespace=ns,
@@ -420,18 +423,24 @@ def test_readyz_names_unsynced_caches_until_the_parent_type_is_served(operator, 
         children=[{"apiVersion": "v1", "kind": "ConfigMap"}],
     )
     wait_for(lambda: probe(op, "/healthz")[0] == 200, 30, message="healthz up")
-    code, body = probe(op, "/readyz")
-    assert code == 503, body
-    assert "caches not synced" in body and body.startswith("controller:"), body
+    waiting = f"waiting for Thing ({group}/v1) to be served"
+    wait_for(lambda: probe(op, "/readyz") == (503, f"startup: {waiting}\n"), 15, message="readyz")
     assert probe(op, "/healthz") == (200, "ok\n")
     wait_for(
-        lambda: any(r.get("event") == "type not served yet" for r in records(op)),
+        lambda: any(
+            r.get("event", "").startswith(waiting)
+            and "install its CustomResourceDefinition" in r["event"]
+            and r["level"] == "warning"
+            for r in records(op)
+        ),
         15,
-        message="parent type reported as not served",
+        message="the log says what it waits for",
     )
+    assert op.proc.poll() is None  # waiting, not exiting
     api.apply_crd(group, "v1", "Thing")
     wait_for(lambda: probe(op, "/readyz") == (200, "ok\n"), 30, message="ready after CRD")
     assert probe(op, "/healthz") == (200, "ok\n")
+    assert not any("Traceback" in line for line in op.output().splitlines())
 
 
 # ---- 4. logs ----------------------------------------------------------------------------------

@@ -27,15 +27,29 @@ app.kubernetes.io/name: {{ include "operatord.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The labels of every object, for the component "operator". */}}
 {{- define "operatord.labels" -}}
-helm.sh/chart: {{ include "operatord.chart" . }}
-{{ include "operatord.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/component: operator
-{{- with .Values.commonLabels }}
-{{ toYaml . }}
+{{ include "operatord.componentLabels" (list . "operator") }}
 {{- end }}
+
+{{/* The labels of every object, for a component: (list $ "test"). Built as one map, so a key
+(commonLabels included) appears once whatever the values say. */}}
+{{- define "operatord.componentLabels" -}}
+{{- $ := index . 0 }}
+{{- $labels := dict
+  "helm.sh/chart" (include "operatord.chart" $)
+  "app.kubernetes.io/name" (include "operatord.name" $)
+  "app.kubernetes.io/instance" $.Release.Name
+  "app.kubernetes.io/version" $.Chart.AppVersion
+  "app.kubernetes.io/managed-by" $.Release.Service
+  "app.kubernetes.io/component" (index . 1)
+}}
+{{- toYaml (merge $labels $.Values.commonLabels) }}
+{{- end }}
+
+{{/* Namespace of every namespaced object: namespaceOverride, else the release's. */}}
+{{- define "operatord.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride }}
 {{- end }}
 
 {{- define "operatord.serviceAccountName" -}}
@@ -46,11 +60,17 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
+{{/* image.registry (else global.imageRegistry) / image.repository, then @digest or :tag. */}}
 {{- define "operatord.image" -}}
+{{- $registry := default (dig "imageRegistry" "" (.Values.global | default dict)) .Values.image.registry }}
+{{- $repository := .Values.image.repository }}
+{{- if $registry }}
+{{- $repository = printf "%s/%s" (trimSuffix "/" $registry) $repository }}
+{{- end }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
 
@@ -98,7 +118,7 @@ from the kind: lowercase, then "es" after s/x/ch/sh, consonant+"y" -> "ies", els
 
 {{/* Namespace of the lease: "" in the config means the pod's namespace (the release's). */}}
 {{- define "operatord.leaseNamespace" -}}
-{{- default .Release.Namespace .Values.config.leaderElection.leaseNamespace }}
+{{- default (include "operatord.namespace" .) .Values.config.leaderElection.leaseNamespace }}
 {{- end }}
 
 {{- define "operatord.handlerConfigMapName" -}}
@@ -172,4 +192,92 @@ operatord rejects unknown keys. */}}
 {{- if and $c.leaderElection.enabled (not (gt (float64 $c.leaderElection.renewDeadlineSeconds) (mulf 1.2 $c.leaderElection.retryPeriodSeconds))) }}
 {{- fail "config.leaderElection.renewDeadlineSeconds must exceed 1.2 * retryPeriodSeconds" }}
 {{- end }}
+{{- end }}
+
+{{/* The alerting rules of the PrometheusRule (a YAML list); also rendered on their own by the
+tests, which run them through promtool and a live Prometheus. */}}
+{{- define "operatord.alertRules" -}}
+{{- $pr := .Values.prometheusRule }}
+{{- $t := $pr.thresholds }}
+{{- $sel := printf "controller=%q,namespace=%q" .Values.config.name (include "operatord.namespace" .) }}
+{{- $by := "namespace, controller" }}
+{{- $runbook := trimSuffix "/" $pr.runbookBaseUrl }}
+{{- $labels := $pr.alertLabels }}
+- alert: OperatordTargetDown
+  expr: up{ {{- $pr.targetSelector | default (printf "job=%q,namespace=%q" (include "operatord.name" .) (include "operatord.namespace" .)) -}} } == 0
+  for: {{ $t.targetDownFor }}
+  labels:
+    severity: warning
+    {{- with $labels }}{{ toYaml . | nindent 4 }}{{ end }}
+  annotations:
+    summary: An operatord pod cannot be scraped.
+    description: '{{ "{{" }} $labels.instance {{ "}}" }} of {{ .Values.config.name }} has been down for {{ $t.targetDownFor }}: no metrics, and if it is the leader no reconciling.'
+    runbook_url: {{ $runbook }}#operatordtargetdown
+- alert: OperatordNoLeader
+  expr: max by ({{ $by }}) (operatord_leader{ {{- $sel -}} }) < 1
+  for: {{ $t.noLeaderFor }}
+  labels:
+    severity: critical
+    {{- with $labels }}{{ toYaml . | nindent 4 }}{{ end }}
+  annotations:
+    summary: No operatord replica holds the leader lease.
+    description: 'No replica of {{ "{{" }} $labels.controller {{ "}}" }} in {{ "{{" }} $labels.namespace {{ "}}" }} has been leader for {{ $t.noLeaderFor }}: nothing is reconciled.'
+    runbook_url: {{ $runbook }}#operatordnoleader
+- alert: OperatordSyncErrorRatioHigh
+  expr: |-
+    sum by ({{ $by }}) (rate(operatord_syncs_total{ {{- $sel -}} ,result!="ok"}[5m]))
+      / sum by ({{ $by }}) (rate(operatord_syncs_total{ {{- $sel -}} }[5m]))
+      > {{ $t.syncErrorRatio }}
+  for: {{ $t.syncErrorRatioFor }}
+  labels:
+    severity: warning
+    {{- with $labels }}{{ toYaml . | nindent 4 }}{{ end }}
+  annotations:
+    summary: Many handler syncs fail.
+    description: '{{ "{{" }} $value | humanizePercentage {{ "}}" }} of the syncs of {{ "{{" }} $labels.controller {{ "}}" }} failed (error, invalid or timeout) over 5 minutes.'
+    runbook_url: {{ $runbook }}#operatordsyncerrorratiohigh
+- alert: OperatordQueueBacklogGrowing
+  expr: |-
+    sum by ({{ $by }}) (operatord_queue_depth{ {{- $sel -}} }) > {{ $t.queueDepth }}
+      and sum by ({{ $by }}) (delta(operatord_queue_depth{ {{- $sel -}} }[15m])) > 0
+  for: {{ $t.queueBacklogFor }}
+  labels:
+    severity: warning
+    {{- with $labels }}{{ toYaml . | nindent 4 }}{{ end }}
+  annotations:
+    summary: The work queue keeps growing.
+    description: '{{ "{{" }} $value {{ "}}" }} parents of {{ "{{" }} $labels.controller {{ "}}" }} wait for a worker and the queue grew over 15 minutes: the workers cannot keep up.'
+    runbook_url: {{ $runbook }}#operatordqueuebackloggrowing
+- alert: OperatordParentsStuckInBackoff
+  expr: sum by ({{ $by }}) (operatord_parents_backing_off{ {{- $sel -}} }) > {{ $t.parentsBackingOff }}
+  for: {{ $t.parentsBackingOffFor }}
+  labels:
+    severity: warning
+    {{- with $labels }}{{ toYaml . | nindent 4 }}{{ end }}
+  annotations:
+    summary: Parents keep failing and wait in backoff.
+    description: '{{ "{{" }} $value {{ "}}" }} parents of {{ "{{" }} $labels.controller {{ "}}" }} have been retrying with backoff for {{ $t.parentsBackingOffFor }}.'
+    runbook_url: {{ $runbook }}#operatordparentsstuckinbackoff
+- alert: OperatordWorkerCrashLooping
+  expr: sum by ({{ $by }}) (increase(operatord_worker_restarts_total{ {{- $sel -}} }[15m])) > {{ $t.workerRestarts }}
+  labels:
+    severity: warning
+    {{- with $labels }}{{ toYaml . | nindent 4 }}{{ end }}
+  annotations:
+    summary: Worker processes keep dying.
+    description: 'Worker processes of {{ "{{" }} $labels.controller {{ "}}" }} restarted {{ "{{" }} $value {{ "}}" }} times in 15 minutes (crash, out of memory or a handler past its deadline).'
+    runbook_url: {{ $runbook }}#operatordworkercrashlooping
+- alert: OperatordApiErrors
+  expr: |-
+    sum by ({{ $by }}) (rate(operatord_api_requests_total{ {{- $sel -}} ,code=~"5..|429|error"}[5m]))
+      / sum by ({{ $by }}) (rate(operatord_api_requests_total{ {{- $sel -}} }[5m]))
+      > {{ $t.apiErrorRatio }}
+  for: {{ $t.apiErrorsFor }}
+  labels:
+    severity: warning
+    {{- with $labels }}{{ toYaml . | nindent 4 }}{{ end }}
+  annotations:
+    summary: Kubernetes API requests fail.
+    description: '{{ "{{" }} $value | humanizePercentage {{ "}}" }} of the API requests of {{ "{{" }} $labels.controller {{ "}}" }} got a 5xx, a 429 or no answer over 5 minutes.'
+    runbook_url: {{ $runbook }}#operatordapierrors
 {{- end }}
