@@ -22,6 +22,7 @@ $(BENCH_STAMP): $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check operatord tests bench examples
 	$(BIN)/ruff format --check operatord tests bench examples
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format operatord tests bench examples

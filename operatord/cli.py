@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return check_config_command(args.config)
     if args.command == "apiserver":
-        from operatord.apiserver import serve_forever
+        from operatord.testing import serve_forever
 
         return serve_forever(port=args.port, kubeconfig_out=args.kubeconfig_out)
     if args.command == "demo":

@@ -591,7 +591,7 @@ def _semantic_errors(d: dict[str, Any]) -> list[tuple[list[Any], str]]:
 
 def _label_selector_problem(selector: str) -> str | None:
     """Why ``selector`` is not a valid label selector, or None."""
-    from operatord.related import SelectorError, parse_selector  # the one selector grammar
+    from operatord.selectors import SelectorError, parse_selector
 
     try:
         parse_selector(selector)

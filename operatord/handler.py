@@ -15,7 +15,7 @@ Guarantees of this module:
 - ``load_handler`` either returns an object whose ``sync``/``finalize`` can be called, or raises
   ``HandlerImportError`` naming the import path and the reason. It never returns a half-loaded
   handler.
-- ``validate_related`` either returns a selection as plain data (`operatord.related.Selection`)
+- ``validate_related`` either returns a selection as plain data (`operatord.selectors.Selection`)
   or raises ``InvalidResponse`` with a one-line reason.
 - ``validate_sync_response``/``validate_finalize_response`` either return a normalized response
   (children as a tuple, numbers as float) or raise ``InvalidResponse`` with a one-line reason.
@@ -655,7 +655,7 @@ def validate_related(
     string; ``label_selector`` None or a valid label selector; names or a label selector given.
     The result keeps the given order: ``(apiVersion, kind, names, namespace, labelSelector)``.
     """
-    from operatord.related import SelectorError, parse_selector
+    from operatord.selectors import SelectorError, parse_selector
 
     if obj is None:
         raise InvalidResponse("related returned None; expected a list of Related (missing return?)")
