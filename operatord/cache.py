@@ -82,7 +82,7 @@ class Cache:
             return True
 
     def delete_parent(self, obj: dict) -> bool:
-        uid = _meta(obj).get("uid")
+        uid = _meta(obj).get("uid") or ""
         with self._lock:
             existed = self._parents.pop(uid, None) is not None
             for key in self._children.pop(uid, {}):

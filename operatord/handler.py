@@ -626,14 +626,14 @@ def validate_sync_response(
                 f"(configured: {allowed})"
             )
         ns = namespace or default_namespace or ""
-        key = (*type_key, ns, name)
-        if key in seen:
+        child_id = (*type_key, ns, name)
+        if child_id in seen:
             shown = f"{ns}/{name}" if ns else name
             raise InvalidResponse(
-                f"{where} duplicates children[{seen[key]}]: {type_key[1]} {shown} "
+                f"{where} duplicates children[{seen[child_id]}]: {type_key[1]} {shown} "
                 f"({type_key[0]}) is listed twice"
             )
-        seen[key] = i
+        seen[child_id] = i
         _check_plain(child, where)
     resync_after = _check_seconds(obj.resync_after, "resync_after")
     return SyncResponse(

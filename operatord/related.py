@@ -29,11 +29,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from operatord.cache import newer
 from operatord.selectors import Labels, Matcher, Selection, SelectorError, parse_selector
+
+if TYPE_CHECKING:
+    from operatord.config import Config
+    from operatord.informer import Informer
+    from operatord.kube import Kube, Resource
 
 log = structlog.get_logger("operatord.related")
 
@@ -56,7 +63,13 @@ class _Selector:
 
     __slots__ = ("type_key", "namespace", "names", "matcher")
 
-    def __init__(self, type_key: TypeKey, namespace, names, matcher: Matcher | None):
+    def __init__(
+        self,
+        type_key: TypeKey,
+        namespace: str | None,
+        names: tuple[str, ...],
+        matcher: Matcher | None,
+    ) -> None:
         self.type_key = type_key
         self.namespace: str | None = namespace
         self.names: tuple[str, ...] = names
@@ -126,8 +139,8 @@ class RelatedIndex:
                         key = (*sel.type_key, sel.namespace, name)
                         self._by_name.setdefault(key, {}).setdefault(uid, []).append(sel)
                 else:
-                    key = (*sel.type_key, sel.namespace)
-                    self._by_label.setdefault(key, {}).setdefault(uid, []).append(sel)
+                    label_key = (*sel.type_key, sel.namespace)
+                    self._by_label.setdefault(label_key, {}).setdefault(uid, []).append(sel)
 
     def forget(self, uid: str) -> None:
         """Drop ``uid``'s selection (the parent is gone)."""
@@ -139,6 +152,8 @@ class RelatedIndex:
         if entry is None:
             return
         for sel in entry[1]:
+            keys: list[tuple[str | None, ...]]
+            index: dict[Any, dict[str, list[_Selector]]]
             if sel.names:
                 keys = [(*sel.type_key, sel.namespace, n) for n in sel.names]
                 index = self._by_name
@@ -163,11 +178,13 @@ class RelatedIndex:
                 by_ns = self._objects.get(sel.type_key)
                 if not by_ns:
                     continue
+                spaces: Iterable[dict[str, dict]]
                 if sel.namespace is not None:
                     spaces = [by_ns.get(sel.namespace) or {}]
                 else:
                     spaces = list(by_ns.values())
                 for objects in spaces:
+                    candidates: Iterable[dict]
                     if sel.names:
                         candidates = [objects[n] for n in sel.names if n in objects]
                     else:
@@ -189,9 +206,11 @@ class RelatedIndex:
             for uid, selectors in self._by_name.get(key, {}).items():
                 if any(s.matcher is None or s.matcher(labels) for s in selectors):
                     out.add(uid)
-        for key in ((api_version, kind, ns), (api_version, kind, None)):
-            for uid, selectors in self._by_label.get(key, {}).items():
-                if uid not in out and any(s.matcher(labels) for s in selectors):
+        for label_key in ((api_version, kind, ns), (api_version, kind, None)):
+            for uid, selectors in self._by_label.get(label_key, {}).items():
+                if uid not in out and any(
+                    s.matcher is None or s.matcher(labels) for s in selectors
+                ):
                     out.add(uid)
         return out
 
@@ -269,20 +288,20 @@ class RelatedTypes:
     an object that was created, changed or deleted (or changed by a relist).
     """
 
-    def __init__(self, config, enqueue: Callable[[set[str]], None]):
+    def __init__(self, config: Config, enqueue: Callable[[set[str]], None]) -> None:
         self.config = config
         self.enqueue = enqueue
         self.index = RelatedIndex()
-        self.resources: list = []  # operatord.kube.Resource, once resolved
+        self.resources: list[Resource] = []  # once resolved
 
-    def resolve(self, resolve: Callable[[str, str], object]) -> None:
+    def resolve(self, resolve: Callable[[str, str], Resource]) -> None:
         """Resolve every related type through discovery (``resolve(apiVersion, kind)``)."""
         self.resources = [resolve(r.api_version, r.kind) for r in self.config.related]
         self.index.namespaced.update(
             {(res.api_version, res.kind): res.namespaced for res in self.resources}
         )
 
-    def informers(self, kube, **informer_args) -> list:
+    def informers(self, kube: Kube, **informer_args: Any) -> list[Informer]:
         """One informer per related type: namespaced types in the operator's namespace (all
         namespaces when it is ""), each limited to its ``labelSelector``."""
         from operatord.informer import Informer
@@ -295,14 +314,14 @@ class RelatedTypes:
                     res,
                     namespace=self.config.namespace if res.namespaced else None,
                     label_selector=rt.label_selector or None,
-                    on_list=lambda items, r=res: self._on_list(r, items),
+                    on_list=partial(self._on_list, res),
                     on_event=self._on_event,
                     **informer_args,
                 )
             )
         return out
 
-    def _on_list(self, res, items: list[dict]) -> None:
+    def _on_list(self, res: Resource, items: list[dict]) -> None:
         affected = self.index.replace(res.api_version, res.kind, items)
         if affected:
             self.enqueue(affected)
@@ -321,7 +340,7 @@ class RelatedTypes:
             return {}
         return {"related": self.index.selected(uid), "selection": self.index.selection(uid)}
 
-    def record(self, uid: str, selection, parent: dict) -> None:
+    def record(self, uid: str, selection: Selection | None, parent: dict) -> None:
         """Record the selection a result carried (None: the result carried none)."""
         if selection is not None:
             self.index.set_selection(uid, selection, parent)
@@ -329,6 +348,6 @@ class RelatedTypes:
     def forget(self, uid: str) -> None:
         self.index.forget(uid)
 
-    def counts(self) -> list[tuple[object, int]]:
+    def counts(self) -> list[tuple[Resource, int]]:
         """(resource, cached objects) per related type, for ``operatord_cached_objects``."""
         return [(res, self.index.count(res.api_version, res.kind)) for res in self.resources]

@@ -73,28 +73,34 @@ def parse_selector(selector: str | None) -> Matcher:
             raise SelectorError(f"cannot parse requirement {part.strip()!r} of {selector!r}")
         if m["nkey"]:
             key = _check(_KEY, m["nkey"], "key", selector, 316)
-            checks.append(lambda labels, k=key: k not in labels)
+            checks.append(_requirement(key, "!", frozenset()))
             continue
         key = _check(_KEY, m["key"], "key", selector, 316)
         if m["op"]:
             value = _check(_VALUE, m["value"], "value", selector, 63)
-            if m["op"] == "!=":
-                checks.append(lambda labels, k=key, v=value: labels.get(k) != v)
-            else:
-                checks.append(lambda labels, k=key, v=value: labels.get(k) == v)
+            checks.append(_requirement(key, "!=" if m["op"] == "!=" else "=", frozenset([value])))
         elif m["setop"]:
             values = frozenset(
                 _check(_VALUE, v.strip(), "value", selector, 63) for v in m["values"].split(",")
             )
-            if m["setop"] == "in":
-                checks.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
-            else:
-                checks.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
+            checks.append(_requirement(key, m["setop"], values))
         else:
-            checks.append(lambda labels, k=key: k in labels)
+            checks.append(_requirement(key, "exists", frozenset()))
     if len(checks) == 1:
         return checks[0]
     return lambda labels: all(check(labels) for check in checks)
+
+
+def _requirement(key: str, op: str, values: frozenset[str]) -> Matcher:
+    """The predicate of one parsed requirement; ``op`` is ``exists``, ``!``, ``=``, ``!=``,
+    ``in`` or ``notin``; ``values`` holds the one value of ``=`` and ``!=``."""
+    if op == "exists":
+        return lambda labels: key in labels
+    if op == "!":
+        return lambda labels: key not in labels
+    if op in ("=", "in"):
+        return lambda labels: labels.get(key) in values
+    return lambda labels: labels.get(key) not in values
 
 
 def _everything(labels: Labels) -> bool:

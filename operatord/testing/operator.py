@@ -21,10 +21,14 @@ import sys
 import tempfile
 import urllib.request
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 import yaml
 
 from operatord.testing.waiting import wait_for
+
+if TYPE_CHECKING:
+    from operatord.apiserver import ApiServer
 
 
 def free_port() -> int:
@@ -39,7 +43,7 @@ class OperatorProcess:
 
     def __init__(
         self,
-        api,
+        api: ApiServer,
         config: dict | str | os.PathLike,
         *,
         workdir: str | os.PathLike | None = None,
@@ -65,7 +69,7 @@ class OperatorProcess:
         self.env = env or {}
         self.out_path = self.dir / f"operatord-{id(self)}.log"
         self.proc: subprocess.Popen | None = None
-        self._out = None
+        self._out: IO[str] | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
 
