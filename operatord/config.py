@@ -664,7 +664,7 @@ def _check_depth(text: str) -> None:
             if depth > MAX_YAML_DEPTH:
                 raise yaml.MarkedYAMLError(
                     problem=f"nested deeper than {MAX_YAML_DEPTH} levels",
-                    problem_mark=event.start_mark,
+                    problem_mark=event.start_mark,  # type: ignore[arg-type]  # libyaml's Mark
                 )
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
