@@ -16,16 +16,20 @@ import os
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 import structlog
 
-from operatord.config import ConfigError, load_config
+from operatord.config import Config, ConfigError, load_config
 from operatord.controller import Controller
 from operatord.handler import HandlerImportError, load_handler
 from operatord.health import HealthServer
 from operatord.kube import ClientSettings, Kube
 from operatord.logs import configure_logging
 from operatord.metrics import Metrics
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 log = structlog.get_logger("operatord.daemon")
 
@@ -37,7 +41,7 @@ DRAIN_GRACE_SECONDS = 5.0
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
-def lease_namespace(config) -> str:
+def lease_namespace(config: Config) -> str:
     """leaderElection.leaseNamespace, else $POD_NAMESPACE, else the service account's, else default."""
     if config.leader_election.lease_namespace:
         return config.leader_election.lease_namespace
@@ -50,7 +54,7 @@ def lease_namespace(config) -> str:
         return "default"
 
 
-def drain_seconds(config) -> float:
+def drain_seconds(config: Config) -> float:
     """How long SIGTERM waits for in-flight syncs: one handler timeout plus time to apply."""
     return config.handler_timeout_seconds + DRAIN_GRACE_SECONDS
 
@@ -71,7 +75,7 @@ def run(config_path: str, kubeconfig: str | None = None) -> int:
 
     stop = threading.Event()
 
-    def on_signal(signum, _frame):
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal received; draining", signal=signal.Signals(signum).name)
         stop.set()
 
@@ -115,18 +119,26 @@ def run(config_path: str, kubeconfig: str | None = None) -> int:
         metrics.stop()
 
 
-def _run_elected(config, settings, metrics, controller, health, leading, stop) -> int:
+def _run_elected(
+    config: Config,
+    settings: ClientSettings,
+    metrics: Metrics,
+    controller: Controller,
+    health: HealthServer | None,
+    leading: threading.Event,
+    stop: threading.Event,
+) -> int:
     from operatord.election import LeaderElector, default_identity
 
     le = config.leader_election
     lost = threading.Event()
 
-    def started():
+    def started() -> None:
         leading.set()
         log.info("became leader; starting controller")
         controller.start()
 
-    def stopped():
+    def stopped() -> None:
         if leading.is_set():
             lost.set()
 
