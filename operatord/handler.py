@@ -55,10 +55,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-def _type_key(obj: dict) -> tuple[str, str]:
-    return (obj["apiVersion"], obj["kind"])
-
-
 class ChildrenOfType:
     """The observed children of one ``(apiVersion, kind)``, in the order they were given.
 

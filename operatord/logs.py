@@ -223,11 +223,6 @@ def configure_logging(fmt: str = "auto", level: str = "info", **context: Any) ->
     return resolved
 
 
-def get_logger(name: str | None = None, **initial: Any) -> Any:
-    """A structlog logger; ``name`` becomes the ``logger`` field (default: caller's module)."""
-    return structlog.stdlib.get_logger(name, **initial) if name else structlog.get_logger(**initial)
-
-
 @contextmanager
 def bind_parent(parent: Mapping[str, Any], worker: int | str | None = None) -> Iterator[None]:
     """Bind the parent's identity to every log line in this context (thread/task local).
