@@ -211,10 +211,6 @@ class Resource:
         return base
 
 
-def api_version_of(obj: dict) -> tuple[str, str]:
-    return obj.get("apiVersion", ""), obj.get("kind", "")
-
-
 class Kube:
     """A thread-safe JSON client for the Kubernetes API."""
 
