@@ -36,8 +36,6 @@ from operatord.kube import ApiError, Kube, Resource
 if TYPE_CHECKING:
     from operatord.config import Config
 
-STRATEGIES = ("Replace", "Recreate", "OnDelete", "Apply")
-
 
 class ResponseError(Exception):
     """The handler's response cannot be applied as it is (the handler's fault, not the API's)."""

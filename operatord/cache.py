@@ -17,9 +17,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-ChildKey = tuple[str, str, str, str]  # (apiVersion, kind, namespace, name)
+from operatord.config import PARENT_UID_LABEL
 
-PARENT_UID_LABEL = "operatord.io/parent-uid"
+ChildKey = tuple[str, str, str, str]  # (apiVersion, kind, namespace, name)
 
 
 def _meta(obj: dict) -> dict:
