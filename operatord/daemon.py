@@ -12,7 +12,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -38,20 +37,11 @@ EXIT_ERROR = 1
 DRAIN_GRACE_SECONDS = 5.0
 
 
-SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-
-
 def lease_namespace(config: Config) -> str:
     """leaderElection.leaseNamespace, else $POD_NAMESPACE, else the service account's, else default."""
-    if config.leader_election.lease_namespace:
-        return config.leader_election.lease_namespace
-    if os.environ.get("POD_NAMESPACE"):
-        return os.environ["POD_NAMESPACE"]
-    try:
-        with open(SERVICE_ACCOUNT_NAMESPACE) as f:
-            return f.read().strip() or "default"
-    except OSError:
-        return "default"
+    from operatord.election import default_namespace
+
+    return config.leader_election.lease_namespace or default_namespace()
 
 
 def drain_seconds(config: Config) -> float:
