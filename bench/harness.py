@@ -442,11 +442,12 @@ class Operatord:
         self.op.wait_ready(timeout)
 
     def handled(self) -> int:
-        """Handler sync calls so far (every result)."""
+        """Syncs so far (every result)."""
         return int(self.op.metric("operatord_syncs_total"))
 
     def calls(self) -> int:
-        return self.handled()
+        """Calls of the handler's sync (a sync that wrote children runs it twice)."""
+        return int(self.op.metric("operatord_handler_calls_total", method="sync"))
 
     def stop(self) -> None:
         if self.op is not None:

@@ -43,7 +43,12 @@ class ResponseError(Exception):
 
 class ParentChanged(Exception):
     """The parent changed on the server since the sync read it: its status was not written
-    (the sync must run again on the new version)."""
+    (the sync must run again on the new version). ``current`` is the parent as the server has
+    it now (None when it could not be read)."""
+
+    def __init__(self, message: str, current: dict | None = None):
+        super().__init__(message)
+        self.current = current
 
 
 @dataclass
@@ -350,7 +355,7 @@ class Applier:
             )
         except ApiError as exc:
             if exc.status in (409, 422) and meta.get("resourceVersion"):
-                raise ParentChanged(f"status not written: {exc.message}") from exc
+                raise self._changed(parent_res, parent, exc) from exc
             if exc.status != 404 or not use_sub:
                 raise
             # No status subresource: the main resource carries status.
@@ -361,11 +366,23 @@ class Applier:
                 )
             except ApiError as again:
                 if again.status in (409, 422) and meta.get("resourceVersion"):
-                    raise ParentChanged(f"status not written: {again.message}") from again
+                    raise self._changed(parent_res, parent, again) from again
                 raise
         updated.setdefault("apiVersion", parent_res.api_version)
         updated.setdefault("kind", parent_res.kind)
         return updated
+
+    def _changed(self, parent_res: Resource, parent: dict, exc: ApiError) -> ParentChanged:
+        """A `ParentChanged` carrying the parent as it is now, so the next sync starts from it
+        even when the watch has not delivered the change yet."""
+        meta = parent["metadata"]
+        try:
+            current = self.kube.get(parent_res, meta["name"], meta.get("namespace"))
+            current.setdefault("apiVersion", parent_res.api_version)
+            current.setdefault("kind", parent_res.kind)
+        except ApiError:
+            current = None
+        return ParentChanged(f"status not written: {exc.message}", current)
 
     def set_finalizer(self, parent_res: Resource, parent: dict, present: bool) -> dict | None:
         """Add or remove the operator's finalizer with optimistic concurrency; returns the

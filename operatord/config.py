@@ -177,6 +177,7 @@ class Config:
     namespace: str = ""
     workers: int = field(default_factory=_cpu_count)
     in_flight_per_worker: int = 16
+    worker_memory_limit_mb: int = 0
     resync_seconds: float = 600.0
     handler_timeout_seconds: float = 30.0
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
@@ -271,6 +272,7 @@ class Config:
             "namespace": self.namespace,
             "workers": self.workers,
             "inFlightPerWorker": self.in_flight_per_worker,
+            "workerMemoryLimitMB": self.worker_memory_limit_mb,
             "resyncSeconds": self.resync_seconds,
             "handlerTimeoutSeconds": self.handler_timeout_seconds,
             "backoff": {
@@ -336,6 +338,7 @@ class Config:
             namespace=data.get("namespace", cls.namespace),
             workers=_cpu_count() if workers is None else int(workers),
             in_flight_per_worker=int(data.get("inFlightPerWorker", cls.in_flight_per_worker)),
+            worker_memory_limit_mb=int(data.get("workerMemoryLimitMB", cls.worker_memory_limit_mb)),
             resync_seconds=float(data.get("resyncSeconds", cls.resync_seconds)),
             handler_timeout_seconds=float(
                 data.get("handlerTimeoutSeconds", cls.handler_timeout_seconds)

@@ -33,6 +33,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import gc
 import random
 import threading
 import time
@@ -82,6 +83,9 @@ def _content(parent: dict) -> dict:
 # re-syncs of it wait for its exponential backoff: a handler that never converges must not
 # hot-loop.
 MAX_WRITE_STREAK = 2
+
+# Period of the full garbage collection over the frozen heap (see Controller._refreeze).
+GC_REFREEZE_SECONDS = 600.0
 
 # At most this many tasks go to a worker in one message.
 MAX_BATCH = 64
@@ -173,6 +177,7 @@ class Controller:
         self.parent_resource: Resource | None = None
         self.child_resources: list[Resource] = []
         self.related = RelatedTypes(config, self._enqueue_related)
+        self._frozen_at: float | None = None
         # A worker holding parents and silent for this long is considered hung.
         self.task_deadline = config.handler_timeout_seconds + 60
 
@@ -289,6 +294,11 @@ class Controller:
             if all(inf.synced.wait(0.2) for inf in self.informers):
                 break
         if not self.stopping.is_set():
+            # The cache is acyclic JSON data that reference counting frees: keep the cyclic
+            # collector from walking all of it on every full collection (a pause that grows
+            # with the number of cached objects).
+            gc.freeze()
+            self._frozen_at = time.monotonic()
             self.synced.set()
             log.info("caches synced", parents=self.cache.parent_count())
 
@@ -728,10 +738,14 @@ class Controller:
                 if valid_until != pushed:  # renewed: move the workers' write fence
                     self.update_lease(valid_until)
                     pushed = valid_until
+                self._refreeze()
             except Exception:  # noqa: BLE001 - housekeeping must not kill the loop
                 log.exception("housekeeping failed")
             if self.stopping.wait(0.25):
                 return
+
+    def _refreeze(self) -> None:
+        self._frozen_at = refreeze_heap(self._frozen_at)
 
     def update_gauges(self) -> None:
         m = self.metrics
@@ -757,6 +771,22 @@ class Controller:
                 counts.get(f"{res.api_version}/{res.kind}", 0) if res in self.child_resources else 0
             )
             m.set("cached_objects", count, {"resource": res.key})
+
+
+def refreeze_heap(frozen_at: float | None, every: float = GC_REFREEZE_SECONDS) -> float | None:
+    """Every ``every`` seconds after ``frozen_at`` (a monotonic time; None: never frozen, do
+    nothing): one full collection over the whole heap, frozen part included (cycles that died
+    after being frozen are freed), then freeze again. Returns the new freeze time.
+
+    Between these, the collector only walks what was allocated since the last freeze: one
+    pause per period instead of pauses that grow with the cache on every full collection.
+    """
+    if frozen_at is None or time.monotonic() - frozen_at < every:
+        return frozen_at
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    return time.monotonic()
 
 
 def _finalizing(parent: dict) -> bool:

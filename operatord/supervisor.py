@@ -97,6 +97,9 @@ class WorkerProcess:
 
     def start(self, ready_timeout: float = 120.0) -> protocol.Ready:
         skip_resource_tracker()
+        # glibc gives each thread that allocates its own 64 MiB heap arena (address space, not
+        # memory); workers run many threads, and a memory limit counts address space.
+        os.environ.setdefault("MALLOC_ARENA_MAX", "2")
         parent_conn, child_conn = self.ctx.Pipe()
         proc = self.ctx.Process(
             target=worker_main,

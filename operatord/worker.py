@@ -84,15 +84,21 @@ class Fenced(Exception):
 
 
 class _Call:
-    __slots__ = ("fn", "request", "done", "started", "result", "error")
+    __slots__ = ("fn", "request", "started", "done", "start_time", "result", "error")
 
     def __init__(self, fn: Callable[[Any], Any], request: Any) -> None:
         self.fn = fn
         self.request = request
+        self.started = threading.Event()  # set when the call starts (or is refused)
         self.done = threading.Event()
-        self.started: float | None = None
+        self.start_time: float | None = None
         self.result: Any = None
         self.error: BaseException | None = None
+
+    def refuse(self) -> None:
+        self.error = Wedged("the handler thread is stuck in another call")
+        self.started.set()
+        self.done.set()
 
 
 class HandlerRunner:
@@ -102,12 +108,14 @@ class HandlerRunner:
     submitted; the timeout counts from the moment a call starts. Coroutine functions run on
     one event loop thread, concurrently, each under ``asyncio.wait_for``. Once a synchronous
     call overruns, the runner is *wedged*: calls that have not started raise `Wedged`.
+    Waiting callers sleep on their call's events (no polling).
     """
 
     def __init__(self, timeout: float):
         self.timeout = timeout
         self.wedged = False
         self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
+        self._pending: set[_Call] = set()  # submitted, not started
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
@@ -115,21 +123,27 @@ class HandlerRunner:
     def call(self, fn: Callable[[Any], Any], request: Any, is_async: bool) -> Any:
         if is_async:
             return self._call_async(fn, request)
-        if self.wedged:
-            raise Wedged("the handler thread is stuck in another call")
         self._ensure_thread()
         call = _Call(fn, request)
+        with self._lock:
+            if self.wedged:
+                raise Wedged("the handler thread is stuck in another call")
+            self._pending.add(call)
         self._calls.put(call)
-        while not call.done.wait(0.05):
-            started = call.started
-            if started is None:
-                if self.wedged:
-                    raise Wedged("the handler thread is stuck in another call")
-                continue
-            if time.monotonic() - started > self.timeout:
+        call.started.wait()
+        remaining = 0.0
+        if call.start_time is not None:
+            remaining = max(0.0, call.start_time + self.timeout - time.monotonic())
+        if not call.done.wait(remaining):
+            with self._lock:
                 self.wedged = True
-                raise HandlerTimeout(f"handler did not return within {self.timeout:g}s")
+                refused, self._pending = self._pending, set()
+            for other in refused:
+                other.refuse()
+            raise HandlerTimeout(f"handler did not return within {self.timeout:g}s")
         if call.error is not None:
+            if isinstance(call.error, Wedged):
+                raise call.error
             raise HandlerFailed(f"{type(call.error).__name__}: {call.error}") from call.error
         result = call.result
         if asyncio.iscoroutine(result):  # a plain function that returned a coroutine
@@ -146,11 +160,12 @@ class HandlerRunner:
     def _serve(self) -> None:
         while True:
             call = self._calls.get()
-            if self.wedged:  # never start a call after an overrun
-                call.error = Wedged("the handler thread is stuck in another call")
-                call.done.set()
-                continue
-            call.started = time.monotonic()
+            with self._lock:
+                if call not in self._pending:  # refused after an overrun
+                    continue
+                self._pending.discard(call)
+                call.start_time = time.monotonic()
+            call.started.set()
             try:
                 call.result = call.fn(call.request)
             except BaseException as exc:  # noqa: BLE001 - user code: everything is its failure
@@ -275,7 +290,10 @@ class Worker:
                 fields.update(outcome=protocol.ABANDONED, error=str(exc))
                 log.warning("write fenced", error=str(exc))
             except ParentChanged as exc:
-                # Someone changed the parent meanwhile: sync again on the new version.
+                # Someone changed the parent meanwhile: sync again on the new version (handed to
+                # the leader's cache, so the next sync starts from it).
+                if exc.current is not None:
+                    outcome.upsert(exc.current)
                 fields.update(outcome=protocol.ABANDONED, error=str(exc))
                 log.info("parent changed during the sync; syncing again", error=str(exc))
             except HandlerTimeout as exc:
@@ -466,6 +484,31 @@ def _watch_leader(leader_pid: int, interval: float = 0.1) -> None:
     os._exit(EXIT_LEADER_GONE)
 
 
+def limit_memory(extra_mb: int, threads: int) -> int | None:
+    """Cap this process's address space at its current size plus ``extra_mb`` MiB (and the
+    stacks of ``threads`` threads yet to start); returns the cap in bytes, None when off.
+
+    An allocation past the cap raises MemoryError in the thread that made it: a runaway
+    handler fails its parent's sync instead of the pod being OOM-killed.
+    """
+    if extra_mb <= 0:
+        return None
+    import resource
+
+    size = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                size = int(line.split()[1]) * 1024
+    stack = threading.stack_size() or 8 * 1024 * 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = size + threads * stack + extra_mb * 1024 * 1024
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    return cap
+
+
 class _Outbox:
     """Results waiting to be sent; the sender batches whatever accumulated."""
 
@@ -508,6 +551,8 @@ def worker_main(index: int, config_dict: dict, connection_dict: dict, conn: Any)
         except (BrokenPipeError, OSError):
             return False
 
+    # Threads: one per parent in flight, the handler thread, its event loop, sender, watcher.
+    limit_memory(config.worker_memory_limit_mb, config.in_flight_per_worker + 4)
     send(protocol.Ready(os.getpid(), tuple(worker.recorder.drain())))
     pool = concurrent.futures.ThreadPoolExecutor(
         config.in_flight_per_worker, thread_name_prefix="task"

@@ -4,11 +4,11 @@
 - ``hang()``: every connection, open or new, becomes a black hole: it stays open, bytes sent
   into it are discarded and nothing comes back (a hung server, or a dropped load-balancer or
   conntrack entry). New connections are accepted and never answered.
-- ``refuse()``: open connections are reset and new ones are reset at once (a server that is
+- ``refuse()``: open connections are closed abruptly and new ones at once (a server that is
   down).
 - ``recover()``: new connections are forwarded again. A black-holed connection stays silent
   for as long as its client only waits on it (a watch on a dead connection never hears
-  anything again); a client that sends on it gets a reset, as from a server that no longer
+  anything again); a client that sends on it has it closed, as by a server that no longer
   knows the connection.
 
 ``requests`` records ``(time.monotonic(), method, path)`` for every HTTP request line the proxy
@@ -30,7 +30,7 @@ _REQUEST_LINE = re.compile(rb"^(GET|HEAD|POST|PUT|PATCH|DELETE) (\S+) HTTP/1\.[0
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST instead of FIN."""
+    """Close with RST instead of FIN (a FIN first when another thread is reading it)."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     except OSError:
@@ -39,8 +39,14 @@ def _reset(sock: socket.socket) -> None:
 
 
 def _close(sock: socket.socket | None) -> None:
+    """Close ``sock`` for real: shutdown() first, since close() alone neither wakes another
+    thread blocked in recv() on it nor ends the connection while that call is in progress."""
     if sock is None:
         return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
     try:
         sock.close()
     except OSError:

@@ -213,7 +213,7 @@ def test_example_config_shows_every_key():
 
 ALLOWED_TOP = (
     "allowed: name, handler, pythonPath, parent, children, related, namespace, workers, "
-    "inFlightPerWorker, "
+    "inFlightPerWorker, workerMemoryLimitMB, "
     "resyncSeconds, "
     "handlerTimeoutSeconds, backoff, leaderElection, metrics, health, logging"
 )

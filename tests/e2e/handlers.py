@@ -12,6 +12,7 @@ spec keys:
 - ``sleep``: seconds to sleep in sync (handler timeout tests).
 - ``crash``: the handler kills its own worker process (``os._exit``).
 - ``announce``: record a Normal Event ``Announced`` with that message.
+- ``hog``: allocate that many MiB in sync (memory limit tests).
 Every call is appended to ``$E2E_LOG_DIR/<name>.log`` (one line: "<op> <monotonic time>") so
 tests can see how often and when a parent was handled.
 """
@@ -43,6 +44,9 @@ class Driven(Handler):
             time.sleep(float(spec["sleep"]))
         if spec.get("crash"):
             os._exit(1)
+        if spec.get("hog"):
+            hoard = bytearray(int(spec["hog"]) * 1024 * 1024)
+            del hoard
         if spec.get("fail"):
             raise RuntimeError(f"asked to fail ({name})")
         if spec.get("garbage"):

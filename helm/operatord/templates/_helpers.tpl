@@ -133,6 +133,7 @@ operatord rejects unknown keys. */}}
   "children" $children
   "namespace" $c.namespace
   "inFlightPerWorker" $c.inFlightPerWorker
+  "workerMemoryLimitMB" $c.workerMemoryLimitMB
   "resyncSeconds" $c.resyncSeconds
   "handlerTimeoutSeconds" $c.handlerTimeoutSeconds
   "backoff" (pick $c.backoff "initialSeconds" "maxSeconds" "multiplier" "jitter")
