@@ -26,6 +26,8 @@ tools:
 lint: $(STAMP)
 	$(BIN)/ruff check operatord tests bench examples
 	$(BIN)/ruff format --check operatord tests bench examples
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format operatord tests bench examples

@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import base64
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from operatord.cache import child_key
 from operatord.kube import ApiError, Kube, Resource
 
-STRATEGIES = ("Replace", "Recreate", "OnDelete", "Apply")
+if TYPE_CHECKING:
+    from operatord.config import Config
 
 
 class ResponseError(Exception):
@@ -69,7 +72,7 @@ def _meta(obj: dict) -> dict:
     return obj.setdefault("metadata", {})
 
 
-def is_subset(desired, observed) -> bool:
+def is_subset(desired: Any, observed: Any) -> bool:
     """True when every field set in ``desired`` has the same value in ``observed``."""
     if isinstance(desired, dict):
         if not isinstance(observed, dict):
@@ -120,7 +123,7 @@ def comparable(child: dict) -> dict:
 class Applier:
     """Applies handler responses for one operator; one per worker process (caches discovery)."""
 
-    def __init__(self, kube: Kube, config, guard=None):
+    def __init__(self, kube: Kube, config: Config, guard: Callable[[], None] | None = None) -> None:
         """``guard()`` is called before every write and may raise to prevent it (a worker
         whose leader is gone must not write)."""
         self.kube = kube

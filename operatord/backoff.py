@@ -26,11 +26,14 @@ import math
 import random
 import threading
 from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)  # the key type of the items backed off
 
 __all__ = ["Backoff"]
 
 
-class Backoff:
+class Backoff(Generic[K]):
     """Exponential backoff state for many keys (for example parent uids)."""
 
     def __init__(
@@ -59,7 +62,7 @@ class Backoff:
         self.jitter = float(jitter)
         self._rng = rng if rng is not None else random.Random()
         self._lock = threading.Lock()
-        self._failures: dict[Hashable, int] = {}
+        self._failures: dict[K, int] = {}
         # The smallest exponent whose base reaches the cap; beyond it the power is not computed.
         if self.multiplier == 1.0:
             self._cap_exponent = math.inf
@@ -76,7 +79,7 @@ class Backoff:
             return self.max_seconds
         return min(self.max_seconds, self.initial_seconds * self.multiplier**exponent)
 
-    def next_delay(self, key: Hashable) -> float:
+    def next_delay(self, key: K) -> float:
         """Record one more failure of `key` and return the delay before retrying it."""
         with self._lock:
             n = self._failures.get(key, 0) + 1
@@ -88,17 +91,17 @@ class Backoff:
                 delay = base
         return min(self.max_seconds, max(0.0, delay))
 
-    def reset(self, key: Hashable) -> None:
+    def reset(self, key: K) -> None:
         """Forget `key`'s failures (a success). Unknown keys are ignored."""
         with self._lock:
             self._failures.pop(key, None)
 
-    def failures(self, key: Hashable) -> int:
+    def failures(self, key: K) -> int:
         """The number of consecutive failures recorded for `key` (0 if none)."""
         with self._lock:
             return self._failures.get(key, 0)
 
-    def keys(self) -> list[Hashable]:
+    def keys(self) -> list[K]:
         """A snapshot of the keys that currently have at least one failure."""
         with self._lock:
             return list(self._failures)

@@ -20,9 +20,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-ChildKey = tuple[str, str, str, str]  # (apiVersion, kind, namespace, name)
+from operatord.config import PARENT_UID_LABEL
 
-PARENT_UID_LABEL = "operatord.io/parent-uid"
+ChildKey = tuple[str, str, str, str]  # (apiVersion, kind, namespace, name)
 
 
 def _meta(obj: dict) -> dict:
@@ -94,7 +94,7 @@ class Cache:
             return True
 
     def delete_parent(self, obj: dict) -> bool:
-        uid = _meta(obj).get("uid")
+        uid = _meta(obj).get("uid") or ""
         with self._lock:
             existed = self._parents.pop(uid, None) is not None
             for key in self._children.pop(uid, {}):
@@ -124,10 +124,6 @@ class Cache:
     def parent(self, uid: str) -> dict | None:
         with self._lock:
             return self._parents.get(uid)
-
-    def parent_uids(self) -> list[str]:
-        with self._lock:
-            return list(self._parents)
 
     def parent_count(self) -> int:
         with self._lock:

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return check_config_command(_config_path(parser, args), show=args.show, flags=_flags(args))
     if args.command == "apiserver":
-        from operatord.apiserver import serve_forever
+        from operatord.testing import serve_forever
 
         return serve_forever(port=args.port, kubeconfig_out=args.kubeconfig_out)
     if args.command == "demo":

@@ -44,7 +44,7 @@ def set_condition(
         "reason": reason or status,
         "message": message,
         "lastTransitionTime": (now or _now())
-        if changed
+        if changed or current is None
         else current.get("lastTransitionTime") or (now or _now()),
     }
     if observed_generation is not None:

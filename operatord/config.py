@@ -340,38 +340,54 @@ class Config:
             ),
             parent=ResourceType(data["parent"]["apiVersion"], data["parent"]["kind"]),
             children=tuple(
-                ResourceType(c["apiVersion"], c["kind"], c.get("updateStrategy", "Replace"))
+                ResourceType(
+                    c["apiVersion"],
+                    c["kind"],
+                    c.get("updateStrategy", ResourceType.update_strategy),
+                )
                 for c in data.get("children", [])
             ),
-            namespace=data.get("namespace", ""),
+            namespace=data.get("namespace", cls.namespace),
             workers=_cpu_count() if workers is None else int(workers),
-            in_flight_per_worker=int(data.get("inFlightPerWorker", 16)),
-            worker_memory_limit_mb=int(data.get("workerMemoryLimitMB", 0)),
-            resync_seconds=float(data.get("resyncSeconds", 600.0)),
-            handler_timeout_seconds=float(data.get("handlerTimeoutSeconds", 30.0)),
+            in_flight_per_worker=int(data.get("inFlightPerWorker", cls.in_flight_per_worker)),
+            worker_memory_limit_mb=int(data.get("workerMemoryLimitMB", cls.worker_memory_limit_mb)),
+            resync_seconds=float(data.get("resyncSeconds", cls.resync_seconds)),
+            handler_timeout_seconds=float(
+                data.get("handlerTimeoutSeconds", cls.handler_timeout_seconds)
+            ),
             backoff=BackoffConfig(
-                initial_seconds=float(b.get("initialSeconds", 0.5)),
-                max_seconds=float(b.get("maxSeconds", 300.0)),
-                multiplier=float(b.get("multiplier", 2.0)),
-                jitter=float(b.get("jitter", 0.5)),
+                initial_seconds=float(b.get("initialSeconds", BackoffConfig.initial_seconds)),
+                max_seconds=float(b.get("maxSeconds", BackoffConfig.max_seconds)),
+                multiplier=float(b.get("multiplier", BackoffConfig.multiplier)),
+                jitter=float(b.get("jitter", BackoffConfig.jitter)),
             ),
             leader_election=LeaderElectionConfig(
-                enabled=le.get("enabled", True),
-                lease_name=le.get("leaseName", ""),
-                lease_namespace=le.get("leaseNamespace", ""),
-                lease_duration_seconds=float(le.get("leaseDurationSeconds", 15.0)),
-                renew_deadline_seconds=float(le.get("renewDeadlineSeconds", 10.0)),
-                retry_period_seconds=float(le.get("retryPeriodSeconds", 2.0)),
+                enabled=le.get("enabled", LeaderElectionConfig.enabled),
+                lease_name=le.get("leaseName", LeaderElectionConfig.lease_name),
+                lease_namespace=le.get("leaseNamespace", LeaderElectionConfig.lease_namespace),
+                lease_duration_seconds=float(
+                    le.get("leaseDurationSeconds", LeaderElectionConfig.lease_duration_seconds)
+                ),
+                renew_deadline_seconds=float(
+                    le.get("renewDeadlineSeconds", LeaderElectionConfig.renew_deadline_seconds)
+                ),
+                retry_period_seconds=float(
+                    le.get("retryPeriodSeconds", LeaderElectionConfig.retry_period_seconds)
+                ),
             ),
-            metrics_port=int(data.get("metrics", {}).get("port", 8080)),
-            health_port=int(data.get("health", {}).get("port", 8081)),
-            metrics_address=data.get("metrics", {}).get("address", ""),
-            health_address=data.get("health", {}).get("address", ""),
-            controller_runtime_metrics=data.get("metrics", {}).get("controllerRuntime", False),
-            logging_format=data.get("logging", {}).get("format", "auto"),
-            logging_level=data.get("logging", {}).get("level", "info"),
+            metrics_port=int(data.get("metrics", {}).get("port", cls.metrics_port)),
+            health_port=int(data.get("health", {}).get("port", cls.health_port)),
+            metrics_address=data.get("metrics", {}).get("address", cls.metrics_address),
+            health_address=data.get("health", {}).get("address", cls.health_address),
+            controller_runtime_metrics=data.get("metrics", {}).get(
+                "controllerRuntime", cls.controller_runtime_metrics
+            ),
+            logging_format=data.get("logging", {}).get("format", cls.logging_format),
+            logging_level=data.get("logging", {}).get("level", cls.logging_level),
             related=tuple(
-                RelatedType(r["apiVersion"], r["kind"], r.get("labelSelector", ""))
+                RelatedType(
+                    r["apiVersion"], r["kind"], r.get("labelSelector", RelatedType.label_selector)
+                )
                 for r in data.get("related", [])
             ),
         )
@@ -538,8 +554,8 @@ def _semantic_errors(d: dict[str, Any]) -> list[tuple[list[Any], str]]:
             return float(raw[key]), _num(raw[key])
         return default, f"{_num(default)} (the default)"
 
-    initial, _ = value("backoff", "initialSeconds", 0.5)
-    maximum, max_shown = value("backoff", "maxSeconds", 300.0)
+    initial, _ = value("backoff", "initialSeconds", BackoffConfig.initial_seconds)
+    maximum, max_shown = value("backoff", "maxSeconds", BackoffConfig.max_seconds)
     if maximum < initial:
         out.append(
             (
@@ -548,9 +564,15 @@ def _semantic_errors(d: dict[str, Any]) -> list[tuple[list[Any], str]]:
             )
         )
 
-    lease, _ = value("leaderElection", "leaseDurationSeconds", 15.0)
-    renew, renew_shown = value("leaderElection", "renewDeadlineSeconds", 10.0)
-    retry, retry_shown = value("leaderElection", "retryPeriodSeconds", 2.0)
+    lease, _ = value(
+        "leaderElection", "leaseDurationSeconds", LeaderElectionConfig.lease_duration_seconds
+    )
+    renew, renew_shown = value(
+        "leaderElection", "renewDeadlineSeconds", LeaderElectionConfig.renew_deadline_seconds
+    )
+    retry, retry_shown = value(
+        "leaderElection", "retryPeriodSeconds", LeaderElectionConfig.retry_period_seconds
+    )
     if not renew < lease:
         out.append(
             (
@@ -567,8 +589,8 @@ def _semantic_errors(d: dict[str, Any]) -> list[tuple[list[Any], str]]:
             )
         )
 
-    metrics_port = d.get("metrics", {}).get("port", 8080)
-    health_port = d.get("health", {}).get("port", 8081)
+    metrics_port = d.get("metrics", {}).get("port", Config.metrics_port)
+    health_port = d.get("health", {}).get("port", Config.health_port)
     if metrics_port and metrics_port == health_port:
         out.append((["health", "port"], f"must differ from metrics.port ({metrics_port})"))
 
@@ -601,7 +623,7 @@ def _semantic_errors(d: dict[str, Any]) -> list[tuple[list[Any], str]]:
             )
         else:
             related_seen[key] = i
-        problem = _label_selector_problem(rel.get("labelSelector", ""))
+        problem = _label_selector_problem(rel.get("labelSelector", RelatedType.label_selector))
         if problem:
             out.append((["related", i, "labelSelector"], problem))
     return out
@@ -609,7 +631,7 @@ def _semantic_errors(d: dict[str, Any]) -> list[tuple[list[Any], str]]:
 
 def _label_selector_problem(selector: str) -> str | None:
     """Why ``selector`` is not a valid label selector, or None."""
-    from operatord.related import SelectorError, parse_selector  # the one selector grammar
+    from operatord.selectors import SelectorError, parse_selector
 
     try:
         parse_selector(selector)
@@ -682,7 +704,7 @@ def _check_depth(text: str) -> None:
             if depth > MAX_YAML_DEPTH:
                 raise yaml.MarkedYAMLError(
                     problem=f"nested deeper than {MAX_YAML_DEPTH} levels",
-                    problem_mark=event.start_mark,
+                    problem_mark=event.start_mark,  # type: ignore[arg-type]  # libyaml's Mark
                 )
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1

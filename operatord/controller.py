@@ -40,6 +40,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
 
 import multiprocess
 import structlog
@@ -57,6 +59,9 @@ from operatord.queue import RESYNC, WorkQueue
 from operatord.related import RelatedTypes
 from operatord.sharding import shard_for
 from operatord.supervisor import WorkerGone, WorkerProcess
+
+if TYPE_CHECKING:
+    from operatord.metrics import Metrics
 
 log = structlog.get_logger("operatord.controller")
 
@@ -97,7 +102,7 @@ class _InFlight:
 class _Slot:
     """One worker: its process, its queue, and the parents it holds."""
 
-    def __init__(self, index: int, proc: WorkerProcess, queue: WorkQueue):
+    def __init__(self, index: int, proc: WorkerProcess, queue: WorkQueue[str]):
         self.index = index
         self.proc = proc
         self.queue = queue
@@ -116,7 +121,7 @@ class Controller:
         self,
         config: Config,
         settings: ClientSettings,
-        metrics,
+        metrics: Metrics,
         *,
         watch_timeout: int = 300,
         start_method: str = "spawn",
@@ -264,7 +269,7 @@ class Controller:
                     res,
                     namespace=cfg.namespace,
                     label_selector=selector,
-                    on_list=lambda items, r=res: self._on_child_list(r, items),
+                    on_list=partial(self._on_child_list, res),
                     on_event=self._on_child_event,
                     watch_timeout=self.watch_timeout,
                     observe=self._observe_informer,
@@ -338,7 +343,7 @@ class Controller:
 
     # ---- events into the queues -----------------------------------------------------------
 
-    def _queue_for(self, uid: str) -> WorkQueue:
+    def _queue_for(self, uid: str) -> WorkQueue[str]:
         return self.queues[shard_for(uid, len(self.queues))]
 
     def enqueue(self, uid: str) -> None:

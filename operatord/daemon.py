@@ -35,6 +35,7 @@ import signal
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -51,6 +52,10 @@ from operatord.health import HealthServer
 from operatord.kube import ApiError, ClientSettings, Kube
 from operatord.logs import configure_logging
 from operatord.metrics import Metrics, ProcessSampler
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from types import FrameType
 
 log = structlog.get_logger("operatord.daemon")
 
@@ -76,20 +81,14 @@ class StartupError(Exception):
         self.code = code
 
 
-def lease_namespace(config) -> str:
+def lease_namespace(config: Config) -> str:
     """leaderElection.leaseNamespace, else $POD_NAMESPACE, else the service account's, else default."""
-    if config.leader_election.lease_namespace:
-        return config.leader_election.lease_namespace
-    if os.environ.get("POD_NAMESPACE"):
-        return os.environ["POD_NAMESPACE"]
-    try:
-        with open(SERVICE_ACCOUNT_NAMESPACE) as f:
-            return f.read().strip() or "default"
-    except OSError:
-        return "default"
+    from operatord.election import default_namespace
+
+    return config.leader_election.lease_namespace or default_namespace()
 
 
-def drain_seconds(config) -> float:
+def drain_seconds(config: Config) -> float:
     """How long SIGTERM waits for in-flight syncs: one handler timeout plus time to apply."""
     return config.handler_timeout_seconds + DRAIN_GRACE_SECONDS
 
@@ -263,7 +262,7 @@ def check_access(kube: Kube, config: Config, resources: list) -> None:
                 raise
 
 
-def load(config_path: str, flags=None) -> Config:
+def load(config_path: str, flags: Mapping[str, str | None] | None = None) -> Config:
     """The effective config with its handler importable; ConfigError/HandlerImportError."""
     isolate_import_path()
     config, _ = apply_overrides(load_config(config_path), flags)
@@ -271,7 +270,9 @@ def load(config_path: str, flags=None) -> Config:
     return config
 
 
-def run(config_path: str, kubeconfig: str | None = None, flags=None) -> int:
+def run(
+    config_path: str, kubeconfig: str | None = None, flags: Mapping[str, str | None] | None = None
+) -> int:
     """``operatord run``; returns the exit status (see the module docstring)."""
     try:
         config = load(config_path, flags)
@@ -285,7 +286,7 @@ def run(config_path: str, kubeconfig: str | None = None, flags=None) -> int:
     configure_logging(config.logging_format, config.logging_level, process="leader")
     stop = threading.Event()
 
-    def on_signal(signum, _frame):
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal received; draining", signal=signal.Signals(signum).name)
         stop.set()
 
@@ -313,7 +314,13 @@ def run(config_path: str, kubeconfig: str | None = None, flags=None) -> int:
         metrics.stop()
 
 
-def _run(config, settings, metrics, health, stop) -> int:
+def _run(
+    config: Config,
+    settings: ClientSettings,
+    metrics: Metrics,
+    health: HealthServer | None,
+    stop: threading.Event,
+) -> int:
     types = TypeWait()
     leading = threading.Event()
     controller: list[Controller] = []
@@ -367,18 +374,26 @@ def _worker_pids(controller: Controller) -> dict[str, int]:
     return pids
 
 
-def _run_elected(config, settings, metrics, controller, health, leading, stop) -> int:
+def _run_elected(
+    config: Config,
+    settings: ClientSettings,
+    metrics: Metrics,
+    controller: Controller,
+    health: HealthServer | None,
+    leading: threading.Event,
+    stop: threading.Event,
+) -> int:
     from operatord.election import LeaderElector, default_identity
 
     le = config.leader_election
     lost = threading.Event()
 
-    def started():
+    def started() -> None:
         leading.set()
         log.info("became leader; starting controller")
         controller.start()
 
-    def stopped():
+    def stopped() -> None:
         if leading.is_set():
             lost.set()
 

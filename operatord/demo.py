@@ -18,8 +18,14 @@ import time
 import urllib.request
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from operatord.testing import OperatorProcess
 
 NAMESPACE = "demo"
 HANDLER = "operatord.examples.widgets:Widgets"
@@ -72,7 +78,7 @@ def main(parents: int = 30, workers: int = 2, timeout: float = 120.0) -> int:
         api_client = api.client()
         client.ApiextensionsV1Api(api_client).create_custom_resource_definition(crd)
         core = client.CoreV1Api(api_client)
-        core.create_namespace({"metadata": {"name": NAMESPACE}})
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
         _say("2. installed the Widget CRD (example.com/v1) and namespace 'demo'")
 
         config = {
@@ -85,6 +91,7 @@ def main(parents: int = 30, workers: int = 2, timeout: float = 120.0) -> int:
             "logging": {"format": "json", "level": "info"},
         }
         op = OperatorProcess(api, config, workdir=work).start()
+        assert op.proc is not None  # started
         _say(
             f"3. started `operatord run` with {workers} workers "
             f"(pid {op.proc.pid}, logs: {op.out_path})"
@@ -127,6 +134,7 @@ def main(parents: int = 30, workers: int = 2, timeout: float = 120.0) -> int:
                 f"{len(cms)} ConfigMaps owned by them"
             )
             sample = cms[0]
+            assert sample.metadata is not None
             _say(f"   e.g. ConfigMap {sample.metadata.name}: data={json.dumps(sample.data)}")
 
             doomed = [f"widget-{i:03d}" for i in range(0, parents, 3)]
@@ -171,7 +179,7 @@ def main(parents: int = 30, workers: int = 2, timeout: float = 120.0) -> int:
         return 0 if code == 0 else 1
 
 
-def _wait_ready(op, timeout: float) -> bool:
+def _wait_ready(op: OperatorProcess, timeout: float) -> bool:
     try:
         op.wait_ready(timeout)
     except (AssertionError, TimeoutError):
@@ -179,7 +187,7 @@ def _wait_ready(op, timeout: float) -> bool:
     return True
 
 
-def _widgets(custom) -> list[dict]:
+def _widgets(custom: Any) -> list[dict]:
     return custom.list_namespaced_custom_object("example.com", "v1", NAMESPACE, "widgets")["items"]
 
 
@@ -190,10 +198,13 @@ def _converged(w: dict) -> bool:
     )
 
 
-def _wait(label: str, total: int, count, timeout: float, op) -> bool:
+def _wait(
+    label: str, total: int, count: Callable[[], int], timeout: float, op: OperatorProcess
+) -> bool:
     deadline = time.monotonic() + timeout
     done = 0
     while time.monotonic() < deadline:
+        assert op.proc is not None  # started
         if op.proc.poll() is not None:
             _say(f"\n   operatord exited early with status {op.proc.returncode}")
             return False
@@ -207,7 +218,7 @@ def _wait(label: str, total: int, count, timeout: float, op) -> bool:
     return False
 
 
-def _fail(op, what: str) -> int:
+def _fail(op: OperatorProcess, what: str) -> int:
     _say(f"error: {what}; last log lines:")
     lines = op.output().splitlines()[-15:]
     for line in lines:

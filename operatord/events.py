@@ -21,11 +21,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import structlog
 
 from operatord.kube import ApiError, Kube
 from operatord.logs import redact
+
+if TYPE_CHECKING:
+    from operatord.metrics import Recorder
 
 log = structlog.get_logger("operatord.events")
 
@@ -41,7 +45,7 @@ class EventRecorder:
         component: str,
         *,
         interval: float = 60.0,
-        metrics=None,
+        metrics: Recorder | None = None,
         guard: Callable[[], None] | None = None,
         max_pending: int = 10_000,
         clock: Callable[[], float] = time.monotonic,

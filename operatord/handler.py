@@ -15,7 +15,7 @@ Guarantees of this module:
 - ``load_handler`` either returns an object whose ``sync``/``finalize`` can be called, or raises
   ``HandlerImportError`` naming the import path and the reason. It never returns a half-loaded
   handler.
-- ``validate_related`` either returns a selection as plain data (`operatord.related.Selection`)
+- ``validate_related`` either returns a selection as plain data (`operatord.selectors.Selection`)
   or raises ``InvalidResponse`` with a one-line reason.
 - ``validate_sync_response``/``validate_finalize_response`` either return a normalized response
   (children as a tuple, numbers as float) or raise ``InvalidResponse`` with a one-line reason.
@@ -53,10 +53,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # Observed children
 # --------------------------------------------------------------------------------------------
-
-
-def _type_key(obj: dict) -> tuple[str, str]:
-    return (obj["apiVersion"], obj["kind"])
 
 
 class ChildrenOfType:
@@ -627,14 +623,14 @@ def validate_sync_response(
                 f"(configured: {allowed})"
             )
         ns = namespace or default_namespace or ""
-        key = (*type_key, ns, name)
-        if key in seen:
+        child_id = (*type_key, ns, name)
+        if child_id in seen:
             shown = f"{ns}/{name}" if ns else name
             raise InvalidResponse(
-                f"{where} duplicates children[{seen[key]}]: {type_key[1]} {shown} "
+                f"{where} duplicates children[{seen[child_id]}]: {type_key[1]} {shown} "
                 f"({type_key[0]}) is listed twice"
             )
-        seen[key] = i
+        seen[child_id] = i
         _check_plain(child, where)
     resync_after = _check_seconds(obj.resync_after, "resync_after")
     return SyncResponse(
@@ -656,7 +652,7 @@ def validate_related(
     string; ``label_selector`` None or a valid label selector; names or a label selector given.
     The result keeps the given order: ``(apiVersion, kind, names, namespace, labelSelector)``.
     """
-    from operatord.related import SelectorError, parse_selector
+    from operatord.selectors import SelectorError, parse_selector
 
     if obj is None:
         raise InvalidResponse("related returned None; expected a list of Related (missing return?)")

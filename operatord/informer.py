@@ -46,6 +46,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -203,7 +204,7 @@ class Informer:
             except Exception:  # noqa: BLE001 - best effort: the read ends either way
                 pass
 
-    def _opened(self, response) -> None:
+    def _opened(self, response: Any) -> None:
         self._heard()
         self._idle_tripped = False
         self._response = response

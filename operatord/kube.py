@@ -211,10 +211,6 @@ class Resource:
         return base
 
 
-def api_version_of(obj: dict) -> tuple[str, str]:
-    return obj.get("apiVersion", ""), obj.get("kind", "")
-
-
 class Kube:
     """A thread-safe JSON client for the Kubernetes API."""
 
@@ -238,7 +234,7 @@ class Kube:
         self._lock = threading.Lock()
         self._auth: tuple[float, dict] | None = None
         if isinstance(self.settings, Connection):
-            self.api_client = None
+            self.api_client: Any = None  # a kubernetes ApiClient when built from settings
             self._pool = self.settings.pool_manager()
             self._host = self.settings.host.rstrip("/")
             self._base_headers = {"User-Agent": self.settings.user_agent}
@@ -451,11 +447,11 @@ class Kube:
             if not cont:
                 return items, meta.get("resourceVersion", "")
 
-    def create(self, res: Resource, obj: dict, namespace: str | None = None, **query) -> dict:
+    def create(self, res: Resource, obj: dict, namespace: str | None = None, **query: Any) -> dict:
         ns = namespace or (obj.get("metadata") or {}).get("namespace")
         return self.request("POST", res.path(ns), body=obj, query=query or None, verb="create")
 
-    def replace(self, res: Resource, obj: dict, *, subresource: str = "", **query) -> dict:
+    def replace(self, res: Resource, obj: dict, *, subresource: str = "", **query: Any) -> dict:
         meta = obj["metadata"]
         path = res.path(meta.get("namespace"), meta["name"], subresource)
         return self.request("PUT", path, body=obj, query=query or None, verb="update")

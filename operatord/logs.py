@@ -31,6 +31,8 @@ from typing import Any
 
 import structlog
 
+from operatord.config import LOGGING_FORMATS
+
 REDACTED = "[REDACTED]"
 
 _LEVELS = {
@@ -41,7 +43,6 @@ _LEVELS = {
     "error": logging.ERROR,
     "critical": logging.CRITICAL,
 }
-_FORMATS = ("auto", "json", "console")
 
 # Keys are compared after lower-casing and dropping "-" and "_".
 _SECRET_KEYS = frozenset(
@@ -150,8 +151,8 @@ def _shared_processors() -> list[Any]:
 
 
 def _resolve_format(fmt: str) -> str:
-    if fmt not in _FORMATS:
-        raise ValueError(f"logging format must be one of {_FORMATS}, got {fmt!r}")
+    if fmt not in LOGGING_FORMATS:
+        raise ValueError(f"logging format must be one of {LOGGING_FORMATS}, got {fmt!r}")
     if fmt == "auto":
         isatty = getattr(sys.stdout, "isatty", None)
         return "console" if isatty is not None and isatty() else "json"
@@ -221,11 +222,6 @@ def configure_logging(fmt: str = "auto", level: str = "info", **context: Any) ->
     logging.getLogger("kubernetes.client.rest").setLevel(max(numeric, logging.INFO))
     logging.captureWarnings(True)
     return resolved
-
-
-def get_logger(name: str | None = None, **initial: Any) -> Any:
-    """A structlog logger; ``name`` becomes the ``logger`` field (default: caller's module)."""
-    return structlog.stdlib.get_logger(name, **initial) if name else structlog.get_logger(**initial)
 
 
 @contextmanager

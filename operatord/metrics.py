@@ -371,7 +371,9 @@ class Metrics:
             elif m.type == "gauge":
                 self._metrics[m.name] = Gauge(m.full_name, m.help, **kwargs)
             else:
-                self._metrics[m.name] = Histogram(m.full_name, m.help, buckets=m.buckets, **kwargs)
+                if m.buckets is not None:
+                    kwargs["buckets"] = m.buckets
+                self._metrics[m.name] = Histogram(m.full_name, m.help, **kwargs)
             if m.labels and set(m.values) == set(m.labels):
                 for combo in _combinations(m):
                     self._metrics[m.name].labels(**combo)
@@ -437,6 +439,7 @@ class Metrics:
         op, name, pairs, value = delta
         if name in _SCRAPE_TIME:
             raise MetricError(f"{name!r} is computed at scrape time and cannot be recorded")
+        metric: Any
         if pairs:
             metric = self._children.get((name, pairs))
             if metric is None:

@@ -59,7 +59,7 @@ class SyncTask:
     # the worker writes nothing after it. None: no leader election, no fence.
     lease_valid_until: float | None = None
     # The cached related objects the parent's recorded selection matches, and that selection
-    # (operatord.related.Selection; None: none recorded yet). The worker re-selects first.
+    # (operatord.selectors.Selection; None: none recorded yet). The worker re-selects first.
     related: list | tuple = ()
     selection: tuple | None = None
 
@@ -88,7 +88,7 @@ class SyncResult:
     handler_calls: int = 0  # how many times the handler ran for this task
     # Events the handler asked for, (type, reason, message); the leader records them.
     events: tuple = ()
-    # What the handler's related(parent) returned (operatord.related.Selection); None when it
+    # What the handler's related(parent) returned (operatord.selectors.Selection); None when it
     # did not run (no related types configured, or it failed).
     selection: tuple | None = None
     # The selection differs from the one the task was built with: nothing was synced or

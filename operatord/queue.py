@@ -51,11 +51,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from operatord.backoff import Backoff
 
 __all__ = ["EVENT", "RESYNC", "Item", "Lane", "WorkQueue"]
+
+K = TypeVar("K", bound=Hashable)  # the key type of a queue (operatord: parent uids, str)
 
 Lane = Literal["event", "resync"]
 EVENT: Lane = "event"
@@ -64,39 +66,39 @@ _LANES = (EVENT, RESYNC)
 
 
 @dataclass(frozen=True, slots=True)
-class Item:
+class Item(Generic[K]):
     """A key handed out by `WorkQueue.get`: `waited` seconds ready in the queue, from `lane`."""
 
-    key: Hashable
+    key: K
     lane: Lane
     waited: float
 
 
-class WorkQueue:
+class WorkQueue(Generic[K]):
     """Thread-safe per-parent work queue; see the module docstring for its guarantees."""
 
     def __init__(
         self,
         clock: Callable[[], float] = time.monotonic,
-        backoff: Backoff | None = None,
+        backoff: Backoff[K] | None = None,
     ) -> None:
         self._clock = clock
-        self.backoff = backoff if backoff is not None else Backoff()
+        self.backoff: Backoff[K] = backoff if backoff is not None else Backoff()
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # ready work or shutdown
         self._idle = threading.Condition(self._lock)  # nothing processing (for drain)
         # Ready keys per lane, in FIFO order, mapped to the clock time they became ready.
-        self._ready: dict[Lane, OrderedDict[Hashable, float]] = {
+        self._ready: dict[Lane, OrderedDict[K, float]] = {
             EVENT: OrderedDict(),
             RESYNC: OrderedDict(),
         }
-        self._processing: set[Hashable] = set()
+        self._processing: set[K] = set()
         # Keys added while processing: lane and the time they became ready.
-        self._dirty: dict[Hashable, tuple[Lane, float]] = {}
+        self._dirty: dict[K, tuple[Lane, float]] = {}
         # Delayed adds: heap of (due, seq, key, lane) with lazy deletion; the live entry of a
         # key is the one whose seq equals self._delayed[key][1].
-        self._heap: list[tuple[float, int, Hashable, Lane]] = []
-        self._delayed: dict[Hashable, tuple[float, int, Lane]] = {}
+        self._heap: list[tuple[float, int, K, Lane]] = []
+        self._delayed: dict[K, tuple[float, int, Lane]] = {}
         self._seq = itertools.count()
         self._shutting_down = False
         self._last_get: float | None = None
@@ -104,7 +106,7 @@ class WorkQueue:
 
     # -- adding -------------------------------------------------------------------------------
 
-    def add(self, key: Hashable) -> None:
+    def add(self, key: K) -> None:
         """Make `key` ready in the event lane now (coalesced; dirty if processing)."""
         with self._lock:
             if self._shutting_down:
@@ -112,7 +114,7 @@ class WorkQueue:
             now = self._clock()
             self._enqueue(key, EVENT, now, now)
 
-    def add_after(self, key: Hashable, delay: float, lane: Lane = EVENT) -> None:
+    def add_after(self, key: K, delay: float, lane: Lane = EVENT) -> None:
         """Make `key` ready in `lane` after `delay` seconds; `delay <= 0` adds it now.
 
         Of several pending delayed adds of a key the earliest due time is kept.
@@ -140,7 +142,7 @@ class WorkQueue:
                 self._cond.notify_all()
             self._compact_heap()
 
-    def add_rate_limited(self, key: Hashable) -> float:
+    def add_rate_limited(self, key: K) -> float:
         """Record a failure of `key` and add it after its backoff delay (event lane).
 
         Returns the delay (0.0 when the queue is shut down and nothing was added).
@@ -152,17 +154,17 @@ class WorkQueue:
         self.add_after(key, delay, EVENT)
         return delay
 
-    def forget(self, key: Hashable) -> None:
+    def forget(self, key: K) -> None:
         """Reset `key`'s backoff (call after a successful sync)."""
         self.backoff.reset(key)
 
-    def num_requeues(self, key: Hashable) -> int:
+    def num_requeues(self, key: K) -> int:
         """The consecutive failures recorded for `key` by `add_rate_limited`."""
         return self.backoff.failures(key)
 
     # -- taking -------------------------------------------------------------------------------
 
-    def get(self, timeout: float | None = None) -> Item | None:
+    def get(self, timeout: float | None = None) -> Item[K] | None:
         """Hand out the next ready key, blocking up to `timeout` real seconds (None: forever).
 
         Event-lane keys go first. Returns None on timeout or when the queue is shut down. The
@@ -192,7 +194,7 @@ class WorkQueue:
                     wait = remaining if wait is None else min(wait, remaining)
                 self._cond.wait(wait)
 
-    def done(self, key: Hashable) -> None:
+    def done(self, key: K) -> None:
         """Mark `key` as processed; a key re-added meanwhile (dirty) becomes ready again.
 
         Calling it for a key that is not processing does nothing.
@@ -208,7 +210,7 @@ class WorkQueue:
             if not self._processing:
                 self._idle.notify_all()
 
-    def discard(self, key: Hashable) -> None:
+    def discard(self, key: K) -> None:
         """Drop `key`'s ready, delayed and dirty entries and its backoff (the parent is gone).
 
         A processing key stays processing; its `done` will not requeue it.
@@ -279,7 +281,7 @@ class WorkQueue:
         with self._lock:
             return len(self._processing)
 
-    def is_processing(self, key: Hashable) -> bool:
+    def is_processing(self, key: K) -> bool:
         with self._lock:
             return key in self._processing
 
@@ -307,7 +309,7 @@ class WorkQueue:
 
     # -- internals (lock held) ----------------------------------------------------------------
 
-    def _enqueue(self, key: Hashable, lane: Lane, since: float, ready_at: float) -> None:
+    def _enqueue(self, key: K, lane: Lane, since: float, ready_at: float) -> None:
         # `since` feeds Item.waited; `ready_at` is when the key could first be handed out
         # (for stalled_for).
         if key in self._processing:

@@ -22,112 +22,29 @@ Guarantees of `RelatedIndex` (thread-safe; every method is atomic):
 - An object never goes back in time (as in `operatord.cache`): an event that is not newer
   than the cached version is ignored and affects nobody.
 
-`parse_selector` implements the equality- and set-based label selector grammar of Kubernetes
-(``k=v``, ``k==v``, ``k!=v``, ``k in (a,b)``, ``k notin (a,b)``, ``k``, ``!k``, comma = and).
+Selectors are parsed by `operatord.selectors.parse_selector`.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Iterable
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from operatord.cache import newer
+from operatord.selectors import Labels, Matcher, Selection, SelectorError, parse_selector
+
+if TYPE_CHECKING:
+    from operatord.config import Config
+    from operatord.informer import Informer
+    from operatord.kube import Kube, Resource
 
 log = structlog.get_logger("operatord.related")
 
-# The wire form of one selector: (apiVersion, kind, names, namespace, labelSelector); names is a
-# tuple of strings (empty: not by name), namespace and labelSelector None when not given.
-WireSelector = tuple[str, str, tuple[str, ...], str | None, str | None]
-# A parent's selection: a tuple of WireSelector, in the order related() returned them.
-Selection = tuple[WireSelector, ...]
-
 TypeKey = tuple[str, str]
-Labels = dict[str, str]
-Matcher = Callable[[Labels], bool]
-
-
-# ---- label selectors --------------------------------------------------------------------------
-
-
-class SelectorError(ValueError):
-    """A label selector that does not parse; the message says why."""
-
-
-_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-_REQUIREMENT = re.compile(
-    r"^\s*(?:(?P<not>!)\s*(?P<nkey>[^\s=!(),]+)"
-    r"|(?P<key>[^\s=!(),]+)(?:\s*(?P<op>==|!=|=)\s*(?P<value>[^\s=!(),]*)"
-    r"|\s+(?P<setop>in|notin)\s*\((?P<values>[^()]*)\))?)\s*$"
-)
-
-
-def _split_requirements(selector: str) -> list[str]:
-    """Split on commas that are not inside parentheses."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(selector):
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth < 0:
-                raise SelectorError(f"unbalanced ')' in label selector {selector!r}")
-        elif ch == "," and depth == 0:
-            parts.append(selector[start:i])
-            start = i + 1
-    if depth:
-        raise SelectorError(f"unbalanced '(' in label selector {selector!r}")
-    parts.append(selector[start:])
-    return parts
-
-
-def _check(pattern: re.Pattern, text: str, what: str, selector: str, limit: int) -> str:
-    if len(text) > limit or not pattern.match(text):
-        raise SelectorError(f"invalid label {what} {text!r} in label selector {selector!r}")
-    return text
-
-
-def parse_selector(selector: str | None) -> Matcher:
-    """A predicate over a labels dict. ``None`` or ``""`` matches everything; a selector that
-    does not parse raises `SelectorError`."""
-    if selector is None or not selector.strip():
-        return _everything
-    checks: list[Matcher] = []
-    for part in _split_requirements(selector):
-        m = _REQUIREMENT.match(part)
-        if not m:
-            raise SelectorError(f"cannot parse requirement {part.strip()!r} of {selector!r}")
-        if m["nkey"]:
-            key = _check(_KEY, m["nkey"], "key", selector, 316)
-            checks.append(lambda labels, k=key: k not in labels)
-            continue
-        key = _check(_KEY, m["key"], "key", selector, 316)
-        if m["op"]:
-            value = _check(_VALUE, m["value"], "value", selector, 63)
-            if m["op"] == "!=":
-                checks.append(lambda labels, k=key, v=value: labels.get(k) != v)
-            else:
-                checks.append(lambda labels, k=key, v=value: labels.get(k) == v)
-        elif m["setop"]:
-            values = frozenset(
-                _check(_VALUE, v.strip(), "value", selector, 63) for v in m["values"].split(",")
-            )
-            if m["setop"] == "in":
-                checks.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
-            else:
-                checks.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
-        else:
-            checks.append(lambda labels, k=key: k in labels)
-    if len(checks) == 1:
-        return checks[0]
-    return lambda labels: all(check(labels) for check in checks)
-
-
-def _everything(labels: Labels) -> bool:
-    return True
 
 
 # ---- the index ---------------------------------------------------------------------------------
@@ -146,7 +63,13 @@ class _Selector:
 
     __slots__ = ("type_key", "namespace", "names", "matcher")
 
-    def __init__(self, type_key: TypeKey, namespace, names, matcher: Matcher | None):
+    def __init__(
+        self,
+        type_key: TypeKey,
+        namespace: str | None,
+        names: tuple[str, ...],
+        matcher: Matcher | None,
+    ) -> None:
         self.type_key = type_key
         self.namespace: str | None = namespace
         self.names: tuple[str, ...] = names
@@ -216,8 +139,8 @@ class RelatedIndex:
                         key = (*sel.type_key, sel.namespace, name)
                         self._by_name.setdefault(key, {}).setdefault(uid, []).append(sel)
                 else:
-                    key = (*sel.type_key, sel.namespace)
-                    self._by_label.setdefault(key, {}).setdefault(uid, []).append(sel)
+                    label_key = (*sel.type_key, sel.namespace)
+                    self._by_label.setdefault(label_key, {}).setdefault(uid, []).append(sel)
 
     def forget(self, uid: str) -> None:
         """Drop ``uid``'s selection (the parent is gone)."""
@@ -229,6 +152,8 @@ class RelatedIndex:
         if entry is None:
             return
         for sel in entry[1]:
+            keys: list[tuple[str | None, ...]]
+            index: dict[Any, dict[str, list[_Selector]]]
             if sel.names:
                 keys = [(*sel.type_key, sel.namespace, n) for n in sel.names]
                 index = self._by_name
@@ -253,11 +178,13 @@ class RelatedIndex:
                 by_ns = self._objects.get(sel.type_key)
                 if not by_ns:
                     continue
+                spaces: Iterable[dict[str, dict]]
                 if sel.namespace is not None:
                     spaces = [by_ns.get(sel.namespace) or {}]
                 else:
                     spaces = list(by_ns.values())
                 for objects in spaces:
+                    candidates: Iterable[dict]
                     if sel.names:
                         candidates = [objects[n] for n in sel.names if n in objects]
                     else:
@@ -279,9 +206,11 @@ class RelatedIndex:
             for uid, selectors in self._by_name.get(key, {}).items():
                 if any(s.matcher is None or s.matcher(labels) for s in selectors):
                     out.add(uid)
-        for key in ((api_version, kind, ns), (api_version, kind, None)):
-            for uid, selectors in self._by_label.get(key, {}).items():
-                if uid not in out and any(s.matcher(labels) for s in selectors):
+        for label_key in ((api_version, kind, ns), (api_version, kind, None)):
+            for uid, selectors in self._by_label.get(label_key, {}).items():
+                if uid not in out and any(
+                    s.matcher is None or s.matcher(labels) for s in selectors
+                ):
                     out.add(uid)
         return out
 
@@ -359,20 +288,20 @@ class RelatedTypes:
     an object that was created, changed or deleted (or changed by a relist).
     """
 
-    def __init__(self, config, enqueue: Callable[[set[str]], None]):
+    def __init__(self, config: Config, enqueue: Callable[[set[str]], None]) -> None:
         self.config = config
         self.enqueue = enqueue
         self.index = RelatedIndex()
-        self.resources: list = []  # operatord.kube.Resource, once resolved
+        self.resources: list[Resource] = []  # once resolved
 
-    def resolve(self, resolve: Callable[[str, str], object]) -> None:
+    def resolve(self, resolve: Callable[[str, str], Resource]) -> None:
         """Resolve every related type through discovery (``resolve(apiVersion, kind)``)."""
         self.resources = [resolve(r.api_version, r.kind) for r in self.config.related]
         self.index.namespaced.update(
             {(res.api_version, res.kind): res.namespaced for res in self.resources}
         )
 
-    def informers(self, kube, **informer_args) -> list:
+    def informers(self, kube: Kube, **informer_args: Any) -> list[Informer]:
         """One informer per related type: namespaced types in the operator's namespace (all
         namespaces when it is ""), each limited to its ``labelSelector``."""
         from operatord.informer import Informer
@@ -385,14 +314,14 @@ class RelatedTypes:
                     res,
                     namespace=self.config.namespace if res.namespaced else None,
                     label_selector=rt.label_selector or None,
-                    on_list=lambda items, r=res: self._on_list(r, items),
+                    on_list=partial(self._on_list, res),
                     on_event=self._on_event,
                     **informer_args,
                 )
             )
         return out
 
-    def _on_list(self, res, items: list[dict]) -> None:
+    def _on_list(self, res: Resource, items: list[dict]) -> None:
         affected = self.index.replace(res.api_version, res.kind, items)
         if affected:
             self.enqueue(affected)
@@ -411,7 +340,7 @@ class RelatedTypes:
             return {}
         return {"related": self.index.selected(uid), "selection": self.index.selection(uid)}
 
-    def record(self, uid: str, selection, parent: dict) -> None:
+    def record(self, uid: str, selection: Selection | None, parent: dict) -> None:
         """Record the selection a result carried (None: the result carried none)."""
         if selection is not None:
             self.index.set_selection(uid, selection, parent)
@@ -419,6 +348,6 @@ class RelatedTypes:
     def forget(self, uid: str) -> None:
         self.index.forget(uid)
 
-    def counts(self) -> list[tuple[object, int]]:
+    def counts(self) -> list[tuple[Resource, int]]:
         """(resource, cached objects) per related type, for ``operatord_cached_objects``."""
         return [(res, self.index.count(res.api_version, res.kind)) for res in self.resources]

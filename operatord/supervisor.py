@@ -16,11 +16,22 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Any
 
 import structlog
 
 from operatord import protocol
 from operatord.worker import worker_main
+
+# Any message of operatord.protocol (what protocol.decode returns).
+Message = (
+    protocol.Tasks
+    | protocol.Results
+    | protocol.LeaseUpdate
+    | protocol.Credentials
+    | protocol.Stop
+    | protocol.Ready
+)
 
 log = structlog.get_logger("operatord.supervisor")
 
@@ -54,7 +65,7 @@ class WorkerProcess:
         index: int,
         config_dict: dict,
         connection_dict: dict,
-        ctx,
+        ctx: Any,
         *,
         restart_initial: float = 0.1,
         restart_max: float = 30.0,
@@ -64,8 +75,8 @@ class WorkerProcess:
         self.config_dict = config_dict
         self.connection_dict = connection_dict
         self.ctx = ctx
-        self.process = None
-        self.conn = None
+        self.process: Any = None  # a multiprocess Process, once started
+        self.conn: Any = None  # its multiprocess Connection
         self.restarts = 0  # replacements so far
         self.exiting = False  # the worker announced that it exits after its last message
         self._send_lock = threading.Lock()
@@ -119,7 +130,7 @@ class WorkerProcess:
             return 0.0
         return min(self._restart_initial * 2 ** (n - 1), self._restart_max)
 
-    def send(self, message) -> None:
+    def send(self, message: Message) -> None:
         data = protocol.encode(message)
         try:
             with self._send_lock:
@@ -127,7 +138,7 @@ class WorkerProcess:
         except (OSError, ValueError, AttributeError) as exc:
             raise WorkerGone(f"worker {self.index} pipe broken: {exc}") from exc
 
-    def receive(self, timeout: float):
+    def receive(self, timeout: float) -> Message | None:
         """The next message, or None when none arrived within ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:

@@ -33,7 +33,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -50,7 +50,7 @@ from operatord.handler import (
     validate_related,
     validate_sync_response,
 )
-from operatord.kube import ApiError, ClientSettings, Connection, Kube
+from operatord.kube import ApiError, ClientSettings, Connection, Kube, Resource
 from operatord.logs import bind_parent, configure_logging
 from operatord.metrics import DeltaRecorder
 from operatord.protocol import SyncResult, SyncTask
@@ -86,7 +86,7 @@ class Fenced(Exception):
 class _Call:
     __slots__ = ("fn", "request", "started", "done", "start_time", "result", "error")
 
-    def __init__(self, fn, request):
+    def __init__(self, fn: Callable[[Any], Any], request: Any) -> None:
         self.fn = fn
         self.request = request
         self.started = threading.Event()  # set when the call starts (or is refused)
@@ -120,7 +120,7 @@ class HandlerRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
 
-    def call(self, fn: Callable[[SyncRequest], Any], request: SyncRequest, is_async: bool):
+    def call(self, fn: Callable[[Any], Any], request: Any, is_async: bool) -> Any:
         if is_async:
             return self._call_async(fn, request)
         self._ensure_thread()
@@ -185,19 +185,19 @@ class HandlerRunner:
                     self._loop = loop
         return self._loop
 
-    def _call_async(self, fn, request):
-        async def run():
+    def _call_async(self, fn: Callable[[Any], Awaitable[Any]], request: Any) -> Any:
+        async def run() -> Any:
             return await fn(request)
 
         return self._await(run())
 
-    def _run_coroutine(self, coro):
-        async def run():
+    def _run_coroutine(self, coro: Awaitable[Any]) -> Any:
+        async def run() -> Any:
             return await coro
 
         return self._await(run())
 
-    def _await(self, coro):
+    def _await(self, coro: Coroutine[Any, Any, Any]) -> Any:
         loop = self._ensure_loop()
         future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, self.timeout), loop)
         try:
@@ -353,7 +353,7 @@ class Worker:
         if outcome.status_written:
             self.recorder.inc("status_writes_total")
 
-    def _parent_resource(self):
+    def _parent_resource(self) -> Resource:
         return self.kube.resource(self.config.parent.api_version, self.config.parent.kind)
 
     def _select_related(self, task: SyncTask, fields: dict) -> list | None:
@@ -532,7 +532,7 @@ class _Outbox:
             return items
 
 
-def worker_main(index: int, config_dict: dict, connection_dict: dict, conn) -> None:
+def worker_main(index: int, config_dict: dict, connection_dict: dict, conn: Any) -> None:
     """Entry point of a worker process (spawned; receives plain data only: the leader's
     validated config and its resolved `Connection`)."""
     config = Config.from_trusted_dict(config_dict)
@@ -544,7 +544,7 @@ def worker_main(index: int, config_dict: dict, connection_dict: dict, conn) -> N
     ).start()
     send_lock = threading.Lock()
 
-    def send(message) -> bool:
+    def send(message: Any) -> bool:
         data = protocol.encode(message)
         try:
             with send_lock:

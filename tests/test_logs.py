@@ -48,7 +48,7 @@ with bind_parent(parent, worker=3):
     except ZeroDivisionError:
         log.exception("handler raised")
 log.info("after sync")
-get_logger("operatord.custom").info("named", x=1)
+structlog.get_logger("operatord.custom").info("named", x=1)
 log.debug("hidden at info")
 logging.getLogger("kubernetes.client.rest").info("plain stdlib %s", "line")
 """

@@ -17,7 +17,8 @@ from operatord.handler import (
     validate_related,
     validate_sync_response,
 )
-from operatord.related import RelatedIndex, SelectorError, parse_selector
+from operatord.related import RelatedIndex
+from operatord.selectors import SelectorError, parse_selector
 
 # ---- label selectors --------------------------------------------------------------------------
 

@@ -10,6 +10,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from operatord.apiserver import ApiServer
@@ -17,16 +21,16 @@ from operatord.testing.operator import OperatorProcess
 
 
 @pytest.fixture(scope="module")
-def apiserver():
+def apiserver() -> Iterator[ApiServer]:
     with ApiServer() as server:
         yield server
 
 
 @pytest.fixture
-def run_operator(apiserver, tmp_path):
+def run_operator(apiserver: ApiServer, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
     started: list[OperatorProcess] = []
 
-    def start(config, *, ready_timeout: float = 60.0, **kwargs) -> OperatorProcess:
+    def start(config: dict | str, *, ready_timeout: float = 60.0, **kwargs: Any) -> OperatorProcess:
         op = OperatorProcess(apiserver, config, workdir=tmp_path / f"op{len(started)}", **kwargs)
         started.append(op.start())
         op.wait_ready(ready_timeout)

@@ -30,10 +30,14 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 import yaml
 
 READY_POLL_SECONDS = 0.1
+
+if TYPE_CHECKING:
+    from operatord.apiserver import ApiServer
 
 
 def free_port() -> int:
@@ -59,7 +63,7 @@ class OperatorProcess:
 
     def __init__(
         self,
-        api,
+        api: ApiServer,
         config: dict | str | os.PathLike,
         *,
         workdir: str | os.PathLike | None = None,
@@ -94,7 +98,7 @@ class OperatorProcess:
         self.args = list(args or [])
         self.out_path = self.dir / f"operatord-{id(self)}.log"
         self.proc: subprocess.Popen | None = None
-        self._out = None
+        self._out: IO[str] | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
 
