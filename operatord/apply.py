@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from operatord.cache import child_key
+from operatord.handler import check_child_type
 from operatord.kube import ApiError, Kube, Resource
 
 if TYPE_CHECKING:
@@ -146,20 +147,16 @@ class Applier:
         }
 
     def prepare(self, parent: dict, children: list[dict]) -> list[tuple[Resource, dict]]:
-        """Validate and stamp desired children; raises ResponseError without writing."""
+        """Validate and stamp desired children; raises ResponseError (or InvalidResponse, for a
+        type the config does not declare) without writing."""
         pmeta = parent["metadata"]
         parent_ns = pmeta.get("namespace") or ""
         out = []
         seen = set()
         for i, raw in enumerate(children):
             where = f"children[{i}] ({raw.get('kind')} {raw.get('metadata', {}).get('name')!r})"
-            key = (raw.get("apiVersion"), raw.get("kind"))
-            if key not in self.strategies:
-                declared = ", ".join(f"{a}/{k}" for a, k in self.strategies) or "none"
-                raise ResponseError(
-                    f"{where}: type {key[0]}/{key[1]} is not declared in config children "
-                    f"(declared: {declared})"
-                )
+            key = (str(raw.get("apiVersion")), str(raw.get("kind")))
+            check_child_type(where, key, self.strategies)
             res = self.kube.resource(*key)
             child = copy.deepcopy(raw)
             meta = _meta(child)

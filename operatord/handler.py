@@ -616,12 +616,8 @@ def validate_sync_response(
                 f"{where}.metadata.namespace must be a string, got {_describe(namespace)}"
             )
         type_key = (child["apiVersion"], child["kind"])
-        if allowed_types is not None and type_key not in allowed_types:
-            allowed = ", ".join(f"{a}/{k}" for a, k in allowed_types) or "none"
-            raise InvalidResponse(
-                f"{where} is a {type_key[0]}/{type_key[1]}, which is not a configured child type "
-                f"(configured: {allowed})"
-            )
+        if allowed_types is not None:
+            check_child_type(where, type_key, allowed_types)
         ns = namespace or default_namespace or ""
         child_id = (*type_key, ns, name)
         if child_id in seen:
@@ -697,6 +693,19 @@ def validate_related(
             raise InvalidResponse(f"{where} selects nothing: give names, label_selector or both")
         out.append((rel.api_version, rel.kind, tuple(names), rel.namespace or None, selector))
     return tuple(out)
+
+
+def check_child_type(
+    where: str, type_key: tuple[str, str], allowed_types: Collection[tuple[str, str]]
+) -> None:
+    """The one check that a child's ``(apiVersion, kind)`` is a configured child type
+    (operatord only watches those); raises ``InvalidResponse`` naming ``where``."""
+    if type_key not in allowed_types:
+        allowed = ", ".join(f"{a}/{k}" for a, k in allowed_types) or "none"
+        raise InvalidResponse(
+            f"{where} is a {type_key[0]}/{type_key[1]}, which is not a configured child type "
+            f"(configured: {allowed})"
+        )
 
 
 def validate_finalize_response(obj: Any) -> FinalizeResponse:
