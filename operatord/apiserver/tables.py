@@ -360,7 +360,7 @@ def columns(rt: ResourceType, version: str) -> list[Column]:
         find = compile_path(str(d.get("jsonPath", "")))
         kind = d.get("type", "string")
 
-        def cell(o: dict, find=find, kind=kind) -> Any:
+        def cell(o: dict, find: Callable[[Any], Any] | None = find, kind: str = kind) -> Any:
             return _typed(kind, find(o)) if find is not None else None
 
         desc = d.get("description") or (
