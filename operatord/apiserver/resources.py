@@ -223,6 +223,10 @@ class Registry:
     def by_key(self, key: tuple[str, str]) -> ResourceType | None:
         return self._by_key.get(key)
 
+    def get(self, key: tuple[str, str]) -> ResourceType:
+        """A type that is always served (namespaces, CRDs): KeyError when it is not."""
+        return self._by_key[key]
+
     def lookup(self, group: str, version: str, plural: str) -> ResourceType | None:
         rt = self._by_key.get((group, plural))
         if rt is not None and version in rt.versions:
