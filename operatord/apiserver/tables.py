@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -394,7 +394,7 @@ def _row_object(obj: dict, include: str, api_version: str) -> dict | None:
 def table(
     rt: ResourceType,
     version: str,
-    objs: list[dict],
+    objs: Sequence[dict],
     meta: dict,
     *,
     include: str = "Metadata",
