@@ -172,6 +172,8 @@ def _normalize_object(
                 del value[k]
             continue
         _normalize(v, child, f"{path}.{k}" if path else k, pruned)
+    if props is None:
+        return  # defaults are only collected from declared properties
     for k, default in node.defaults:
         if k not in value:
             value[k] = P.deepcopy(default)

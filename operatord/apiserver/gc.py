@@ -138,7 +138,8 @@ class Collector:
         if not omd.get("deletionTimestamp"):
             return
         fins = omd.get("finalizers") or []
-        ort = self.store.registry.by_key(self.store.locate(uid))
+        loc = self.store.locate(uid)  # not None: the owner exists
+        ort = self.store.registry.by_key(loc) if loc is not None else None
         if "orphan" in fins:
             for rt, dep in self._deps(uid):
                 refs = dep["metadata"].get("ownerReferences") or []
@@ -188,7 +189,7 @@ class Collector:
         self.store.write(rt, obj, new, subresource="", manager="", version=None, dry_run=False)
 
     def _finish_namespace(self, name: str) -> None:
-        nsrt = self.store.registry.by_key(NS_KEY)
+        nsrt = self.store.registry.get(NS_KEY)
         nso = self.store.find(nsrt, "", name)
         if nso is None:
             self._terminating_ns.discard(name)
@@ -214,7 +215,7 @@ class Collector:
             self.store.commit(nsrt, "DELETED", new, nso)
 
     def _finish_crd(self, name: str) -> None:
-        crt = self.store.registry.by_key(CRD_KEY)
+        crt = self.store.registry.get(CRD_KEY)
         crd = self.store.find(crt, "", name)
         if crd is None:
             self._terminating_crds.discard(name)

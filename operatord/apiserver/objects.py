@@ -10,6 +10,7 @@ import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 Key = tuple[str, str]  # (group, plural)
 Matcher = Callable[[dict], bool]
@@ -20,10 +21,11 @@ NS_FINALIZER = "kubernetes"
 CRD_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
 
 
-class Obj(dict):
-    """A committed object; `raw` caches its JSON encoding."""
+class Obj(dict[str, Any]):
+    """A committed object; `raw` caches its JSON encoding (None until first encoded)."""
 
     __slots__ = ("raw",)
+    raw: bytes | None
 
 
 def encode(obj: dict) -> bytes:

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any
+from typing import Any, TypedDict
 
 __all__ = ["ApiServer", "FaultsClient", "serve_forever", "write_kubeconfig"]
 
@@ -52,6 +52,14 @@ def write_kubeconfig(path: str, url: str, namespace: str = "default") -> str:
     with open(path, "w") as f:
         json.dump(cfg, f, indent=2)  # JSON is YAML: no PyYAML needed
     return path
+
+
+class _ServerOptions(TypedDict):
+    """Keyword arguments of `ApiHttpServer` that `ApiServer` and `serve_forever` pass on."""
+
+    history_size: int
+    bookmark_interval: float
+    gc_delay: float
 
 
 class _Control:
@@ -163,13 +171,13 @@ class ApiServer:
     ) -> None:
         self._port = port
         self.in_process = in_process
-        self._opts = {
+        self._opts: _ServerOptions = {
             "history_size": history_size,
             "bookmark_interval": bookmark_interval,
             "gc_delay": gc_delay,
         }
         self._startup_timeout = startup_timeout
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -214,20 +222,21 @@ class ApiServer:
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self._proc = subprocess.Popen(
+        proc = self._proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True
         )
+        assert proc.stdout is not None  # stdout=PIPE
         line = b""
         deadline = time.monotonic() + self._startup_timeout
         # the first stdout line is the URL; anything else means it failed to start
         while time.monotonic() < deadline:
-            line = self._proc.stdout.readline()
-            if line or self._proc.poll() is not None:
+            line = proc.stdout.readline()
+            if line or proc.poll() is not None:
                 break
         url = line.decode().strip()
         if not url.startswith("http://"):
-            self._proc.kill()
-            self._proc.wait()
+            proc.kill()
+            proc.wait()
             raise RuntimeError(f"embedded API server failed to start: {url!r}")
         self.url = url
         self.port = int(url.rsplit(":", 1)[1])
@@ -267,7 +276,8 @@ class ApiServer:
         if self._proc is not None:
             proc, self._proc = self._proc, None
             try:
-                proc.stdin.close()
+                if proc.stdin is not None:  # always: started with stdin=PIPE
+                    proc.stdin.close()
             except OSError:
                 pass
             proc.terminate()
@@ -276,7 +286,8 @@ class ApiServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            proc.stdout.close()
+            if proc.stdout is not None:  # always: started with stdout=PIPE
+                proc.stdout.close()
         if self._thread is not None:
             if self._loop is not None and self._stop_event is not None:
                 self._loop.call_soon_threadsafe(self._stop_event.set)
@@ -305,17 +316,22 @@ class ApiServer:
         cfg.api_key_prefix = {"authorization": "Bearer"}
         return kubernetes.client.ApiClient(cfg)
 
+    def _ctl(self) -> _Control:
+        if self._control is None:
+            raise RuntimeError("the embedded API server is not started")
+        return self._control
+
     def requests(self) -> list[dict]:
         """The audit log, oldest first: dicts with verb, apiGroup, resource, subresource,
         namespace, name and code (the last 100,000 resource requests)."""
-        return self._control.call("GET", "/_operatord/requests")
+        return self._ctl().call("GET", "/_operatord/requests")
 
     def clear_requests(self) -> None:
-        self._control.call("DELETE", "/_operatord/requests")
+        self._ctl().call("DELETE", "/_operatord/requests")
 
     def state(self) -> dict:
         """Current resourceVersion, open watches and served types."""
-        return self._control.call("GET", "/_operatord/state")
+        return self._ctl().call("GET", "/_operatord/state")
 
     def apply_crd(
         self,
@@ -401,7 +417,7 @@ async def _serve(
     port: int,
     kubeconfig_out: str | None,
     exit_on_stdin_eof: bool,
-    opts: dict,
+    opts: _ServerOptions,
 ) -> int:
     from .server import ApiHttpServer
 
@@ -443,7 +459,7 @@ def serve_forever(
 ) -> int:
     """Run the server in the foreground until SIGINT/SIGTERM; print its URL first.
     Returns the process exit code."""
-    opts = {
+    opts: _ServerOptions = {
         "history_size": history_size,
         "bookmark_interval": bookmark_interval,
         "gc_delay": gc_delay,

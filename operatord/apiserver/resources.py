@@ -223,6 +223,10 @@ class Registry:
     def by_key(self, key: tuple[str, str]) -> ResourceType | None:
         return self._by_key.get(key)
 
+    def get(self, key: tuple[str, str]) -> ResourceType:
+        """A type that is always served (namespaces, CRDs): KeyError when it is not."""
+        return self._by_key[key]
+
     def lookup(self, group: str, version: str, plural: str) -> ResourceType | None:
         rt = self._by_key.get((group, plural))
         if rt is not None and version in rt.versions:
@@ -303,20 +307,22 @@ class Registry:
         vs = self.group_versions().get(group)
         if not vs:
             return None
-        return {
-            "kind": "APIGroup",
-            "apiVersion": "v1",
-            "name": group,
-            "versions": [{"groupVersion": f"{group}/{v}", "version": v} for v in vs],
-            "preferredVersion": {"groupVersion": f"{group}/{vs[0]}", "version": vs[0]},
-        }
+        return {"kind": "APIGroup", "apiVersion": "v1", **_group_entry(group, vs)}
 
     def api_group_list(self) -> dict:
-        groups = [self.api_group(g) for g in sorted(self.group_versions())]
-        for g in groups:
-            g.pop("kind", None)
-            g.pop("apiVersion", None)
+        gvs = self.group_versions()
+        groups = [_group_entry(g, gvs[g]) for g in sorted(gvs)]
         return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+
+def _group_entry(group: str, versions: list[str]) -> dict[str, Any]:
+    """An `APIGroup` without kind and apiVersion, as `APIGroupList` lists it; `versions`
+    preferred first and not empty."""
+    return {
+        "name": group,
+        "versions": [{"groupVersion": f"{group}/{v}", "version": v} for v in versions],
+        "preferredVersion": {"groupVersion": f"{group}/{versions[0]}", "version": versions[0]},
+    }
 
 
 def _version_priority(v: str) -> tuple:

@@ -68,22 +68,22 @@ def parse_labels(selector: str | None) -> Matcher | None:
                 raise SelectorError("missing key after '!'")
             key = toks[i + 1]
             _check_key(key)
-            reqs.append(lambda lb, k=key: k not in lb)
+            reqs.append(_absent(key))
             i += 2
         else:
             key = t
             _check_key(key)
             op = toks[i + 1] if i + 1 < n else ","
             if op == ",":
-                reqs.append(lambda lb, k=key: k in lb)
+                reqs.append(_present(key))
                 i += 1
             elif op in ("=", "==", "!="):
                 val = toks[i + 2] if i + 2 < n and toks[i + 2] != "," else ""
                 _check_value(val)
                 if op == "!=":
-                    reqs.append(lambda lb, k=key, v=val: lb.get(k) != v)
+                    reqs.append(_label_is(key, val, False))
                 else:
-                    reqs.append(lambda lb, k=key, v=val: lb.get(k) == v)
+                    reqs.append(_label_is(key, val, True))
                 i += 3 if val or (i + 2 < n and toks[i + 2] != ",") else 2
             elif op in ("in", "notin"):
                 if i + 2 >= n or toks[i + 2] != "(":
@@ -105,9 +105,9 @@ def parse_labels(selector: str | None) -> Matcher | None:
                 if op == "in":
                     if not vals:
                         raise SelectorError("for 'in' operator, values set can't be empty")
-                    reqs.append(lambda lb, k=key, vs=frozenset(vals): lb.get(k) in vs)
+                    reqs.append(_label_in(key, frozenset(vals), True))
                 else:
-                    reqs.append(lambda lb, k=key, vs=frozenset(vals): lb.get(k) not in vs)
+                    reqs.append(_label_in(key, frozenset(vals), False))
                 i = j
             elif op in (">", "<"):
                 val = expect_value(i + 2)
@@ -133,6 +133,29 @@ def parse_labels(selector: str | None) -> Matcher | None:
         return all(r(lb) for r in reqs)
 
     return match
+
+
+# Requirements over an object's labels (a `Matcher` applied to the labels dict).
+
+
+def _absent(key: str) -> Matcher:
+    return lambda lb: key not in lb
+
+
+def _present(key: str) -> Matcher:
+    return lambda lb: key in lb
+
+
+def _label_is(key: str, value: str, equal: bool) -> Matcher:
+    if equal:
+        return lambda lb: lb.get(key) == value
+    return lambda lb: lb.get(key) != value
+
+
+def _label_in(key: str, values: frozenset[str], inside: bool) -> Matcher:
+    if inside:
+        return lambda lb: lb.get(key) in values
+    return lambda lb: lb.get(key) not in values
 
 
 def _numeric(key: str, op: str, num: int) -> Matcher:
@@ -185,6 +208,12 @@ def _get_path(obj: dict, path: str) -> str:
     return cur if isinstance(cur, str) else str(cur)
 
 
+def _field_is(field: str, value: str, equal: bool) -> Matcher:
+    if equal:
+        return lambda o: _get_path(o, field) == value
+    return lambda o: _get_path(o, field) != value
+
+
 def parse_fields(selector: str | None, kind: str) -> Matcher | None:
     """A predicate over an object for a field selector, or None when the selector is empty."""
     if not selector or not selector.strip():
@@ -202,9 +231,9 @@ def parse_fields(selector: str | None, kind: str) -> Matcher | None:
         if field not in allowed:
             raise SelectorError(f'field label not supported: "{field}"')
         if op == "!=":
-            reqs.append(lambda o, f=field, v=value: _get_path(o, f) != v)
+            reqs.append(_field_is(field, value, False))
         else:
-            reqs.append(lambda o, f=field, v=value: _get_path(o, f) == v)
+            reqs.append(_field_is(field, value, True))
 
     def match(obj: dict) -> bool:
         return all(r(obj) for r in reqs)

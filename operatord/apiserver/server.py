@@ -12,12 +12,14 @@ import asyncio
 import json
 import random
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import openapi, reviews, scale, tables
 from . import patch as P
 from .errors import ApiError
+from .objects import Matcher
 from .resources import Registry, ResourceType
 from .selectors import SelectorError, combine, parse_fields, parse_labels
 from .store import Store, Watcher, encode, now_time
@@ -129,7 +131,14 @@ class Faults:
 class _Req:
     __slots__ = ("method", "path", "query", "headers", "body")
 
-    def __init__(self, method: str, path: str, query: dict, headers: dict, body: bytes) -> None:
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> None:
         self.method = method
         self.path = path
         self.query = query
@@ -163,7 +172,7 @@ class ApiHttpServer:
         self.registry = Registry()
         self.store = Store(self.registry, history_size=history_size)
         self.faults = Faults()
-        self.audit: deque = deque(maxlen=audit_size)
+        self.audit: deque[dict[str, Any]] = deque(maxlen=audit_size)
         self.bookmark_interval = bookmark_interval
         self.gc_delay = gc_delay
         self._watches: set[tuple[asyncio.StreamWriter, Watcher]] = set()
@@ -205,7 +214,7 @@ class ApiHttpServer:
         finally:
             if self.store.has_pending_work():
                 # namespaces or CRDs still waiting for finalizers: look again later
-                if self._gc_handle is None:
+                if self._gc_handle is None and self._loop is not None:
                     self._gc_handle = self._loop.call_later(max(self.gc_delay, 0.2), self._run_gc)
 
     # -- connection handling ----------------------------------------------------------------
@@ -286,7 +295,7 @@ class ApiHttpServer:
         code: int,
         obj: Any,
         keep: bool = True,
-        headers: dict | list | None = None,
+        headers: dict[str, str] | list[tuple[str, str]] | None = None,
     ) -> None:
         if isinstance(obj, _Raw):
             body = obj.raw
@@ -404,7 +413,7 @@ class ApiHttpServer:
 
     # -- resources ----------------------------------------------------------------------------
 
-    def _route(self, req: _Req) -> tuple[str, str, Any, str, str, str]:
+    def _route(self, req: _Req) -> tuple[str, str, ResourceType | tuple[str, dict], str, str, str]:
         """(group, version, ResourceType|discovery marker, namespace, name, subresource)."""
         segs = [s for s in req.path.split("/") if s]
         if segs[0] == "api":
@@ -543,7 +552,7 @@ class ApiHttpServer:
         ua = req.headers.get("user-agent", "unknown")
         return ua.split("/", 1)[0] or "unknown"
 
-    def _selectors(self, req: _Req, rt: ResourceType):
+    def _selectors(self, req: _Req, rt: ResourceType) -> Matcher | None:
         try:
             return combine(
                 parse_labels(req.q("labelSelector")), parse_fields(req.q("fieldSelector"), rt.kind)
@@ -681,6 +690,8 @@ class ApiHttpServer:
     ) -> tuple[int, dict]:
         """The `/scale` subresource: get, update or (merge/JSON/strategic) patch a Scale."""
         spec = scale.spec_of(rt, version)
+        if spec is None:  # not routed here (`_route`)
+            raise ApiError(404, "the server could not find the requested resource", "NotFound", {})
         obj = self.store.get(rt, ns, name)
         if verb == "get":
             return 200, scale.scale_of(rt, obj, spec)
@@ -731,7 +742,7 @@ class ApiHttpServer:
             meta["remainingItemCount"] = remaining
         if tables.wants_table(req.headers.get("accept", "")):
             return tables.table(rt, version, items, meta, include=_include(req))
-        out = {
+        out: dict[str, Any] = {
             "kind": f"{rt.kind}List",
             "apiVersion": rt.api_version(version),
             "metadata": meta,
@@ -803,18 +814,19 @@ class ApiHttpServer:
         last_bookmark = start
         try:
             writer.write(head)
+            event_line: Callable[[str, dict, str, bool], bytes] = _event_line
             if tables.wants_table(req.headers.get("accept", "")):
                 include = _include(req)
                 headers = [True]
 
-                def event_line(t: str, o: dict, api_version: str, convert: bool) -> bytes:
+                def table_line(t: str, o: dict, api_version: str, convert: bool) -> bytes:
                     # a Table of one row; column definitions with the first event only
                     meta = {"resourceVersion": o["metadata"]["resourceVersion"]}
                     tab = tables.table(rt, version, [o], meta, include=include, headers=headers[0])
                     headers[0] = False
                     return _event_line(t, tab, api_version, False)
-            else:
-                event_line = _event_line
+
+                event_line = table_line
             buf = [event_line(t, o, api_version, convert) for t, o in initial]
             if buf:
                 writer.write(_chunk(b"".join(buf)))
@@ -886,7 +898,7 @@ class ApiHttpServer:
         )
 
 
-class _Raw(dict):
+class _Raw(dict[str, Any]):
     """A pre-encoded JSON response body."""
 
     __slots__ = ("raw",)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import json
 import random
 from collections.abc import Callable
@@ -60,7 +61,7 @@ class Store:
         self.validator = Validator(registry)
         self.wakeup: Callable[[], None] = lambda: None  # schedules `collect_garbage`
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
-            self.create(self.registry.by_key(NS_KEY), "", {"metadata": {"name": ns}})
+            self.create(self.registry.get(NS_KEY), "", {"metadata": {"name": ns}})
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -101,7 +102,7 @@ class Store:
         if ns:
             names = by_ns.get(ns, {})
             return [names[n] for n in sorted(names)]
-        out = []
+        out: list[Obj] = []
         for n in sorted(by_ns):
             names = by_ns[n]
             out.extend(names[x] for x in sorted(names))
@@ -160,7 +161,7 @@ class Store:
 
     def watch(
         self, rt: ResourceType, ns: str, match: Matcher | None, rv: str | None
-    ) -> tuple[Watcher, list[tuple[str, dict]]]:
+    ) -> tuple[Watcher, builtins.list[tuple[str, dict]]]:
         """Register a watcher; return it with the events it must send first (see
         `WatchHub.start`)."""
         return self.hub.start(rt.key, ns, match, rv, self.iter_objects(rt.key, ns))
@@ -168,7 +169,7 @@ class Store:
     def unwatch(self, w: Watcher) -> None:
         self.hub.stop(w)
 
-    def watchers(self) -> list[Watcher]:
+    def watchers(self) -> builtins.list[Watcher]:
         return self.hub.watchers()
 
     def compact(self) -> None:
@@ -272,7 +273,7 @@ class Store:
         manager: str = "",
         version: str | None = None,
         dry_run: bool = False,
-        _managed: list | None = None,
+        _managed: builtins.list[dict] | None = None,
     ) -> Obj | dict:
         if not isinstance(body, dict):
             raise ApiError(400, "the body of the request must be a JSON object")
@@ -373,7 +374,7 @@ class Store:
         manager: str,
         version: str | None,
         dry_run: bool,
-        managed: list | None = None,
+        managed: builtins.list[dict] | None = None,
     ) -> Obj | dict:
         """Common path of every modification: merge server-owned state, validate, track
         managed fields, bump generation, skip no-ops, honour finalizer removal."""
@@ -663,8 +664,8 @@ class Store:
         options: dict | None = None,
         *,
         dry_run: bool = False,
-    ) -> list[dict]:
-        out = []
+    ) -> builtins.list[Obj | dict]:
+        out: builtins.list[Obj | dict] = []
         for obj in self.iter_objects(rt.key, ns):
             if match is not None and not match(obj):
                 continue
@@ -682,7 +683,7 @@ def _spec_of(obj: dict) -> dict:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
 
 
-def _check_write_preconditions(rt, name: str, md: dict, old: dict) -> None:
+def _check_write_preconditions(rt: ResourceType, name: str, md: dict, old: dict) -> None:
     """409 Conflict when the written metadata names another resourceVersion or uid than the
     stored object's (optimistic concurrency for update and patch)."""
     want_rv = md.get("resourceVersion")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -360,7 +360,7 @@ def columns(rt: ResourceType, version: str) -> list[Column]:
         find = compile_path(str(d.get("jsonPath", "")))
         kind = d.get("type", "string")
 
-        def cell(o: dict, find=find, kind=kind) -> Any:
+        def cell(o: dict, find: Callable[[Any], Any] | None = find, kind: str = kind) -> Any:
             return _typed(kind, find(o)) if find is not None else None
 
         desc = d.get("description") or (
@@ -394,7 +394,7 @@ def _row_object(obj: dict, include: str, api_version: str) -> dict | None:
 def table(
     rt: ResourceType,
     version: str,
-    objs: list[dict],
+    objs: Sequence[dict],
     meta: dict,
     *,
     include: str = "Metadata",

@@ -180,7 +180,7 @@ class Validator:
             return
         key = rt.key
         for path in _MICROTIME_FIELDS.get(key, ()):
-            cur = obj
+            cur: Any = obj
             for p in path[:-1]:
                 cur = cur.get(p) if isinstance(cur, dict) else None
             if isinstance(cur, dict) and path[-1] in cur:
