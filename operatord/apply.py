@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from operatord.cache import child_key
-from operatord.handler import check_child_type
+from operatord.handler import check_child_type, check_unique_child
 from operatord.kube import ApiError, Kube, Resource
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ class Applier:
         pmeta = parent["metadata"]
         parent_ns = pmeta.get("namespace") or ""
         out = []
-        seen = set()
+        seen: dict[tuple[str, str, str, str], int] = {}
         for i, raw in enumerate(children):
             where = f"children[{i}] ({raw.get('kind')} {raw.get('metadata', {}).get('name')!r})"
             key = (str(raw.get("apiVersion")), str(raw.get("kind")))
@@ -179,10 +179,9 @@ class Applier:
                         f"{where}: a cluster-scoped child cannot be owned by a namespaced parent"
                     )
                 meta.pop("namespace", None)
-            k = child_key(child)
-            if k in seen:
-                raise ResponseError(f"{where}: listed twice")
-            seen.add(k)
+            # Once more with the namespace as the type's scope makes it (validation could not
+            # know the scope): a cluster-scoped type listed under two namespaces is one object.
+            check_unique_child(seen, child_key(child), i)
             labels = meta.setdefault("labels", {})
             labels[self.config.parent_uid_label] = pmeta["uid"]
             labels[self.config.managed_by_label] = self.config.name

@@ -618,15 +618,7 @@ def validate_sync_response(
         type_key = (child["apiVersion"], child["kind"])
         if allowed_types is not None:
             check_child_type(where, type_key, allowed_types)
-        ns = namespace or default_namespace or ""
-        child_id = (*type_key, ns, name)
-        if child_id in seen:
-            shown = f"{ns}/{name}" if ns else name
-            raise InvalidResponse(
-                f"{where} duplicates children[{seen[child_id]}]: {type_key[1]} {shown} "
-                f"({type_key[0]}) is listed twice"
-            )
-        seen[child_id] = i
+        check_unique_child(seen, (*type_key, namespace or default_namespace or "", name), i)
         _check_plain(child, where)
     resync_after = _check_seconds(obj.resync_after, "resync_after")
     return SyncResponse(
@@ -706,6 +698,22 @@ def check_child_type(
             f"{where} is a {type_key[0]}/{type_key[1]}, which is not a configured child type "
             f"(configured: {allowed})"
         )
+
+
+def check_unique_child(
+    seen: dict[tuple[str, str, str, str], int], child_id: tuple[str, str, str, str], index: int
+) -> None:
+    """The one check that no two desired children are the same object: ``child_id`` is
+    ``(apiVersion, kind, namespace, name)`` of ``children[index]``; ``seen`` maps the ids of the
+    children checked so far to their index (updated). Raises ``InvalidResponse``."""
+    if child_id in seen:
+        api_version, kind, ns, name = child_id
+        shown = f"{ns}/{name}" if ns else name
+        raise InvalidResponse(
+            f"children[{index}] duplicates children[{seen[child_id]}]: {kind} {shown} "
+            f"({api_version}) is listed twice"
+        )
+    seen[child_id] = index
 
 
 def validate_finalize_response(obj: Any) -> FinalizeResponse:

@@ -180,3 +180,32 @@ def test_a_status_computed_from_a_stale_parent_is_not_written(api):
     assert result.outcome == "abandoned" and "status not written" in result.error
     now = custom.get_namespaced_custom_object("example.com", "v1", "default", "widgets", "stale")
     assert now["status"] == written["status"]
+
+
+def test_a_cluster_scoped_child_listed_under_two_namespaces_is_one_object(api):
+    from operatord.apply import Applier
+    from operatord.handler import InvalidResponse
+    from operatord.kube import Kube
+
+    config = Config.from_dict(
+        {
+            "name": "unit",
+            "handler": "handlers:Driven",
+            "pythonPath": [str(E2E)],
+            "parent": {"apiVersion": "example.com/v1", "kind": "Widget"},
+            "children": [{"apiVersion": "v1", "kind": "Namespace"}],
+        }
+    )
+    applier = Applier(Kube(ClientSettings(kubeconfig=api.kubeconfig)), config)
+    parent = {
+        "apiVersion": "example.com/v1",
+        "kind": "Widget",
+        "metadata": {"name": "p", "uid": "u"},
+    }
+    twice = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n", "namespace": ns}}
+        for ns in ("a", "b")
+    ]
+    with pytest.raises(InvalidResponse) as info:
+        applier.prepare(parent, twice)
+    assert str(info.value) == "children[1] duplicates children[0]: Namespace n (v1) is listed twice"
