@@ -114,6 +114,7 @@ class Informer:
         backoff_initial: float = 0.2,
         backoff_max: float = 30.0,
         observe: Observer | None = None,
+        shard_selector: str | None = None,
     ):
         self.kube = kube
         self.resource = resource
@@ -126,6 +127,10 @@ class Informer:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.observe = observe
+        # KEP-5866 shardSelector sent with every list and watch; `server_sharded` tells,
+        # after the first list, whether the server applied it (echoed in shardInfo).
+        self.shard_selector = shard_selector or None
+        self.server_sharded: bool | None = None
         self.synced = threading.Event()
         self.resource_version = ""
         self.last_activity = time.monotonic()
@@ -303,12 +308,18 @@ class Informer:
             label_selector=self.label_selector,
             timeout=timeout,
             retry=False,
+            shard_selector=self.shard_selector,
+            on_meta=self._list_meta if self.shard_selector else None,
         )
         self.resource_version = rv
         self._heard()
         self.on_list(items)
         self.synced.set()
         log.debug("listed", resource=self.name, count=len(items), resource_version=rv)
+
+    def _list_meta(self, meta: dict) -> None:
+        info = meta.get("shardInfo") or {}
+        self.server_sharded = info.get("selector") == self.shard_selector
 
     def _watch(self) -> tuple[str, bool]:
         """Watch until the stream ends; returns why ("timeout", "closed", "idle", "expired",
@@ -320,6 +331,7 @@ class Informer:
             self.namespace,
             resource_version=self.resource_version,
             label_selector=self.label_selector,
+            shard_selector=self.shard_selector,
             timeout_seconds=self.watch_timeout,
             idle_timeout=self.liveness_bound(),
             on_open=self._opened,
