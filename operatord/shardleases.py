@@ -276,17 +276,22 @@ class ShardLeases:
         self.live_replicas = self._live_members(leases)
         self.share = math.ceil(self.count / self.live_replicas)
         self._gauge("shard_replicas", self.live_replicas)
-        if not first and (self._giving_up is None or not self._giving_up.is_alive()):
-            self._balance()
+        if not first:
+            self._balance(busy=self._giving_up is not None and self._giving_up.is_alive())
         return self._next_delay()
 
-    def _balance(self) -> None:
+    def _balance(self, busy: bool) -> None:
+        """Campaign up to the fair share; unless a give-up is under way (``busy``), also stop
+        a hopeless campaign or give up one surplus shard. A shard being given up still counts
+        as held, so a long drain never makes this replica take more than its share."""
         now = self.clock()
         with self._lock:
-            held = [sh for sh in self.shards if sh.acquired and not sh.giving_up]
+            held = [sh for sh in self.shards if sh.acquired]
             campaigning = [sh for sh in self.shards if sh.thread is not None and not sh.acquired]
             idle = [sh for sh in self.shards if sh.thread is None]
         for sh in campaigning:  # someone else got it: stop waiting for it
+            if busy:
+                break
             if not sh.elector.available() and now - sh.campaign_started > 2 * self.retry_period:
                 self._give_up_in_background(sh)
                 return
@@ -296,7 +301,7 @@ class ShardLeases:
             random.shuffle(free)
             for sh in free[:deficit]:
                 self._campaign(sh)
-        elif len(held) > self.share:
+        elif len(held) > self.share and not busy:
             surplus = max(held, key=lambda s: s.k)
             log.info(
                 "holding more than the fair share; releasing a shard after draining it",
