@@ -976,13 +976,14 @@ NOT_EXERCISED_BY_THE_EXAMPLE = {
 }
 
 
-def test_end_to_end_rbac_covers_every_request_operatord_makes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shards", [1, 4])
+def test_end_to_end_rbac_covers_every_request_operatord_makes(tmp_path: Path, shards: int) -> None:
     from kubernetes import client
     from kubernetes import config as kube_config
 
     from operatord import testing
 
-    objects = render_objects({"replicaCount": 1})
+    objects = render_objects({"replicaCount": 1, "config": {"sharding": {"shards": shards}}})
     grants = rbac_grants(objects, one(objects, "ServiceAccount")["metadata"]["name"], NAMESPACE)
     config = rendered_config(objects)
     config["workers"] = 1
