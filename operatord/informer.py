@@ -12,6 +12,9 @@ Guarantees:
   backoff and is resumed at once, so repeatedly dropped connections do not delay events; one
   that ends without progress backs off.
 - `stop()` also interrupts a watch blocked on a quiet connection: the thread ends promptly.
+- ``shard_selector`` (KEP-5866 ``shardSelector``) goes with every list and watch request;
+  `server_sharded` tells after a list whether the server applied it (``metadata.shardInfo``
+  echoes it). A server without the feature ignores it: filtering is then the caller's job.
 - Restart reasons reported to ``observe("restart", ...)``: "timeout" (the server ended the
   watch), "closed" (the connection was lost), "idle" (nothing heard for the liveness bound),
   "expired" (410: relist), "error" (anything else).
