@@ -9,16 +9,23 @@ duration 4 s, renew deadline 3 s, retry 1 s. The test polls every shard lease ev
 
 - no parent was ever handled by two replicas at overlapping times, and
 - every call was made by the replica that the lease history shows as the shard's holder.
+
+A second test runs without server-side sharding (client-side filtering); a third freezes a
+replica (SIGSTOP) past its leases and checks, through a recording proxy in front of it, that it
+writes nothing between the takeover of its shards and holding a shard again.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import os
+import signal
+import sys
 import threading
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import HERE
@@ -27,6 +34,9 @@ from kubernetes.client.exceptions import ApiException
 
 from operatord.shards import shard_of
 from operatord.testing import OperatorProcess, free_port, wait_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the proxy
+from blackhole_proxy import BlackholeProxy  # noqa: E402
 
 GROUP, VERSION, PLURAL = "example.com", "v1", "widgets"
 NAME = "shardtest"
@@ -39,10 +49,10 @@ POLL = 0.02
 class LeaseHistory:
     """Every change of holder of every shard lease: ``changes[k] = [(monotonic, holder)]``."""
 
-    def __init__(self, kube, namespace: str = "default"):
+    def __init__(self, kube, namespace: str = "default", shards: int = SHARDS):
         self.api = client.CoordinationV1Api(kube)
         self.namespace = namespace
-        self.changes: dict[int, list[tuple[float, str]]] = {k: [] for k in range(SHARDS)}
+        self.changes: dict[int, list[tuple[float, str]]] = {k: [] for k in range(shards)}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._poll, daemon=True)
         self.thread.start()
@@ -59,6 +69,8 @@ class LeaseHistory:
                 if not lease.metadata.name.startswith(prefix):
                     continue
                 k = int(lease.metadata.name[len(prefix) :])
+                if k not in self.changes:
+                    continue
                 holder = lease.spec.holder_identity or ""
                 if not self.changes[k] or self.changes[k][-1][1] != holder:
                     self.changes[k].append((now, holder))
@@ -83,7 +95,7 @@ class LeaseHistory:
 
 
 class Replica(OperatorProcess):
-    def __init__(self, api, workdir: Path, ns: str, log: Path):
+    def __init__(self, api, workdir: Path, ns: str, log: Path, shards: int = SHARDS):
         config = {
             "name": NAME,
             "handler": "shard_handlers:Recorded",
@@ -94,7 +106,7 @@ class Replica(OperatorProcess):
             "workers": 1,
             "resyncSeconds": 0,
             "leaderElection": {"enabled": True, "leaseNamespace": "default", **LEASE},
-            "sharding": {"shards": SHARDS},
+            "sharding": {"shards": shards},
             "metrics": {"port": free_port()},
             "health": {"port": free_port()},
             "logging": {"format": "json", "level": "info"},
@@ -303,3 +315,103 @@ def test_client_side_filtering_on_a_server_without_sharded_watches(api, kube, ns
         api.faults.clear()
     pids = {r.proc.pid: r.identity() for r in replicas}
     check_records(read_records(log), history, pids)
+
+
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+FREEZE = 8.0
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid``'s child processes, recursively (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def test_a_frozen_replica_writes_nothing_once_its_shards_are_taken_over(api, kube, ns, tmp_path):
+    """SIGSTOP a replica (leader and workers) for 8 s while parents keep changing: the other
+    takes its shards after the lease duration; after SIGCONT the frozen one must not write (as
+    seen by a recording proxy in front of it) until it holds a shard again."""
+    shards = 4
+    log = tmp_path / "syncs.log"
+    proxy = BlackholeProxy(api.port)
+    shim = SimpleNamespace(kubeconfig=proxy.kubeconfig(api.kubeconfig, tmp_path / "kc-a"))
+    history = LeaseHistory(kube, shards=shards)
+    a = Replica(shim, tmp_path / "a", ns, log, shards).start()
+    b = Replica(api, tmp_path / "b", ns, log, shards).start()
+    stop_churn = threading.Event()
+    frozen: list[int] = []
+    try:
+        a.wait_ready(60)
+        b.wait_ready(60)
+        wait_for(lambda: a.identity() and b.identity(), 30, 0.1, "identities logged")
+        ida, idb = a.identity(), b.identity()
+        wait_for(
+            lambda: len(history.held_by(ida)) == len(history.held_by(idb)) == 2, 30, 0.1, "2 + 2"
+        )
+        create_parents(kube, ns, 40, prefix="f")
+        wait_for(lambda: not unconverged(kube, ns), 60, 0.5, "every parent converged")
+
+        def churn() -> None:
+            api_ = client.CustomObjectsApi(kube)
+            i = 0
+            while not stop_churn.wait(0.05):
+                i += 1
+                try:
+                    api_.patch_namespaced_custom_object(
+                        GROUP, VERSION, ns, PLURAL, f"f-{i % 40}", {"spec": {"size": i}}
+                    )
+                except ApiException:
+                    pass
+
+        threading.Thread(target=churn, daemon=True).start()
+        wait_for(lambda: a.metric("operatord_syncs_total", result="ok") >= 30, 30, 0.1, "a syncing")
+        frozen = [a.proc.pid, *descendants(a.proc.pid)]
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        wait_for(lambda: len(history.held_by(idb)) == shards, FREEZE, 0.05, "b took every shard")
+        takeover = min(
+            t for k in range(shards) for t, h in history.changes[k] if t > stopped_at and h == idb
+        )
+        wait_for(lambda: time.monotonic() - stopped_at >= FREEZE, FREEZE + 1, 0.05, "the freeze")
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        frozen = []
+        wait_for(lambda: history.held_by(ida), 60, 0.1, "a holding a shard again")
+        back = min(
+            t for k in range(shards) for t, h in history.changes[k] if t > stopped_at and h == ida
+        )
+        stop_churn.set()
+        wait_for(lambda: not unconverged(kube, ns), 60, 0.5, "converged after the freeze")
+        late = [
+            (round(t - takeover, 3), method, path)
+            for t, method, path in proxy.requests
+            if takeover < t < back and method in WRITES and "/leases/" not in path
+        ]
+        assert late == [], f"{len(late)} writes by the frozen replica after the takeover"
+        assert a.proc.poll() is None  # losing shards does not end the process
+        assert a.metric("operatord_shard_transitions_total", event="lost") >= 1
+    finally:
+        stop_churn.set()
+        for pid in frozen:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        for r in (a, b):
+            r.stop()
+        history.stop.set()
+        proxy.close()
