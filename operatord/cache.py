@@ -125,6 +125,10 @@ class Cache:
         with self._lock:
             return self._parents.get(uid)
 
+    def parent_uids(self) -> list[str]:
+        with self._lock:
+            return list(self._parents)
+
     def parent_count(self) -> int:
         with self._lock:
             return len(self._parents)

@@ -42,6 +42,7 @@ __all__ = [
     "Override",
     "RelatedType",
     "ResourceType",
+    "ShardingConfig",
     "apply_overrides",
     "check_config_command",
     "config_schema",
@@ -152,6 +153,13 @@ class LeaderElectionConfig:
     retry_period_seconds: float = 2.0
 
 
+@dataclass(frozen=True)
+class ShardingConfig:
+    """Active-active replicas: ``shards`` fixed UID-hash ranges, one Lease each (1: one leader)."""
+
+    shards: int = 1
+
+
 def _floats(obj: Any, names: Iterable[str] | None = None) -> Any:
     """Turn int fields of a validated frozen dataclass into floats (bools are left alone)."""
     if names is None:  # rebuild a nested dataclass
@@ -195,6 +203,7 @@ class Config:
     logging_format: str = "auto"
     logging_level: str = "info"
     related: tuple[RelatedType, ...] = ()
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)
 
     def __post_init__(self) -> None:
         # Normalize sequences to tuples and relative paths to absolute ones, then validate the
@@ -213,6 +222,7 @@ class Config:
             ("parent", ResourceType),
             ("backoff", BackoffConfig),
             ("leader_election", LeaderElectionConfig),
+            ("sharding", ShardingConfig),
         ):
             if not isinstance(getattr(self, name), kind):
                 raise ConfigError.at(name, f"must be a {kind.__name__}")
@@ -237,6 +247,15 @@ class Config:
     @property
     def lease_name(self) -> str:
         return self.leader_election.lease_name or f"{self.name}-leader"
+
+    @property
+    def shards(self) -> int:
+        """``sharding.shards``: 1 means one leader lease and no shard leases."""
+        return self.sharding.shards
+
+    def shard_lease_name(self, k: int) -> str:
+        """The Lease of shard ``k``: ``<name>-shard-<k>``."""
+        return f"{self.name}-shard-{k}"
 
     @property
     def parent_uid_label(self) -> str:
@@ -308,6 +327,7 @@ class Config:
                 {"apiVersion": r.api_version, "kind": r.kind, "labelSelector": r.label_selector}
                 for r in self.related
             ],
+            "sharding": {"shards": self.sharding.shards},
         }
 
     @classmethod
@@ -389,6 +409,9 @@ class Config:
                     r["apiVersion"], r["kind"], r.get("labelSelector", RelatedType.label_selector)
                 )
                 for r in data.get("related", [])
+            ),
+            sharding=ShardingConfig(
+                shards=int(data.get("sharding", {}).get("shards", ShardingConfig.shards))
             ),
         )
 
@@ -586,6 +609,16 @@ def _semantic_errors(d: dict[str, Any]) -> list[tuple[list[Any], str]]:
                 ["leaderElection", "retryPeriodSeconds"],
                 f"must be < leaderElection.renewDeadlineSeconds / 1.2 ({_num(renew / 1.2)}), "
                 f"got {retry_shown} (renewDeadline must exceed 1.2 * retryPeriod)",
+            )
+        )
+
+    shards = d.get("sharding", {}).get("shards", ShardingConfig.shards)
+    if shards > 1 and not d.get("leaderElection", {}).get("enabled", LeaderElectionConfig.enabled):
+        out.append(
+            (
+                ["sharding", "shards"],
+                f"{shards} shards need leaderElection.enabled: true (each shard is held "
+                "through its own Lease)",
             )
         )
 

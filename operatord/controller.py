@@ -29,10 +29,19 @@ Guarantees:
   fence with every task and with every renewal (`update_lease`).
 - `stop()` stops taking new work, lets in-flight syncs finish (bounded by ``drain_timeout``)
   and stops the workers.
+- Replica shards (``sharding.shards`` > 1): only parents of the shards this replica holds
+  (`add_shard` .. `remove_shard`) are cached and synced; children by the shard of their
+  parent-uid label. Parents are listed and watched with a ``shardSelector`` for the held
+  ranges and filtered here as well (servers without the feature send everything). A parent of
+  a newly held shard is dispatched only after every child informer has listed again with that
+  shard included. Each dispatch checks the lease of the parent's shard
+  (``shard_deadline(k)``) and the task carries it as its fence; `drain_shard` stops
+  dispatching a shard and returns True once none of its syncs is in flight.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import random
 import threading
@@ -40,8 +49,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import multiprocess
 import structlog
@@ -58,6 +66,8 @@ from operatord.protocol import SyncResult, SyncTask
 from operatord.queue import RESYNC, WorkQueue
 from operatord.related import RelatedTypes
 from operatord.sharding import shard_for
+from operatord.shards import range_selector
+from operatord.shards import shard_of as _replica_shard_of
 from operatord.supervisor import WorkerGone, WorkerProcess
 
 if TYPE_CHECKING:
@@ -180,6 +190,17 @@ class Controller:
         self._frozen_at: float | None = None
         # A worker holding parents and silent for this long is considered hung.
         self.task_deadline = config.handler_timeout_seconds + 60
+        # Replica shards (sharding.shards > 1). `owned` and `draining` change under
+        # _inflight_lock, so a dispatch and a drain never miss each other.
+        self.shard_count = config.shards
+        self.sharded = self.shard_count > 1
+        self.owned: set[int] = set()
+        self.draining: set[int] = set()
+        self.shard_deadline: Callable[[int], float] = lambda k: 0.0
+        self._generation = 0
+        self._rewatch_wanted = threading.Event()
+        self._core_informers: list[Informer] = []
+        self._related_informers: list[Informer] = []
 
     # ---- observation --------------------------------------------------------------------
 
@@ -250,34 +271,17 @@ class Controller:
             t.start()
         for t in starters:
             t.join()
-        selector = f"{cfg.managed_by_label}={cfg.name},{cfg.parent_uid_label}"
-        self.informers = [
-            Informer(
-                self.kube,
-                self.parent_resource,
-                namespace=cfg.namespace,
-                on_list=self._on_parent_list,
-                on_event=self._on_parent_event,
-                watch_timeout=self.watch_timeout,
-                observe=self._observe_informer,
-            )
-        ]
-        for res in self.child_resources:
-            self.informers.append(
-                Informer(
-                    self.kube,
-                    res,
-                    namespace=cfg.namespace,
-                    label_selector=selector,
-                    on_list=partial(self._on_child_list, res),
-                    on_event=self._on_child_event,
-                    watch_timeout=self.watch_timeout,
-                    observe=self._observe_informer,
-                )
-            )
-        self.informers += self.related.informers(
+        if self.sharded:  # the parent and child informers follow the held shards
+            self._core_informers = []
+            t = threading.Thread(target=self._rewatch_loop, name="rewatch", daemon=True)
+            t.start()
+            self._threads.append(t)
+        else:
+            self._core_informers = self._make_core_informers()
+        self._related_informers = self.related.informers(
             self.kube, watch_timeout=self.watch_timeout, observe=self._observe_informer
         )
+        self.informers = self._core_informers + self._related_informers
         for inf in self.informers:
             inf.start()
         for slot in self.slots:
@@ -301,6 +305,179 @@ class Controller:
             self._frozen_at = time.monotonic()
             self.synced.set()
             log.info("caches synced", parents=self.cache.parent_count())
+
+    def _make_core_informers(self, owned: frozenset[int] | None = None) -> list[Informer]:
+        """The parent informer and one informer per child type. ``owned``: the held replica
+        shards (parents listed with their shardSelector; callbacks filtered by shard and
+        dropped once a newer set of informers replaced these)."""
+        cfg = self.config
+        assert self.parent_resource is not None, "resolved before informers are made"
+        selector = f"{cfg.managed_by_label}={cfg.name},{cfg.parent_uid_label}"
+        on_parent_list, on_parent_event = self._on_parent_list, self._on_parent_event
+        on_child_list = self._on_child_list
+        on_child_event = lambda _res, etype, obj: self._on_child_event(etype, obj)  # noqa: E731
+        shard_selector = None
+        if owned is not None:
+            gen = self._generation
+            shard_selector = range_selector(owned, self.shard_count)
+            on_parent_list, on_parent_event, on_child_list, on_child_event = self._shard_filters(
+                gen, owned
+            )
+        informers = [
+            Informer(
+                self.kube,
+                self.parent_resource,
+                namespace=cfg.namespace,
+                on_list=on_parent_list,
+                on_event=on_parent_event,
+                watch_timeout=self.watch_timeout,
+                observe=self._observe_informer,
+                shard_selector=shard_selector,
+            )
+        ]
+        for res in self.child_resources:
+            informers.append(
+                Informer(
+                    self.kube,
+                    res,
+                    namespace=cfg.namespace,
+                    label_selector=selector,
+                    on_list=functools.partial(on_child_list, res),
+                    on_event=functools.partial(on_child_event, res),
+                    watch_timeout=self.watch_timeout,
+                    observe=self._observe_informer,
+                )
+            )
+        return informers
+
+    # ---- replica shards -----------------------------------------------------------------
+
+    def replica_shard(self, uid: str) -> int:
+        """The replica shard of a parent uid (0 when not sharded)."""
+        return _shard_of_cached(uid, self.shard_count)
+
+    def _shard_filters(self, gen: int, owned: frozenset[int]) -> tuple[Any, Any, Any, Any]:
+        """Informer callbacks that keep only objects of the ``owned`` shards (children: by
+        their parent-uid label) and do nothing once informers of a newer generation exist."""
+        label = self.config.parent_uid_label
+        count = self.shard_count
+        parent_key = self.parent_resource.key if self.parent_resource else "parent"
+
+        def filtered(items: list[dict], uid_of: Callable[[dict], str], resource: str) -> list[dict]:
+            out = [i for i in items if _shard_of_cached(uid_of(i) or "", count) in owned]
+            if len(out) != len(items):
+                self.metrics.inc(
+                    "shard_filtered_objects_total", {"resource": resource}, len(items) - len(out)
+                )
+            return out
+
+        def parent_uid(obj: dict) -> str:
+            return (obj.get("metadata") or {}).get("uid") or ""
+
+        def child_uid(obj: dict) -> str:
+            return ((obj.get("metadata") or {}).get("labels") or {}).get(label) or ""
+
+        def parent_list(items: list[dict]) -> None:
+            if gen == self._generation:
+                self._on_parent_list(filtered(items, parent_uid, parent_key))
+
+        def parent_event(etype: str, obj: dict) -> None:
+            if gen == self._generation and filtered([obj], parent_uid, parent_key):
+                self._on_parent_event(etype, obj)
+
+        def child_list(res: Resource, items: list[dict]) -> None:
+            if gen == self._generation:
+                self._on_child_list(res, filtered(items, child_uid, res.key))
+
+        def child_event(res: Resource, etype: str, obj: dict) -> None:
+            if gen == self._generation and filtered([obj], child_uid, res.key):
+                self._on_child_event(etype, obj)
+
+        return parent_list, parent_event, child_list, child_event
+
+    def add_shard(self, k: int) -> None:
+        """Start syncing the parents of replica shard ``k`` (its lease is ours)."""
+        with self._inflight_lock:
+            self.owned.add(k)
+            self.draining.discard(k)
+        log.info("syncing shard", shard=k, owned=sorted(self.owned))
+        self._rewatch_wanted.set()
+
+    def remove_shard(self, k: int) -> None:
+        """Stop syncing shard ``k`` and forget its parents (released or lost)."""
+        with self._inflight_lock:
+            self.owned.discard(k)
+            self.draining.discard(k)
+        for uid in self.cache.parent_uids():
+            if self.replica_shard(uid) == k:
+                parent = self.cache.parent(uid)
+                if parent is not None:
+                    self.cache.delete_parent(parent)
+                self._forget(uid)
+        self.metrics.set("shard_parents", 0, {"shard": str(k)})
+        log.info("stopped syncing shard", shard=k, owned=sorted(self.owned))
+        self._rewatch_wanted.set()
+
+    def drain_shard(self, k: int, timeout: float) -> bool:
+        """Stop dispatching shard ``k`` and wait until none of its syncs is in flight.
+
+        True: drained (the shard stays undispatched until `add_shard` or `remove_shard`).
+        False after ``timeout``: dispatching resumes."""
+        with self._inflight_lock:
+            self.draining.add(k)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._inflight_lock:
+                busy = sum(1 for uid in self._inflight if self.replica_shard(uid) == k)
+            if not busy:
+                return True
+            if time.monotonic() >= deadline or self.stopping.wait(0.05):
+                break
+        with self._inflight_lock:
+            self.draining.discard(k)
+        log.warning("shard did not drain in time", shard=k, in_flight=busy)
+        return False
+
+    def _rewatch_loop(self) -> None:
+        while not self.stopping.is_set():
+            if not self._rewatch_wanted.wait(0.5):
+                continue
+            if self.stopping.wait(0.1):  # coalesce changes that come together
+                return
+            self._rewatch_wanted.clear()
+            try:
+                self._rewatch()
+            except Exception:  # noqa: BLE001 - retried on the next change
+                log.exception("re-watching the held shards failed")
+
+    def _rewatch(self) -> None:
+        """Replace the parent and child informers by ones for the shards held now: child
+        informers first, and the parent informer only once they listed, so no parent of a new
+        shard is dispatched without its children in the cache."""
+        with self._inflight_lock:
+            owned = frozenset(self.owned)
+        self._generation += 1
+        old = self._core_informers
+        new = self._make_core_informers(owned) if owned else []
+        for inf in new[1:]:
+            inf.start()
+        while not self.stopping.is_set() and not all(i.synced.wait(0.2) for i in new[1:]):
+            pass
+        for inf in new[:1]:
+            inf.start()
+        self._core_informers = new
+        self.informers = new + self._related_informers
+        for inf in old:
+            inf.stop()
+        if not owned:  # nothing is listed any more: nothing may stay cached
+            self._on_parent_list([])
+            for res in self.child_resources:
+                self._on_child_list(res, [])
+        log.info(
+            "watching held shards",
+            shards=sorted(owned),
+            selector=new[0].shard_selector if new else "",
+        )
 
     def _start_slot(self, slot: _Slot) -> None:
         delay = 0.5
@@ -405,19 +582,27 @@ class Controller:
     # ---- the lease fence ------------------------------------------------------------------
 
     def _fence_ok(self) -> bool:
+        if self.sharded:
+            return True  # checked per parent, against its shard's lease, in _send
         valid = self.lease_deadline()
         return valid is None or time.monotonic() < valid
 
     def _check_fence(self) -> None:
+        if self.sharded:
+            now = time.monotonic()
+            if not any(now < self.shard_deadline(k) for k in list(self.owned)):
+                raise RuntimeError("no shard lease is held")
+            return
         if not self._fence_ok():
             raise RuntimeError("the lease may have expired")
 
-    def update_lease(self, valid_until: float | None) -> None:
-        """Tell every worker that the lease was renewed (writes are fenced at ``valid_until``)."""
+    def update_lease(self, valid_until: float | None, shard: int | None = None) -> None:
+        """Tell every worker that the lease (of replica ``shard``) was renewed (writes are
+        fenced at ``valid_until``)."""
         for slot in self.slots:
             if slot.ready:
                 try:
-                    slot.proc.send(protocol.LeaseUpdate(valid_until))
+                    slot.proc.send(protocol.LeaseUpdate(valid_until, shard))
                 except WorkerGone:
                     pass  # its receiver replaces it
 
@@ -501,6 +686,7 @@ class Controller:
     def _send(self, slot: _Slot, uids: list[str], isolate: bool = False) -> None:
         lease = self.lease_deadline()
         tasks = []
+        held_back = False
         with slot.cond:
             if not slot.ready:  # the worker died after these were taken: they go back
                 for uid in uids:
@@ -512,15 +698,33 @@ class Controller:
                 if parent is None:  # deleted meanwhile
                     slot.queue.done(uid)
                     continue
+                shard = None
                 with self._inflight_lock:
-                    self._inflight[uid] = False
+                    if self.sharded:
+                        shard = self.replica_shard(uid)
+                        lease = self.shard_deadline(shard)
+                        gone = shard not in self.owned
+                        if gone or shard in self.draining or time.monotonic() >= lease:
+                            shard = -1
+                    if shard != -1:
+                        self._inflight[uid] = False
+                if shard == -1:  # not ours (any more), being released, or its lease is stale
+                    slot.queue.done(uid)
+                    if self.replica_shard(uid) in self.owned:
+                        slot.queue.add_after(uid, 0.5)
+                        held_back = True
+                    continue
                 slot.inflight[uid] = _InFlight(
                     uid, parent, self.cache.versions(uid), uid in self.suspects
                 )
                 tasks.append(
-                    SyncTask(uid, parent, children, lease, **self.related.task_fields(uid))
+                    SyncTask(
+                        uid, parent, children, lease, **self.related.task_fields(uid), shard=shard
+                    )
                 )
             if not tasks:
+                if held_back:
+                    self.stopping.wait(0.05)
                 return
             if isolate:
                 slot.isolating = True
@@ -729,15 +933,23 @@ class Controller:
     # ---- housekeeping ---------------------------------------------------------------------
 
     def _housekeeping(self) -> None:
-        pushed = None
+        pushed: float | None = None
+        pushed_shards: dict[int, float | None] = {}
         while True:
             try:
                 self.update_gauges()
                 self.refresh_credentials()
-                valid_until = self.lease_deadline()
-                if valid_until != pushed:  # renewed: move the workers' write fence
-                    self.update_lease(valid_until)
-                    pushed = valid_until
+                if self.sharded:  # each held shard's renewals move its own fence
+                    for k in sorted(self.owned):
+                        shard_until = self.shard_deadline(k)
+                        if shard_until != pushed_shards.get(k):
+                            self.update_lease(shard_until, k)
+                            pushed_shards[k] = shard_until
+                else:
+                    valid_until = self.lease_deadline()
+                    if valid_until != pushed:  # renewed: move the workers' write fence
+                        self.update_lease(valid_until)
+                        pushed = valid_until
                 self._refreeze()
             except Exception:  # noqa: BLE001 - housekeeping must not kill the loop
                 log.exception("housekeeping failed")
@@ -755,6 +967,16 @@ class Controller:
         m.set("workers_alive", sum(1 for s in self.slots if s.proc.alive()))
         for s in self.slots:
             m.set("in_flight", len(s.inflight), {"worker": str(s.index)})
+        if self.sharded:
+            per_shard = dict.fromkeys(self.owned, 0)
+            for uid in self.cache.parent_uids():
+                k = self.replica_shard(uid)
+                if k in per_shard:
+                    per_shard[k] += 1
+            for k, n in per_shard.items():
+                m.set("shard_parents", n, {"shard": str(k)})
+            parent_informer = self._core_informers[:1]
+            m.set("shard_server_side", int(any(i.server_sharded for i in parent_informer)))
         counts = self.cache.counts()
         if self.parent_resource is not None:
             m.set(
@@ -791,3 +1013,8 @@ def refreeze_heap(frozen_at: float | None, every: float = GC_REFREEZE_SECONDS) -
 
 def _finalizing(parent: dict) -> bool:
     return bool((parent.get("metadata") or {}).get("deletionTimestamp"))
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _shard_of_cached(uid: str, shards: int) -> int:
+    return _replica_shard_of(uid, shards)

@@ -25,6 +25,9 @@ Guarantees:
   status 1 (so Kubernetes restarts it as a fresh standby).
 - SIGTERM or SIGINT: stop taking work, let in-flight syncs finish (bounded), release the lease
   so a standby takes over at once, exit 0.
+- With ``sharding.shards`` > 1 every replica runs the controller for the replica shards whose
+  leases it holds (`operatord.shardleases`); losing a shard lease stops that shard only. On
+  SIGTERM it drains everything in flight before it releases its shard leases.
 """
 
 from __future__ import annotations
@@ -359,6 +362,8 @@ def _run(
                 pass
             controller[0].stop(drain_seconds(config))
             return EXIT_OK
+        if config.shards > 1:
+            return _run_sharded(config, settings, metrics, controller[0], health, leading, stop)
         return _run_elected(config, settings, metrics, controller[0], health, leading, stop)
     finally:
         sampler.stop()
@@ -431,5 +436,49 @@ def _run_elected(
         elector.release()
     except Exception as exc:  # noqa: BLE001 - a failed release only delays the standby
         log.warning("could not release the lease", error=str(exc))
+    log.info("stopped")
+    return EXIT_OK
+
+
+def _run_sharded(
+    config: Config,
+    settings: ClientSettings,
+    metrics: Metrics,
+    controller: Controller,
+    health: HealthServer | None,
+    leading: threading.Event,
+    stop: threading.Event,
+) -> int:
+    from operatord.election import default_identity
+    from operatord.shardleases import ShardLeases
+
+    le = config.leader_election
+    drain_timeout = drain_seconds(config)
+    shards = ShardLeases(
+        Kube(settings),
+        config,
+        namespace=lease_namespace(config),
+        identity=default_identity(),
+        on_acquired=controller.add_shard,
+        on_lost=controller.remove_shard,
+        on_released=controller.remove_shard,
+        drain=lambda k: controller.drain_shard(k, drain_timeout),
+        metrics=metrics,
+    )
+    # Every dispatch and worker write of a parent checks its shard's deadline.
+    controller.shard_deadline = shards.valid_until
+    if health is not None:
+        health.add_liveness("shard-leases", shards.liveness)
+    leading.set()  # every replica works; readiness is the controller's
+    controller.start()
+    balance_stop = threading.Event()
+    t = threading.Thread(target=shards.run, args=(balance_stop,), name="shard-leases", daemon=True)
+    t.start()
+    while not stop.wait(0.5):
+        pass
+    balance_stop.set()
+    t.join(le.retry_period_seconds + le.renew_deadline_seconds + 5)
+    controller.stop(drain_timeout)  # nothing in flight after this: the leases may go
+    shards.shutdown()
     log.info("stopped")
     return EXIT_OK

@@ -217,6 +217,35 @@ class LeaderElector:
                     return f"election loop stuck for {age:.1f}s"
         return None
 
+    def observe(self, lease: dict) -> None:
+        """Take note of the lease as read by someone else (e.g. a list of every shard lease):
+        the same bookkeeping as our own reads, so a lease watched this way can be taken over
+        ``leaseDurationSeconds`` after its record last changed, not after our first read."""
+        self._observe(lease)
+
+    def available(self) -> bool:
+        """True when the last lease we observed has no holder, is ours, or has not changed
+        for its ``leaseDurationSeconds`` (on our clock); also True when none was observed
+        (the lease may not exist yet). An attempt may still lose the race for it."""
+        if self._observed is None or self._observed_time is None:
+            return True
+        holder = self._observed_holder
+        if not holder or holder == self.identity:
+            return True
+        duration = float(self._observed[1] or self.lease_duration)
+        return self.clock() >= self._observed_time + duration
+
+    def expires_in(self) -> float | None:
+        """Seconds until the observed lease of another holder may be taken over (negative:
+        already), or None when it is free, ours, or was never observed."""
+        if self._observed is None or self._observed_time is None:
+            return None
+        holder = self._observed_holder
+        if not holder or holder == self.identity:
+            return None
+        duration = float(self._observed[1] or self.lease_duration)
+        return self._observed_time + duration - self.clock()
+
     # -- API ------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:

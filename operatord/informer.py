@@ -12,6 +12,9 @@ Guarantees:
   backoff and is resumed at once, so repeatedly dropped connections do not delay events; one
   that ends without progress backs off.
 - `stop()` also interrupts a watch blocked on a quiet connection: the thread ends promptly.
+- ``shard_selector`` (KEP-5866 ``shardSelector``) goes with every list and watch request;
+  `server_sharded` tells after a list whether the server applied it (``metadata.shardInfo``
+  echoes it). A server without the feature ignores it: filtering is then the caller's job.
 - Restart reasons reported to ``observe("restart", ...)``: "timeout" (the server ended the
   watch), "closed" (the connection was lost), "idle" (nothing heard for the liveness bound),
   "expired" (410: relist), "error" (anything else).
@@ -115,6 +118,7 @@ class Informer:
         backoff_initial: float = 0.2,
         backoff_max: float = 30.0,
         observe: Observer | None = None,
+        shard_selector: str | None = None,
     ):
         self.kube = kube
         self.resource = resource
@@ -127,6 +131,10 @@ class Informer:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.observe = observe
+        # KEP-5866 shardSelector sent with every list and watch; `server_sharded` tells,
+        # after the first list, whether the server applied it (echoed in shardInfo).
+        self.shard_selector = shard_selector or None
+        self.server_sharded: bool | None = None
         self.synced = threading.Event()
         self.resource_version = ""
         self.last_activity = time.monotonic()
@@ -304,12 +312,18 @@ class Informer:
             label_selector=self.label_selector,
             timeout=timeout,
             retry=False,
+            shard_selector=self.shard_selector,
+            on_meta=self._list_meta if self.shard_selector else None,
         )
         self.resource_version = rv
         self._heard()
         self.on_list(items)
         self.synced.set()
         log.debug("listed", resource=self.name, count=len(items), resource_version=rv)
+
+    def _list_meta(self, meta: dict) -> None:
+        info = meta.get("shardInfo") or {}
+        self.server_sharded = info.get("selector") == self.shard_selector
 
     def _watch(self) -> tuple[str, bool]:
         """Watch until the stream ends; returns why ("timeout", "closed", "idle", "expired",
@@ -321,6 +335,7 @@ class Informer:
             self.namespace,
             resource_version=self.resource_version,
             label_selector=self.label_selector,
+            shard_selector=self.shard_selector,
             timeout_seconds=self.watch_timeout,
             idle_timeout=self.liveness_bound(),
             on_open=self._opened,

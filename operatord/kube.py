@@ -422,16 +422,21 @@ class Kube:
         page_size: int = 500,
         timeout: float | None = None,
         retry: bool = True,
+        shard_selector: str | None = None,
+        on_meta: Callable[[dict], None] | None = None,
     ) -> tuple[list[dict], str]:
         """List every object (following ``continue``); returns (items, list resourceVersion).
 
-        ``timeout`` and ``retry`` apply to each page as in :meth:`request`."""
+        ``timeout`` and ``retry`` apply to each page as in :meth:`request`. ``shard_selector``
+        is sent as ``shardSelector`` (KEP-5866; servers without it ignore it); ``on_meta`` gets
+        the list metadata of the first page (its ``shardInfo`` tells whether it was applied)."""
         items: list[dict] = []
         cont = None
         while True:
             query = {
                 "labelSelector": label_selector,
                 "fieldSelector": field_selector,
+                "shardSelector": shard_selector or None,
                 "limit": page_size,
                 "continue": cont,
             }
@@ -443,6 +448,8 @@ class Kube:
                 item.setdefault("kind", res.kind)
                 items.append(item)
             meta = page.get("metadata") or {}
+            if on_meta is not None and cont is None:
+                on_meta(meta)
             cont = meta.get("continue")
             if not cont:
                 return items, meta.get("resourceVersion", "")
@@ -516,6 +523,7 @@ class Kube:
         *,
         resource_version: str | None = None,
         label_selector: str | None = None,
+        shard_selector: str | None = None,
         timeout_seconds: int = 300,
         allow_bookmarks: bool = True,
         idle_timeout: float | None = None,
@@ -533,6 +541,7 @@ class Kube:
             "watch": "true",
             "resourceVersion": resource_version or None,
             "labelSelector": label_selector,
+            "shardSelector": shard_selector or None,
             "timeoutSeconds": timeout_seconds,
             "allowWatchBookmarks": "true" if allow_bookmarks else None,
         }

@@ -243,6 +243,44 @@ CATALOG: tuple[MetricSpec, ...] = (
         "Times this replica became leader.",
     ),
     MetricSpec(
+        "shard_held",
+        "gauge",
+        "sharding.shards > 1: 1 while this replica holds the lease of the replica shard, else 0.",
+        ("shard",),
+    ),
+    MetricSpec(
+        "shard_parents",
+        "gauge",
+        "sharding.shards > 1: parents of the replica shard cached (and synced) by this replica.",
+        ("shard",),
+    ),
+    MetricSpec(
+        "shard_transitions_total",
+        "counter",
+        "sharding.shards > 1: shard leases this replica acquired, released (after draining, "
+        "to rebalance or on shutdown) or lost (not renewed in time, or taken by another holder).",
+        ("shard", "event"),
+    ),
+    MetricSpec(
+        "shard_replicas",
+        "gauge",
+        "sharding.shards > 1: live replicas this replica counts (its fair share is "
+        "ceil(shards / replicas)).",
+    ),
+    MetricSpec(
+        "shard_server_side",
+        "gauge",
+        "sharding.shards > 1: 1 when the API server applied the parents' shardSelector "
+        "(KEP-5866), 0 when this replica receives every parent and filters them itself.",
+    ),
+    MetricSpec(
+        "shard_filtered_objects_total",
+        "counter",
+        "sharding.shards > 1: objects received from the API server and dropped because they "
+        "belong to a shard this replica does not hold (the cost of client-side filtering).",
+        ("resource",),
+    ),
+    MetricSpec(
         "events_total",
         "counter",
         "Kubernetes Events posted on parents, by event type.",

@@ -62,6 +62,10 @@ class SyncTask:
     # (operatord.selectors.Selection; None: none recorded yet). The worker re-selects first.
     related: list | tuple = ()
     selection: tuple | None = None
+    # The replica shard (operatord.shards) of the parent when sharding.shards > 1: the worker
+    # fences the task's writes with that shard's lease (`LeaseUpdate` with this shard). None:
+    # the single leader lease.
+    shard: int | None = None
 
     @property
     def finalizing(self) -> bool:
@@ -105,9 +109,13 @@ class Tasks:
 
 @dataclass(frozen=True, slots=True)
 class LeaseUpdate:
-    """Leader -> worker: the lease was renewed; writes are fenced at ``valid_until``."""
+    """Leader -> worker: the lease was renewed; writes are fenced at ``valid_until``.
+
+    ``shard`` None: the leader lease (every task without a shard); else the lease of that
+    replica shard (the tasks whose `SyncTask.shard` it is)."""
 
     valid_until: float | None
+    shard: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +150,12 @@ class Results:
 
 # ---- wire form ------------------------------------------------------------------------------
 
-_TASK_FIELDS = ("uid", "parent", "children", "lease_valid_until", "related", "selection")
+_TASK_FIELDS = ("uid", "parent", "children", "lease_valid_until", "related", "selection", "shard")
 _RESULT_FIELDS = tuple(SyncResult.__dataclass_fields__)
 
 
 def _task_wire(t: SyncTask) -> tuple:
-    return (t.uid, t.parent, t.children, t.lease_valid_until, t.related, t.selection)
+    return (t.uid, t.parent, t.children, t.lease_valid_until, t.related, t.selection, t.shard)
 
 
 def _result_wire(r: SyncResult) -> tuple:
@@ -166,7 +174,7 @@ def encode(message: Any) -> bytes:
             message.exiting,
         )
     elif isinstance(message, LeaseUpdate):
-        wire = ("lease", message.valid_until)
+        wire = ("lease", message.valid_until, message.shard)
     elif isinstance(message, Credentials):
         wire = ("auth", dict(message.headers))
     elif isinstance(message, Stop):
@@ -188,7 +196,7 @@ def decode(data: bytes) -> Tasks | Results | LeaseUpdate | Credentials | Stop | 
         if op == "results":
             return Results(tuple(SyncResult(*r) for r in wire[1]), tuple(wire[2]), wire[3])
         if op == "lease":
-            return LeaseUpdate(wire[1])
+            return LeaseUpdate(*wire[1:3])
         if op == "auth":
             return Credentials(wire[1])
         if op == "stop":

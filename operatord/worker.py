@@ -19,8 +19,9 @@ Guarantees:
   worker then gives back every parent still waiting for the handler (ABANDONED: retried
   without being charged a failure), finishes the others, answers, and exits; the leader
   starts a fresh worker.
-- No write after the lease fence (``SyncTask.lease_valid_until`` / `LeaseUpdate`, monotonic)
-  or once the leader process is gone; a worker whose leader is gone exits within ~0.1 s.
+- No write after the lease fence (``SyncTask.lease_valid_until`` / `LeaseUpdate`, monotonic;
+  for a task with a replica ``shard``, that shard's lease and its renewals only) or once the
+  leader process is gone; a worker whose leader is gone exits within ~0.1 s.
 - Only plain data crosses the pipe (`operatord.protocol`).
 """
 
@@ -238,6 +239,8 @@ class Worker:
         self.leader_pid = leader_pid
         self.runner = HandlerRunner(config.handler_timeout_seconds)
         self.lease_valid_until: float | None = None
+        # replica shard -> the fence its lease renewals moved to (sharding.shards > 1)
+        self.shard_fences: dict[int, float] = {}
         self._fence_local = threading.local()
         self.applier = Applier(self.kube, config, guard=self._guard)
 
@@ -245,8 +248,13 @@ class Worker:
     def wedged(self) -> bool:
         return self.runner.wedged
 
-    def update_lease(self, valid_until: float | None) -> None:
-        """Move the write fence (a renewed lease); never moves it backwards."""
+    def update_lease(self, valid_until: float | None, shard: int | None = None) -> None:
+        """Move the write fence (a renewed lease); never moves it backwards. ``shard``: the
+        fence of that replica shard's lease instead of the leader lease's."""
+        if shard is not None:
+            if valid_until is not None and valid_until > self.shard_fences.get(shard, 0.0):
+                self.shard_fences[shard] = valid_until
+            return
         current = self.lease_valid_until
         if valid_until is None or current is None or valid_until > current:
             self.lease_valid_until = valid_until
@@ -257,7 +265,8 @@ class Worker:
             log.error("leader process is gone; exiting without writing")
             os._exit(EXIT_LEADER_GONE)
         task_fence = getattr(self._fence_local, "valid_until", None)
-        fence = self.lease_valid_until
+        shard = getattr(self._fence_local, "shard", None)
+        fence = self.lease_valid_until if shard is None else self.shard_fences.get(shard)
         if task_fence is not None and (fence is None or task_fence > fence):
             fence = task_fence
         if fence is not None and time.monotonic() >= fence:
@@ -275,6 +284,7 @@ class Worker:
         fields: dict[str, Any] = {"outcome": protocol.OK}
         finalizing = task.finalizing
         self._fence_local.valid_until = task.lease_valid_until
+        self._fence_local.shard = task.shard
         with bind_parent(parent, worker=self.index):
             try:
                 related = self._select_related(task, fields)
@@ -600,7 +610,7 @@ def worker_main(index: int, config_dict: dict, connection_dict: dict, conn: Any)
         if isinstance(message, protocol.Stop):
             break
         if isinstance(message, protocol.LeaseUpdate):
-            worker.update_lease(message.valid_until)
+            worker.update_lease(message.valid_until, message.shard)
             continue
         if isinstance(message, protocol.Credentials):
             worker.kube.set_auth(message.headers)

@@ -118,6 +118,7 @@ VARIANTS: dict[str, dict] = {
         "image": {"digest": "sha256:" + "a" * 64},
     },
     "custom-image": yaml.safe_load((CUSTOM_IMAGE / "values.yaml").read_text()),
+    "sharded": {"replicaCount": 3, "config": {"sharding": {"shards": 8}}},
     "related": {
         "config": {
             "namespace": "team-a",
@@ -231,6 +232,13 @@ GUARDED = {
     "retry-period": (
         {"config": {"leaderElection": {"retryPeriodSeconds": 9}}},
         "renewDeadlineSeconds must exceed 1.2 * retryPeriodSeconds",
+    ),
+    "shards-without-election": (
+        {
+            "replicaCount": 1,
+            "config": {"leaderElection": {"enabled": False}, "sharding": {"shards": 2}},
+        },
+        "config.sharding.shards > 1 needs config.leaderElection.enabled=true",
     ),
 }
 
@@ -578,6 +586,7 @@ def test_config_values_reach_the_config_file() -> None:
             "handlerTimeoutSeconds": 12,
             "backoff": {"initialSeconds": 0.1, "maxSeconds": 60, "multiplier": 1.5, "jitter": 0},
             "leaderElection": {"leaseName": "acme-lock", "leaseNamespace": "kube-system"},
+            "sharding": {"shards": 3},
             "logging": {"format": "console", "level": "debug"},
             "children": [{"apiVersion": "apps/v1", "kind": "Deployment", "plural": "deployments"}],
         }
@@ -604,6 +613,7 @@ def test_config_values_reach_the_config_file() -> None:
             "renewDeadlineSeconds": 10,
             "retryPeriodSeconds": 2,
         },
+        "sharding": {"shards": 3},
         "metrics": {"port": 8080},
         "health": {"port": 8081},
         "logging": {"format": "console", "level": "debug"},
@@ -971,13 +981,14 @@ NOT_EXERCISED_BY_THE_EXAMPLE = {
 }
 
 
-def test_end_to_end_rbac_covers_every_request_operatord_makes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shards", [1, 4])
+def test_end_to_end_rbac_covers_every_request_operatord_makes(tmp_path: Path, shards: int) -> None:
     from kubernetes import client
     from kubernetes import config as kube_config
 
     from operatord import testing
 
-    objects = render_objects({"replicaCount": 1})
+    objects = render_objects({"replicaCount": 1, "config": {"sharding": {"shards": shards}}})
     grants = rbac_grants(objects, one(objects, "ServiceAccount")["metadata"]["name"], NAMESPACE)
     config = rendered_config(objects)
     config["workers"] = 1
@@ -1376,3 +1387,23 @@ def test_deploy_doc_shows_install_command_and_required_values() -> None:
         "handlerCode",
     ):
         assert value in doc, value
+
+
+def test_sharded_replicas_get_the_config_a_pdb_and_shard_lease_rbac() -> None:
+    objects = render_objects(VARIANTS["sharded"])
+    assert rendered_config(objects)["sharding"] == {"shards": 8}
+    assert one(objects, "Deployment")["spec"]["replicas"] == 3
+    assert one(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    leases = {g for g in default_grants(VARIANTS["sharded"]) if g.resource == "leases"}
+    assert leases == {
+        Grant(NAMESPACE, "coordination.k8s.io", "leases", verb)
+        for verb in ("create", "get", "list", "update")
+    }
+
+
+def test_one_shard_keeps_the_leader_lease_config_and_no_pdb() -> None:
+    objects = render_objects()
+    assert rendered_config(objects)["sharding"] == {"shards": 1}
+    assert not find(objects, "PodDisruptionBudget")
+    single = render_objects({"replicaCount": 1, "config": {"sharding": {"shards": 4}}})
+    assert not find(single, "PodDisruptionBudget")

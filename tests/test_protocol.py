@@ -60,6 +60,8 @@ PARENT = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"uid": 
         ),
         LeaseUpdate(99.0),
         LeaseUpdate(None),
+        LeaseUpdate(12.5, shard=3),
+        Tasks((SyncTask("u9", PARENT, [], 7.0, shard=5),)),
         protocol.Credentials({"authorization": "Bearer t"}),
         Stop(),
         Ready(1234, ()),

@@ -161,6 +161,22 @@ def test_no_write_after_the_lease_fence(api):
     assert worker.handle(SyncTask(parent["metadata"]["uid"], parent, [], expired)).outcome == "ok"
 
 
+def test_shard_tasks_are_fenced_by_their_own_shard_lease(api):
+    worker = make_worker(api)
+    parent = widget(api, "shard-fenced", size=1)
+    uid = parent["metadata"]["uid"]
+    expired = time.monotonic() - 0.1
+    # The leader fence and another shard's fence do not cover a task of shard 3.
+    worker.update_lease(time.monotonic() + 30)
+    worker.update_lease(time.monotonic() + 30, shard=1)
+    result = worker.handle(SyncTask(uid, parent, [], expired, shard=3))
+    assert result.outcome == "abandoned" and result.written == ()
+    # A renewal of shard 3 moves its fence forward; a stale renewal never moves it back.
+    worker.update_lease(time.monotonic() + 30, shard=3)
+    worker.update_lease(expired, shard=3)
+    assert worker.handle(SyncTask(uid, parent, [], expired, shard=3)).outcome == "ok"
+
+
 def test_a_status_computed_from_a_stale_parent_is_not_written(api):
     worker = make_worker(api)
     parent = widget(api, "stale", size=1)

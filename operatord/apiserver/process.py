@@ -144,6 +144,11 @@ class FaultsClient:
         """Abort each watch `seconds` after it starts (None: never)."""
         self._update(watchDropAfter=seconds)
 
+    def ignore_shard_selector(self, ignore: bool = True) -> None:
+        """Act like an API server without ShardedListAndWatch (before v1.36, or the gate off):
+        ``shardSelector`` is ignored on lists and watches and no ``shardInfo`` is returned."""
+        self._update(ignoreShardSelector=ignore)
+
     def compact(self) -> str:
         """Forget the event history: the next watch from any older resourceVersion (and any
         older continue token) gets 410 Expired. Returns the current resourceVersion."""

@@ -22,6 +22,7 @@ from .errors import ApiError
 from .objects import Matcher
 from .resources import Registry, ResourceType
 from .selectors import SelectorError, combine, parse_fields, parse_labels
+from .shardselector import ShardSelectorError, parse_shard_selector
 from .store import Store, Watcher, encode, now_time
 
 _REASON_PHRASES = {
@@ -73,6 +74,8 @@ class Faults:
         self.jitter = 0.0
         self.errors: list[dict] = []
         self.watch_drop_after: float | None = None
+        # Behave like an API server without ShardedListAndWatch: ignore shardSelector.
+        self.ignore_shard_selector = False
 
     def to_dict(self) -> dict:
         return {
@@ -80,6 +83,7 @@ class Faults:
             "latencyJitter": self.jitter,
             "errors": [dict(e) for e in self.errors],
             "watchDropAfter": self.watch_drop_after,
+            "ignoreShardSelector": self.ignore_shard_selector,
         }
 
     def configure(self, cfg: dict) -> None:
@@ -107,6 +111,7 @@ class Faults:
         self.errors = errors
         wda = cfg.get("watchDropAfter")
         self.watch_drop_after = float(wda) if wda is not None else None
+        self.ignore_shard_selector = bool(cfg.get("ignoreShardSelector") or False)
 
     def pick_error(self, verb: str, rt: ResourceType, sub: str) -> dict | None:
         for e in self.errors:
@@ -554,11 +559,25 @@ class ApiHttpServer:
 
     def _selectors(self, req: _Req, rt: ResourceType) -> Matcher | None:
         try:
-            return combine(
+            matcher = combine(
                 parse_labels(req.q("labelSelector")), parse_fields(req.q("fieldSelector"), rt.kind)
             )
         except SelectorError as e:
             raise ApiError(400, f"unable to parse requirement: {e}") from None
+        return combine(matcher, self._shard_matcher(req))
+
+    def _shard_selector(self, req: _Req) -> str | None:
+        """The shardSelector this request applies (None: none, or the feature is off)."""
+        selector = req.q("shardSelector")
+        if self.faults.ignore_shard_selector or not selector or not selector.strip():
+            return None
+        return selector
+
+    def _shard_matcher(self, req: _Req) -> Callable[[dict], bool] | None:
+        try:
+            return parse_shard_selector(self._shard_selector(req))
+        except ShardSelectorError as e:
+            raise ApiError(400, f"invalid shardSelector: {e}") from None
 
     def _handle_verb(
         self, req: _Req, verb: str, rt: ResourceType, version: str, ns: str, name: str, sub: str
@@ -737,6 +756,9 @@ class ApiHttpServer:
             rt, ns, self._selectors(req, rt), limit, req.q("continue")
         )
         meta: dict[str, Any] = {"resourceVersion": rv}
+        shard_selector = self._shard_selector(req)
+        if shard_selector is not None:
+            meta["shardInfo"] = {"selector": shard_selector}
         if cont:
             meta["continue"] = cont
             meta["remainingItemCount"] = remaining

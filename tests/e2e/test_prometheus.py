@@ -111,6 +111,8 @@ def dashboard_queries() -> list[tuple[str, str]]:
     out = []
     for panel in board["panels"]:
         for target in panel.get("targets", []):
+            if "operatord_shard_" in target["expr"]:
+                continue  # the replica-shards row: this scenario runs one shard (not sharded)
             out.append((f"{panel['title']} [{target['refId']}]", target["expr"]))
     for var in board["templating"]["list"]:
         if var["type"] == "query":

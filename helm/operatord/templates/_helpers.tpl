@@ -112,6 +112,11 @@ from the kind: lowercase, then "es" after s/x/ch/sh, consonant+"y" -> "ies", els
 {{- end }}
 
 {{/* Name of the lease, as the daemon derives it. */}}
+{{/* The number of replica shards (config.sharding.shards; 1 = a single leader lease). */}}
+{{- define "operatord.shards" -}}
+{{- int (dig "sharding" "shards" 1 .Values.config) }}
+{{- end }}
+
 {{- define "operatord.leaseName" -}}
 {{- default (printf "%s-leader" .Values.config.name) .Values.config.leaderElection.leaseName }}
 {{- end }}
@@ -158,6 +163,7 @@ operatord rejects unknown keys. */}}
   "handlerTimeoutSeconds" $c.handlerTimeoutSeconds
   "backoff" (pick $c.backoff "initialSeconds" "maxSeconds" "multiplier" "jitter")
   "leaderElection" (pick $le "enabled" "leaseName" "leaseNamespace" "leaseDurationSeconds" "renewDeadlineSeconds" "retryPeriodSeconds")
+  "sharding" (dict "shards" (int (dig "sharding" "shards" 1 $c)))
   "metrics" (dict "port" $c.metrics.port)
   "health" (dict "port" $c.health.port)
   "logging" (pick $c.logging "format" "level")
@@ -176,6 +182,9 @@ operatord rejects unknown keys. */}}
 {{- $c := .Values.config }}
 {{- if and (gt (int .Values.replicaCount) 1) (not $c.leaderElection.enabled) }}
 {{- fail "replicaCount > 1 needs config.leaderElection.enabled=true: replicas without an election would all reconcile at once" }}
+{{- end }}
+{{- if and (gt (int (dig "sharding" "shards" 1 $c)) 1) (not $c.leaderElection.enabled) }}
+{{- fail "config.sharding.shards > 1 needs config.leaderElection.enabled=true: each shard is held through its own Lease" }}
 {{- end }}
 {{- if lt (float64 .Values.terminationGracePeriodSeconds) (addf (float64 $c.handlerTimeoutSeconds) 10.0) }}
 {{- fail "terminationGracePeriodSeconds must be at least config.handlerTimeoutSeconds + 10: on SIGTERM operatord drains running syncs for handlerTimeoutSeconds + 5 s, then releases the lease" }}
