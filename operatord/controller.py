@@ -415,6 +415,7 @@ class Controller:
                     self.cache.delete_parent(parent)
                 self._forget(uid)
         self.metrics.set("shard_parents", 0, {"shard": str(k)})
+        self.metrics.set("shard_queue_depth", 0, {"shard": str(k)})
         log.info("stopped syncing shard", shard=k, owned=sorted(self.owned))
         self._rewatch_wanted.set()
 
@@ -975,6 +976,14 @@ class Controller:
                     per_shard[k] += 1
             for k, n in per_shard.items():
                 m.set("shard_parents", n, {"shard": str(k)})
+            depth = dict.fromkeys(self.owned, 0)
+            for q in self.queues:
+                for uid in q.ready_keys():
+                    k = self.replica_shard(uid)
+                    if k in depth:
+                        depth[k] += 1
+            for k, n in depth.items():
+                m.set("shard_queue_depth", n, {"shard": str(k)})
             parent_informer = self._core_informers[:1]
             m.set("shard_server_side", int(any(i.server_sharded for i in parent_informer)))
         counts = self.cache.counts()

@@ -255,6 +255,12 @@ CATALOG: tuple[MetricSpec, ...] = (
         ("shard",),
     ),
     MetricSpec(
+        "shard_queue_depth",
+        "gauge",
+        "sharding.shards > 1: parents of the replica shard waiting to be dispatched.",
+        ("shard",),
+    ),
+    MetricSpec(
         "shard_transitions_total",
         "counter",
         "sharding.shards > 1: shard leases this replica acquired, released (after draining, "

@@ -264,6 +264,12 @@ class WorkQueue(Generic[K]):
             self._move_due(self._clock())
             return len(self._ready[EVENT]) + len(self._ready[RESYNC])
 
+    def ready_keys(self) -> list[K]:
+        """The keys ready now (both lanes, delayed keys that have fallen due included)."""
+        with self._lock:
+            self._move_due(self._clock())
+            return [*self._ready[EVENT], *self._ready[RESYNC]]
+
     def ready_count(self, lane: Lane) -> int:
         """Number of ready keys in one lane."""
         with self._lock:

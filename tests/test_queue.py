@@ -512,3 +512,13 @@ def test_last_get_time_and_stalled_for(q: WorkQueue, clock: FakeClock) -> None:
     assert q.stalled_for() == pytest.approx(20.0)
     q.discard("d")
     assert q.stalled_for() == 0.0
+
+
+def test_ready_keys_lists_both_lanes_and_due_delayed_keys():
+    q = WorkQueue(clock=FakeClock())
+    q.add("a")
+    q.add_after("r", 0, lane=RESYNC)
+    q.add_after("later", 3600)
+    assert sorted(q.ready_keys()) == ["a", "r"]
+    item = q.get(timeout=0)
+    assert item is not None and item.key not in q.ready_keys()  # handed out: not ready

@@ -233,6 +233,14 @@ def test_three_replicas_share_eight_shards_through_kill_and_restart(api, kube, n
             assert r.metric("operatord_cached_objects", resource="widgets.example.com") == sum(
                 r.metric("operatord_shard_parents", shard=str(k)) for k in mine
             )
+            # converged: nothing of its shards waits in its queues (a gauge per held shard)
+            wait_for(
+                lambda r=r, mine=mine: all(
+                    r.metric("operatord_shard_queue_depth", shard=str(k)) == 0 for k in mine
+                ),
+                30,
+                message="per-shard queues drained",
+            )
 
         # SIGKILL one replica: its shards go to the others within leaseDuration + retryPeriod.
         victim, survivors = replicas[2], replicas[:2]
