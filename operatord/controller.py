@@ -588,11 +588,13 @@ class Controller:
         valid = self.lease_deadline()
         return valid is None or time.monotonic() < valid
 
-    def _check_fence(self) -> None:
+    def _check_fence(self, parent: dict) -> None:
+        """Raises unless this replica may still write about ``parent``: the leader lease, or,
+        sharded, the lease of the parent's own shard, is fresh."""
         if self.sharded:
-            now = time.monotonic()
-            if not any(now < self.shard_deadline(k) for k in list(self.owned)):
-                raise RuntimeError("no shard lease is held")
+            uid = (parent.get("metadata") or {}).get("uid") or ""
+            if time.monotonic() >= self.shard_deadline(self.replica_shard(uid)):
+                raise RuntimeError("the lease of the parent's shard is not held")
             return
         if not self._fence_ok():
             raise RuntimeError("the lease may have expired")

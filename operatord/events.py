@@ -10,7 +10,8 @@ Guarantees:
   1024 characters: a secret in a handler's error never reaches an Event.
 - `post` never raises and never blocks on the API: Events are written by one background
   thread from a bounded queue (overflow is dropped and counted), so a flood of failures cannot
-  slow down syncs. Writes stop once ``guard()`` raises (the lease may be gone).
+  slow down syncs. An Event is not written when ``guard(parent)`` raises (the lease of that
+  parent may be gone).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class EventRecorder:
         *,
         interval: float = 60.0,
         metrics: Recorder | None = None,
-        guard: Callable[[], None] | None = None,
+        guard: Callable[[dict], None] | None = None,
         max_pending: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -54,7 +55,7 @@ class EventRecorder:
         self.component = component
         self.interval = interval
         self.metrics = metrics
-        self.guard = guard or (lambda: None)
+        self.guard: Callable[[dict], None] = guard or (lambda parent: None)
         self.clock = clock
         self._lock = threading.Lock()
         # uid -> (type, reason) -> state; one dict per parent so forgetting one is O(1)
@@ -147,7 +148,7 @@ class EventRecorder:
             found = self._posted.get(uid, {}).get(key)
             previous = dict(found) if found is not None else None
         try:
-            self.guard()
+            self.guard(parent)
         except Exception:  # noqa: BLE001 - the fence said no: write nothing
             return
         try:

@@ -100,7 +100,8 @@ def test_secrets_in_messages_never_reach_an_event(api):
 
 
 def test_a_closed_fence_writes_no_event(api):
-    def fence():
+    def fence(parent):
+        assert parent["metadata"]["name"] == "fenced-event"  # fenced per parent
         raise RuntimeError("lease gone")
 
     rec = recorder(api, interval=0, guard=fence)
