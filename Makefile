@@ -46,6 +46,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/vs_kopf.py
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/related.py
+	$(BIN)/python bench/crashers.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
