@@ -32,6 +32,8 @@ from urllib.parse import quote, urlencode
 
 import urllib3
 
+from operatord.transport import HttpClient, TransportError
+
 AUTH_REFRESH_SECONDS = 30.0
 
 # Callback for every finished request: (verb, status code or 0 for a connection error, seconds).
@@ -39,6 +41,7 @@ RequestObserver = Callable[[str, int, float], None]
 
 _RETRYABLE_CONNECTION_ERRORS = (
     urllib3.exceptions.HTTPError,  # ProtocolError, NewConnectionError, ReadTimeoutError, ...
+    TransportError,
     ConnectionError,
     TimeoutError,
 )
@@ -160,6 +163,20 @@ class Connection:
             pool_size=int(d.get("poolSize", 32)),
         )
 
+    def http_client(self) -> HttpClient | None:
+        """The lean client for request/answer calls, or None behind a proxy (urllib3 then)."""
+        if self.proxy:
+            return None
+        return HttpClient(
+            self.host,
+            verify=self.verify,
+            ca_file=self.ca_file,
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+            server_hostname=self.tls_server_name,
+            pool_size=self.pool_size,
+        )
+
     def pool_manager(self) -> urllib3.PoolManager:
         args: dict[str, Any] = {
             "maxsize": self.pool_size,
@@ -244,6 +261,8 @@ class Kube:
             self._pool = self.api_client.rest_client.pool_manager
             self._host = self.api_client.configuration.host.rstrip("/")
             self._base_headers = {"User-Agent": self.api_client.user_agent}
+        # Request/answer calls go through the lean client; watches (streams) through urllib3.
+        self._http = self.connection().http_client()
 
     def connection(self) -> Connection:
         """This client's connection as plain data, with its current credentials."""
@@ -271,6 +290,8 @@ class Kube:
 
     def close(self) -> None:
         try:
+            if self._http is not None:
+                self._http.close()
             if self.api_client is not None:
                 self.api_client.close()
             else:
@@ -349,11 +370,9 @@ class Kube:
         for attempt in range(1, attempts + 1):
             start = time.monotonic()
             try:
-                resp = self._send(
+                status, reason, data, retry_after = self._exchange(
                     method, path, query, body, content_type, timeout or self.default_timeout
                 )
-                data = resp.data
-                resp.release_conn()
             except _RETRYABLE_CONNECTION_ERRORS as exc:
                 self._observe(verb, 0, start)
                 if attempt >= attempts:
@@ -361,18 +380,48 @@ class Kube:
                 time.sleep(_jittered(delay))
                 delay = min(delay * 2, self.backoff_max)
                 continue
-            status = resp.status
             self._observe(verb, status, start)
             if 200 <= status < 300:
                 return json.loads(data) if data else {}
             decoded = _decode_status(data)
             if _retryable(status) and attempt < attempts:
-                wait = _retry_after(resp.headers.get("Retry-After"))
+                wait = _retry_after(retry_after)
                 time.sleep(wait if wait is not None else _jittered(delay))
                 delay = min(delay * 2, self.backoff_max)
                 continue
-            raise ApiError(status, decoded.get("reason") or resp.reason or "Error", decoded)
+            raise ApiError(status, decoded.get("reason") or reason or "Error", decoded)
         raise AssertionError("unreachable")
+
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        query: dict | list | None,
+        body: Any,
+        content_type: str | None,
+        timeout: float,
+    ) -> tuple[int, str, bytes, str | None]:
+        """One request, answer read whole: (status, reason, body, Retry-After header)."""
+        if self._http is None:
+            resp = self._send(method, path, query, body, content_type, timeout)
+            try:
+                data = resp.data
+            finally:
+                resp.release_conn()
+            return resp.status, resp.reason or "", data, resp.headers.get("Retry-After")
+        headers = {"Accept": "application/json", **self._base_headers, **self._auth_headers()}
+        if query:
+            items = query.items() if isinstance(query, dict) else query
+            path += "?" + urlencode([(k, _qv(v)) for k, v in items if v is not None])
+        payload = None
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+            if isinstance(body, bytes):
+                payload = body
+            else:
+                payload = (body if isinstance(body, str) else json.dumps(body)).encode()
+        answer = self._http.request(method, path, headers, payload, timeout)
+        return answer.status, answer.reason, answer.data, answer.headers.get("retry-after")
 
     def _observe(self, verb: str, code: int, start: float) -> None:
         if self.on_request is not None:
