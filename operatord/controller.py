@@ -23,7 +23,7 @@ Guarantees:
   charged a failure (and an Event says its handler killed the worker). When it held several,
   none is charged; they become *suspects*, and a suspect is dispatched alone until one of its
   syncs finishes, so a parent that keeps killing its worker is found and backed off while the
-  others proceed. Parents a worker gives back because its handler thread is stuck are
+  others proceed. Parents a worker gives back because its handler is stuck in a call are
   requeued uncharged.
 - No dispatch after the lease fence (``lease_deadline()``, monotonic); workers receive the
   fence with every task and with every renewal (`update_lease`).

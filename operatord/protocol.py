@@ -141,7 +141,7 @@ class Ready:
 @dataclass(frozen=True, slots=True)
 class Results:
     """Worker -> leader: a batch of results, the worker's metric deltas since the last batch,
-    and whether the worker exits after this message (a stuck handler thread)."""
+    and whether the worker exits after this message (a handler stuck in a call)."""
 
     results: tuple[SyncResult, ...]
     metrics: tuple = ()

@@ -31,7 +31,6 @@ import asyncio
 import concurrent.futures
 import copy
 import os
-import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -74,7 +73,7 @@ class HandlerFailed(Exception):
 
 
 class Wedged(Exception):
-    """The handler thread is stuck in an earlier call: this call never started."""
+    """The handler is stuck in an earlier call: this call never started."""
 
 
 class Fenced(Exception):
@@ -84,94 +83,93 @@ class Fenced(Exception):
 # ---- calling the handler -----------------------------------------------------------------------
 
 
-class _Call:
-    __slots__ = ("fn", "request", "started", "done", "start_time", "result", "error")
-
-    def __init__(self, fn: Callable[[Any], Any], request: Any) -> None:
-        self.fn = fn
-        self.request = request
-        self.started = threading.Event()  # set when the call starts (or is refused)
-        self.done = threading.Event()
-        self.start_time: float | None = None
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def refuse(self) -> None:
-        self.error = Wedged("the handler thread is stuck in another call")
-        self.started.set()
-        self.done.set()
-
-
 class HandlerRunner:
     """Calls the user's handler with a per-call timeout.
 
-    Synchronous functions run one at a time on one dedicated thread, in the order they were
-    submitted; the timeout counts from the moment a call starts. Coroutine functions run on
-    one event loop thread, concurrently, each under ``asyncio.wait_for``. Once a synchronous
-    call overruns, the runner is *wedged*: calls that have not started raise `Wedged`.
-    Waiting callers sleep on their call's events (no polling).
+    Synchronous functions run on the calling thread, one call at a time per runner (callers
+    wait on a lock, in no guaranteed order), so handler code need not be thread-safe, and no
+    thread hand-off is paid per call. The timeout counts from the moment a call starts. A
+    watchdog thread looks at the running call every ``tick`` seconds (1/20 of the timeout,
+    between 5 ms and 0.5 s); once a call overruns, the runner is *wedged*: ``on_overrun`` gets
+    the overrunning caller's thread id (that thread is stuck in user code and cannot answer
+    for itself), calls that have not started raise `Wedged`, and should the stuck call ever
+    return, it raises `HandlerTimeout` (nothing it computed is used).
+    Coroutine functions run on one event loop thread, concurrently, each under
+    ``asyncio.wait_for``.
     """
 
-    def __init__(self, timeout: float):
+    def __init__(self, timeout: float, on_overrun: Callable[[int], None] | None = None):
         self.timeout = timeout
+        self.on_overrun = on_overrun
+        self.tick = min(0.5, max(0.005, timeout / 20))
         self.wedged = False
-        self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
-        self._pending: set[_Call] = set()  # submitted, not started
-        self._thread: threading.Thread | None = None
+        self._call_lock = threading.Lock()  # held while a synchronous call runs
+        self._state = threading.Lock()  # guards _running / _overran transitions
+        self._running: tuple[float, int] | None = None  # (start, caller thread id)
+        self._overran: int | None = None  # the thread id of the call that overran
+        self._watchdog: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        """A synchronous call is running now."""
+        return self._running is not None
 
     def call(self, fn: Callable[[Any], Any], request: Any, is_async: bool) -> Any:
         if is_async:
             return self._call_async(fn, request)
-        self._ensure_thread()
-        call = _Call(fn, request)
-        with self._lock:
+        self._ensure_watchdog()
+        while not self._call_lock.acquire(timeout=self.tick):
             if self.wedged:
-                raise Wedged("the handler thread is stuck in another call")
-            self._pending.add(call)
-        self._calls.put(call)
-        call.started.wait()
-        remaining = 0.0
-        if call.start_time is not None:
-            remaining = max(0.0, call.start_time + self.timeout - time.monotonic())
-        if not call.done.wait(remaining):
-            with self._lock:
-                self.wedged = True
-                refused, self._pending = self._pending, set()
-            for other in refused:
-                other.refuse()
+                raise Wedged("the handler is stuck in another call")
+        me = threading.get_ident()
+        error: BaseException | None = None
+        result: Any = None
+        overran = False
+        try:
+            if self.wedged:
+                raise Wedged("the handler is stuck in another call")
+            self._running = (time.monotonic(), me)
+            try:
+                result = fn(request)
+            except BaseException as exc:  # noqa: BLE001 - user code: everything is its failure
+                error = exc
+            with self._state:
+                self._running = None
+                overran = self._overran == me
+        finally:
+            self._call_lock.release()
+        if overran:
             raise HandlerTimeout(f"handler did not return within {self.timeout:g}s")
-        if call.error is not None:
-            if isinstance(call.error, Wedged):
-                raise call.error
-            raise HandlerFailed(f"{type(call.error).__name__}: {call.error}") from call.error
-        result = call.result
+        if error is not None:
+            raise HandlerFailed(f"{type(error).__name__}: {error}") from error
         if asyncio.iscoroutine(result):  # a plain function that returned a coroutine
             return self._run_coroutine(result)
         return result
 
-    def _ensure_thread(self) -> None:
-        if self._thread is None:
+    def _ensure_watchdog(self) -> None:
+        if self._watchdog is None:
             with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._serve, name="handler", daemon=True)
-                    self._thread.start()
+                if self._watchdog is None:
+                    self._watchdog = threading.Thread(
+                        target=self._watch, name="handler-watchdog", daemon=True
+                    )
+                    self._watchdog.start()
 
-    def _serve(self) -> None:
-        while True:
-            call = self._calls.get()
-            with self._lock:
-                if call not in self._pending:  # refused after an overrun
-                    continue
-                self._pending.discard(call)
-                call.start_time = time.monotonic()
-            call.started.set()
-            try:
-                call.result = call.fn(call.request)
-            except BaseException as exc:  # noqa: BLE001 - user code: everything is its failure
-                call.error = exc
-            call.done.set()
+    def _watch(self) -> None:
+        while not self.wedged:
+            time.sleep(self.tick)
+            running = self._running
+            if running is None or time.monotonic() - running[0] < self.timeout:
+                continue
+            with self._state:
+                if self._running is not running:
+                    continue  # it returned meanwhile
+                self._overran = running[1]
+                self.wedged = True
+            if self.on_overrun is not None:
+                self.on_overrun(running[1])
 
     # -- async --
 
@@ -237,7 +235,11 @@ class Worker:
         self.kube = Kube(settings, on_request=self._observe_request)
         self.handler = load_handler(config.handler, config.python_path)
         self.leader_pid = leader_pid
-        self.runner = HandlerRunner(config.handler_timeout_seconds)
+        self.runner = HandlerRunner(config.handler_timeout_seconds, on_overrun=self._overrun)
+        # Answers a task whose thread is stuck in the handler (set by the worker process).
+        self.on_stuck: Callable[[SyncTask, SyncResult], None] | None = None
+        # thread id -> (task, its outcome so far, start) for every task being handled
+        self._handling: dict[int, tuple[SyncTask, Outcome, float]] = {}
         self.lease_valid_until: float | None = None
         # replica shard -> the fence its lease renewals moved to (sharding.shards > 1)
         self.shard_fences: dict[int, float] = {}
@@ -278,9 +280,40 @@ class Worker:
 
     def handle(self, task: SyncTask) -> SyncResult:
         """Run one task; never raises. Thread-safe for tasks of different parents."""
+        me = threading.get_ident()
         parent = task.parent
         start = time.monotonic()
         outcome = Outcome()
+        self._handling[me] = (task, outcome, start)
+        try:
+            return self._handle(task, parent, start, outcome)
+        finally:
+            self._handling.pop(me, None)
+
+    def _overrun(self, thread_id: int) -> None:
+        """The handler call of ``thread_id`` overran: answer its task now (that thread is
+        stuck in user code), with what it wrote so far."""
+        entry = self._handling.get(thread_id)
+        if entry is None or self.on_stuck is None:
+            return
+        task, outcome, start = entry
+        error = f"handler did not return within {self.runner.timeout:g}s"
+        fields: dict[str, Any] = {
+            "outcome": protocol.ERROR,
+            "error": error,
+            "error_kind": "timeout",
+            "handler_calls": 1,
+        }
+        duration = time.monotonic() - start
+        with bind_parent(task.parent, worker=self.index):
+            log.error("handler timed out", error=error)
+        self._record(fields, task.finalizing, duration, outcome)
+        written = tuple(outcome.written)
+        for w in written:
+            slim(w["object"])
+        self.on_stuck(task, SyncResult(uid=task.uid, written=written, duration=duration, **fields))
+
+    def _handle(self, task: SyncTask, parent: dict, start: float, outcome: Outcome) -> SyncResult:
         fields: dict[str, Any] = {"outcome": protocol.OK}
         finalizing = task.finalizing
         self._fence_local.valid_until = task.lease_valid_until
@@ -563,24 +596,36 @@ def worker_main(index: int, config_dict: dict, connection_dict: dict, conn: Any)
         except (BrokenPipeError, OSError):
             return False
 
-    # Threads: one per parent in flight, the handler thread, its event loop, sender, watcher.
+    # Threads: one per parent in flight, the handler watchdog, its event loop, sender, watcher.
     limit_memory(config.worker_memory_limit_mb, config.in_flight_per_worker + 4)
     send(protocol.Ready(os.getpid(), tuple(worker.recorder.drain())))
     pool = concurrent.futures.ThreadPoolExecutor(
         config.in_flight_per_worker, thread_name_prefix="task"
     )
     outbox = _Outbox()
-    in_flight = [0]
     count_lock = threading.Lock()
     all_done = threading.Condition(count_lock)
+    unanswered: dict[int, SyncTask] = {}  # id(task) -> task, for every task not answered yet
+
+    def answer(task: SyncTask, result: SyncResult) -> None:
+        """Queue the one result of ``task``; a second answer (a stuck thread that returned
+        after its task was answered for it) is dropped."""
+        with count_lock:
+            if unanswered.pop(id(task), None) is None:
+                return
+            outbox.put(result)
+            all_done.notify_all()
+
+    worker.on_stuck = answer
 
     def run(task: SyncTask) -> None:
         try:
-            outbox.put(worker.handle(task))
-        finally:
-            with count_lock:
-                in_flight[0] -= 1
-                all_done.notify_all()
+            result = worker.handle(task)
+        except BaseException as exc:  # noqa: BLE001 - handle() never raises; if it did, answer
+            result = SyncResult(
+                uid=task.uid, outcome=protocol.ERROR, error=f"{type(exc).__name__}: {exc}"
+            )
+        answer(task, result)
 
     def sender() -> None:
         while True:
@@ -592,12 +637,12 @@ def worker_main(index: int, config_dict: dict, connection_dict: dict, conn: Any)
             exiting = worker.wedged
             if exiting:
                 with count_lock:  # answer everything this process still holds in one go
-                    all_done.wait_for(lambda: in_flight[0] == 0, timeout=30)
+                    all_done.wait_for(lambda: not unanswered, timeout=30)
                 results += outbox.take(0)
             if not send(protocol.Results(tuple(results), tuple(worker.recorder.drain()), exiting)):
                 os._exit(0)
             if exiting:
-                log.error("handler thread is stuck; exiting so the leader starts a fresh worker")
+                log.error("handler is stuck in a call; exiting so the leader starts a fresh worker")
                 os._exit(EXIT_HANDLER_TIMEOUT)
 
     sender_thread = threading.Thread(target=sender, name="sender", daemon=True)
@@ -617,7 +662,8 @@ def worker_main(index: int, config_dict: dict, connection_dict: dict, conn: Any)
             continue
         if isinstance(message, protocol.Tasks):
             with count_lock:
-                in_flight[0] += len(message.tasks)
+                for task in message.tasks:
+                    unanswered[id(task)] = task
             for task in message.tasks:
                 pool.submit(run, task)
     pool.shutdown(wait=True)

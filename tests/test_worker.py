@@ -1,6 +1,7 @@
 """A worker in-process against the embedded API server: results, events, no writes on failure."""
 
 import concurrent.futures
+import threading
 import time
 from pathlib import Path
 
@@ -133,7 +134,7 @@ def test_a_timed_out_call_fails_its_parent_and_gives_back_the_waiting_ones(api):
     waiting = [widget(api, f"behind-{i}", size=1) for i in range(3)]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         first = pool.submit(worker.handle, SyncTask(stuck["metadata"]["uid"], stuck, []))
-        wait_for(lambda: worker.runner._thread is not None, 10)
+        wait_for(lambda: worker.runner.running, 10)
         rest = [pool.submit(worker.handle, SyncTask(p["metadata"]["uid"], p, [])) for p in waiting]
         result = first.result(30)
         others = [f.result(30) for f in rest]
@@ -143,6 +144,61 @@ def test_a_timed_out_call_fails_its_parent_and_gives_back_the_waiting_ones(api):
     # Whoever did not get the handler thread before it wedged is given back, uncharged.
     assert {r.outcome for r in others} <= {"ok", "abandoned"}
     assert "abandoned" in {r.outcome for r in others}
+
+
+def test_a_stuck_call_is_answered_for_while_its_thread_is_still_in_the_handler(api):
+    worker = make_worker(api, handlerTimeoutSeconds=0.3)
+    answered = []
+    worker.on_stuck = lambda task, result: answered.append((task.uid, result))
+    stuck = widget(api, "answered-for", sleep=3)
+    uid = stuck["metadata"]["uid"]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        late = pool.submit(worker.handle, SyncTask(uid, stuck, []))
+        wait_for(lambda: answered, 2, message="the watchdog answers while the call still runs")
+        assert not late.done()
+        ((got_uid, result),) = answered
+        assert got_uid == uid
+        assert (result.outcome, result.error_kind) == ("error", "timeout")
+        assert "did not return within 0.3s" in result.error
+        # What the task wrote before the handler call (its finalizer) is reported with it.
+        assert [w["object"]["metadata"]["name"] for w in result.written] == ["answered-for"]
+        # When the call finally returns, nothing it computed is used: no ConfigMap, no status.
+        assert late.result(30).error_kind == "timeout"
+    cms = client.CoreV1Api(api.client()).list_namespaced_config_map("default").items
+    assert "answered-for" not in {cm.metadata.name for cm in cms}
+
+
+def test_handler_runner_serializes_calls_on_the_callers_threads():
+    from operatord.worker import HandlerRunner, HandlerTimeout, Wedged
+
+    runner = HandlerRunner(0.2)
+    threads = set()
+
+    def fn(request):
+        threads.add(threading.get_ident())
+        return request * 2
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda i: runner.call(fn, i, False), range(20))) == [
+            i * 2 for i in range(20)
+        ]
+    assert threads and threading.get_ident() not in threads
+    overran = []
+    runner.on_overrun = overran.append
+    release = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(runner.call, lambda _: release.wait(10), None, False)
+        wait_for(lambda: runner.running, 5)
+        second = pool.submit(runner.call, fn, 1, False)
+        wait_for(lambda: overran, 5, message="the watchdog reports the overrun")
+        with pytest.raises(Wedged):
+            second.result(5)
+        release.set()
+        with pytest.raises(HandlerTimeout):
+            first.result(5)
+    assert runner.wedged
+    with pytest.raises(Wedged):
+        runner.call(fn, 1, False)
 
 
 def test_no_write_after_the_lease_fence(api):
