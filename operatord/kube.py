@@ -27,24 +27,27 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-import urllib3
-
 from operatord.transport import HttpClient, TransportError
+
+if TYPE_CHECKING:  # imported where used: workers, whose calls all go through the lean client
+    import urllib3
 
 AUTH_REFRESH_SECONDS = 30.0
 
 # Callback for every finished request: (verb, status code or 0 for a connection error, seconds).
 RequestObserver = Callable[[str, int, float], None]
 
-_RETRYABLE_CONNECTION_ERRORS = (
-    urllib3.exceptions.HTTPError,  # ProtocolError, NewConnectionError, ReadTimeoutError, ...
-    TransportError,
-    ConnectionError,
-    TimeoutError,
-)
+_RETRYABLE_CONNECTION_ERRORS = (TransportError, ConnectionError, TimeoutError)
+
+
+def _urllib3_errors() -> tuple[type[BaseException], ...]:
+    """What urllib3 raises for a connection that failed (ProtocolError, ReadTimeoutError, ...)."""
+    import urllib3
+
+    return (urllib3.exceptions.HTTPError, *_RETRYABLE_CONNECTION_ERRORS)
 
 
 class ApiError(Exception):
@@ -178,6 +181,8 @@ class Connection:
         )
 
     def pool_manager(self) -> urllib3.PoolManager:
+        import urllib3
+
         args: dict[str, Any] = {
             "maxsize": self.pool_size,
             "cert_reqs": ssl.CERT_REQUIRED if self.verify else ssl.CERT_NONE,
@@ -252,17 +257,26 @@ class Kube:
         self._auth: tuple[float, dict] | None = None
         if isinstance(self.settings, Connection):
             self.api_client: Any = None  # a kubernetes ApiClient when built from settings
-            self._pool = self.settings.pool_manager()
+            self._pool_manager: Any = None  # urllib3's, built on first use (watches, proxies)
             self._host = self.settings.host.rstrip("/")
             self._base_headers = {"User-Agent": self.settings.user_agent}
             self._static_auth = dict(self.settings.headers)
         else:
             self.api_client = self.settings.build_api_client()
-            self._pool = self.api_client.rest_client.pool_manager
+            self._pool_manager = self.api_client.rest_client.pool_manager
             self._host = self.api_client.configuration.host.rstrip("/")
             self._base_headers = {"User-Agent": self.api_client.user_agent}
         # Request/answer calls go through the lean client; watches (streams) through urllib3.
         self._http = self.connection().http_client()
+
+    @property
+    def _pool(self) -> urllib3.PoolManager:
+        if self._pool_manager is None:
+            assert isinstance(self.settings, Connection)
+            with self._lock:
+                if self._pool_manager is None:
+                    self._pool_manager = self.settings.pool_manager()
+        return self._pool_manager
 
     def connection(self) -> Connection:
         """This client's connection as plain data, with its current credentials."""
@@ -294,8 +308,8 @@ class Kube:
                 self._http.close()
             if self.api_client is not None:
                 self.api_client.close()
-            else:
-                self._pool.clear()
+            elif self._pool_manager is not None:
+                self._pool_manager.clear()
         except Exception:  # noqa: BLE001 - closing must never raise
             pass
 
@@ -337,6 +351,8 @@ class Kube:
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
             payload = body if isinstance(body, str | bytes) else json.dumps(body)
+        import urllib3
+
         if isinstance(timeout, tuple):
             tmo = urllib3.Timeout(connect=timeout[0], read=timeout[1])
         else:
@@ -403,11 +419,14 @@ class Kube:
     ) -> tuple[int, str, bytes, str | None]:
         """One request, answer read whole: (status, reason, body, Retry-After header)."""
         if self._http is None:
-            resp = self._send(method, path, query, body, content_type, timeout)
             try:
-                data = resp.data
-            finally:
-                resp.release_conn()
+                resp = self._send(method, path, query, body, content_type, timeout)
+                try:
+                    data = resp.data
+                finally:
+                    resp.release_conn()
+            except _urllib3_errors() as exc:
+                raise TransportError(f"{type(exc).__name__}: {exc}") from exc
             return resp.status, resp.reason or "", data, resp.headers.get("Retry-After")
         headers = {"Accept": "application/json", **self._base_headers, **self._auth_headers()}
         if query:
@@ -596,9 +615,10 @@ class Kube:
         }
         read_timeout = idle_timeout or timeout_seconds + 30
         start = time.monotonic()
+        connection_errors = _urllib3_errors()
         try:
             resp = self._send("GET", res.path(namespace), query, None, None, (10, read_timeout))
-        except _RETRYABLE_CONNECTION_ERRORS as exc:
+        except connection_errors as exc:
             self._observe("watch", 0, start)
             raise ApiError(0, "ConnectionError", message=str(exc)) from exc
         self._observe("watch", resp.status, start)
@@ -620,7 +640,7 @@ class Kube:
                         yield json.loads(line)
             if buf.strip():
                 yield json.loads(buf)
-        except (*_RETRYABLE_CONNECTION_ERRORS, OSError) as exc:
+        except connection_errors + (OSError,) as exc:
             raise ApiError(0, "ConnectionError", message=str(exc)) from exc
         finally:
             raw.release_conn()

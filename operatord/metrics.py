@@ -29,19 +29,11 @@ import platform
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    ProcessCollector,
-    disable_created_metrics,
-    generate_latest,
-    start_http_server,
-)
-from prometheus_client.core import GaugeMetricFamily, Metric
+if TYPE_CHECKING:  # imported where used: worker processes record deltas without it
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client.core import GaugeMetricFamily, Metric
 
 PREFIX = "operatord_"
 
@@ -393,6 +385,15 @@ class Metrics:
         lease: str | None = None,
         max_concurrent: int | None = None,
     ) -> None:
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+            ProcessCollector,
+            disable_created_metrics,
+        )
+
         disable_created_metrics()
         self.controller = controller
         self._catalog = CollectorRegistry(auto_describe=True)
@@ -504,6 +505,8 @@ class Metrics:
 
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format."""
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry)
 
     def serve(self, port: int, host: str = "0.0.0.0") -> int:
@@ -513,6 +516,8 @@ class Metrics:
         """
         if self._server is not None:
             raise RuntimeError("metrics server already running")
+        from prometheus_client import start_http_server
+
         self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
         self.port = self._server.server_port
         return self.port
@@ -548,6 +553,8 @@ class _WatchActivityCollector:
 
     @staticmethod
     def _family(name: str) -> GaugeMetricFamily:
+        from prometheus_client.core import GaugeMetricFamily
+
         m = _BY_NAME[name]
         return GaugeMetricFamily(m.full_name, m.help, labels=list(m.labels))
 
@@ -728,6 +735,8 @@ class _ControllerRuntime:
         lease: str | None,
         max_concurrent: int | None = None,
     ) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
         self.controller = controller
         kw: dict[str, Any] = {"registry": registry}
         c = ("controller",)
