@@ -51,7 +51,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import multiprocess
 import structlog
 
 from operatord import protocol
@@ -68,7 +67,7 @@ from operatord.related import RelatedTypes
 from operatord.sharding import shard_for
 from operatord.shards import range_selector
 from operatord.shards import shard_of as _replica_shard_of
-from operatord.supervisor import WorkerGone, WorkerProcess
+from operatord.supervisor import WorkerGone, WorkerProcess, worker_context
 
 if TYPE_CHECKING:
     from operatord.metrics import Metrics
@@ -134,7 +133,7 @@ class Controller:
         metrics: Metrics,
         *,
         watch_timeout: int = 300,
-        start_method: str = "spawn",
+        start_method: str = "forkserver",
         lease_deadline: Callable[[], float | None] | None = None,
         event_interval: float = 60.0,
     ):
@@ -142,7 +141,7 @@ class Controller:
         self.settings = settings
         self.metrics = metrics
         self.watch_timeout = watch_timeout
-        self.ctx = multiprocess.get_context(start_method)
+        self.ctx = worker_context(start_method)
         self.kube = Kube(settings, on_request=self._observe_request)
         self.cache = Cache(config.parent_uid_label)
         self.lease_deadline = lease_deadline or (lambda: None)
@@ -787,7 +786,9 @@ class Controller:
         exiting = slot.proc.exiting
         code = slot.proc.exitcode()
         slot.proc.kill()
+        running = slot.proc.running_calls()  # final: the process is gone
         self.metrics.inc("worker_restarts_total")
+        culprits, suspects = _blame(victims, running, exiting)
         if exiting:
             log.warning(
                 "worker exited after a handler timeout; restarting it and requeueing its parents",
@@ -803,26 +804,40 @@ class Controller:
                 error=reason,
                 exit_code=code,
                 parents=len(victims),
+                culprits=len(culprits),
+                suspects=len(suspects),
             )
-        culprit = len(victims) == 1 and not exiting
         for v in victims:
-            if culprit:
-                self.suspects.add(v.uid)
+            if v.uid in culprits:
                 delay = slot.queue.add_rate_limited(v.uid)
                 self.metrics.inc("retries_total")
                 counter = "finalizes_total" if _finalizing(v.parent) else "syncs_total"
                 self.metrics.inc(counter, {"result": "crash"})
-                message = (
-                    f"the handler's worker process died while syncing this parent alone "
-                    f"(exit code {code}); retrying in {delay:.1f}s"
+                alone = (
+                    "alone" if len(victims) == 1 else f"with {len(victims) - 1} others in flight"
                 )
-                log.error("handler killed its worker", **self._parent_context(v.uid))
+                message = (
+                    f"the handler killed its worker process: it died (exit code {code}) while "
+                    f"the handler ran for this parent ({alone}); retrying in {delay:.1f}s"
+                )
+                log.error(
+                    "handler killed its worker", **self._parent_context(v.uid), exit_code=code
+                )
                 self.events.post(v.parent, "WorkerKilled", message)
-            elif not exiting:
+            elif v.uid in suspects:
                 self.suspects.add(v.uid)
-            self._finish(slot, v.uid, None, again=not culprit)
+            self._finish(slot, v.uid, None, again=v.uid not in culprits)
         if not self.stopping.is_set() and not slot.closed:
-            self.stopping.wait(slot.proc.restart_delay())
+            delay = slot.proc.restart_delay()
+            if delay > 0:
+                self.metrics.inc("worker_restart_delay_seconds_total", value=delay)
+                log.warning(
+                    "worker restarts are being paced",
+                    worker=slot.index,
+                    delay=round(delay, 3),
+                    recent_restarts=slot.proc.recent_restarts,
+                )
+            self.stopping.wait(delay)
             self._start_slot(slot)
 
     def _complete(self, slot: _Slot, result: SyncResult) -> None:
@@ -1021,6 +1036,30 @@ def refreeze_heap(frozen_at: float | None, every: float = GC_REFREEZE_SECONDS) -
     gc.collect()
     gc.freeze()
     return time.monotonic()
+
+
+def _blame(
+    victims: list[_InFlight], running: list[str | None], exiting: bool
+) -> tuple[set[str], set[str]]:
+    """(culprits, suspects) among the parents a dead worker held: culprits are charged a
+    crash, suspects are dispatched alone until one of their syncs finishes, the others are
+    requeued as if nothing happened.
+
+    ``running``: the calls its `CallBoard` showed running (None: unknown). One running call of
+    a held parent is the culprit; several (an async handler) are the suspects. Without a
+    running call that names held parents, a worker that held one parent blames it, and one that
+    held several makes them all suspects. A worker that announced its exit (``exiting``, a
+    stuck handler thread) blames nobody."""
+    if exiting or not victims:
+        return set(), set()
+    held = {v.uid for v in victims}
+    if running and all(uid in held for uid in running):
+        if len(running) == 1:
+            return {running[0]}, set()  # type: ignore[arg-type]
+        return set(), {uid for uid in running if uid is not None}
+    if len(victims) == 1:
+        return held, set()
+    return set(), held
 
 
 def _finalizing(parent: dict) -> bool:

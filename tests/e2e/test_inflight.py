@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from conftest import wait_for
 from kubernetes import client
 from widgets import create_widget, get_widget
@@ -65,14 +67,28 @@ def test_a_parent_that_kills_its_worker_is_isolated_and_backed_off(operator, kub
     assert "handler killed its worker" in op.output()
 
 
-def test_the_leader_starts_nothing_but_its_workers(operator, ns):
+def children(pid: int) -> list[int]:
+    return [int(k) for k in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+
+
+def rss_mib(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_the_leader_starts_its_fork_server_and_through_it_its_workers(operator, ns):
     op = operator(namespace=ns, workers=2)
     op.wait_ready()
-    pid = op.proc.pid
-    kids = [int(k) for k in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    kids = children(op.proc.pid)
     commands = [open(f"/proc/{k}/cmdline").read().replace("\0", " ") for k in kids]
-    assert len(kids) == 2, commands  # no resource tracker process: workers use only a pipe
-    assert all("spawn_main" in c for c in commands), commands
+    # no resource tracker process: workers use only a pipe (and their call board)
+    assert len(kids) == 1 and "multiprocess.forkserver" in commands[0], commands
+    workers = children(kids[0])
+    assert len(workers) == 2
+    assert all(rss_mib(w) < 45 for w in workers), [rss_mib(w) for w in workers]
+    assert not [f for f in os.listdir("/dev/shm") if f.startswith("operatord-calls-")]
 
 
 def test_a_handler_records_normal_events_on_its_parent(operator, kube, ns):
