@@ -67,7 +67,7 @@ from operatord.related import RelatedTypes
 from operatord.sharding import shard_for
 from operatord.shards import range_selector
 from operatord.shards import shard_of as _replica_shard_of
-from operatord.supervisor import WorkerGone, WorkerProcess, worker_context
+from operatord.supervisor import RestartPacer, WorkerGone, WorkerProcess, worker_context
 
 if TYPE_CHECKING:
     from operatord.metrics import Metrics
@@ -123,6 +123,12 @@ class _Slot:
         self.suspect_queue: deque[str] = deque()
         self.last_message = time.monotonic()
         self.closed = False
+        self.pacer = RestartPacer()
+        # A started, idle worker process that replaces `proc` at once when it dies; kept only
+        # while this worker keeps dying (a restart within the pacer's window).
+        self.spare: WorkerProcess | None = None
+        self.spare_starting = False
+        self.spare_lock = threading.Lock()
 
 
 class Controller:
@@ -480,6 +486,8 @@ class Controller:
         )
 
     def _start_slot(self, slot: _Slot) -> None:
+        if self._adopt_spare(slot):
+            return
         delay = 0.5
         while not self.stopping.is_set():
             try:
@@ -497,6 +505,80 @@ class Controller:
                 slot.cond.notify_all()
             return
 
+    def _adopt_spare(self, slot: _Slot) -> bool:
+        """Replace the slot's process by its spare, if it has a live one; brought up to date
+        with the current credentials and lease fences first."""
+        with slot.spare_lock:
+            spare, slot.spare = slot.spare, None
+        if spare is None:
+            return False
+        try:
+            if not spare.alive():
+                raise WorkerGone("the spare worker is gone")
+            spare.send(protocol.Credentials(self._credentials.headers))
+            if self.sharded:
+                for k in sorted(self.owned):
+                    spare.send(protocol.LeaseUpdate(self.shard_deadline(k), k))
+            else:
+                spare.send(protocol.LeaseUpdate(self.lease_deadline()))
+        except WorkerGone as exc:
+            log.warning(
+                "spare worker unusable; starting a fresh one", worker=slot.index, error=str(exc)
+            )
+            spare.kill()
+            return False
+        slot.proc = spare
+        log.info("spare worker took over", worker=slot.index, pid=spare.pid)
+        with slot.cond:
+            slot.last_message = time.monotonic()
+            slot.ready = True
+            slot.cond.notify_all()
+        return True
+
+    def _prepare_spare(self, slot: _Slot) -> None:
+        """Start a spare for ``slot`` in the background, unless it has one (or one starting)."""
+        with slot.spare_lock:
+            if slot.spare is not None or slot.spare_starting or slot.closed:
+                return
+            slot.spare_starting = True
+
+        def start() -> None:
+            proc = WorkerProcess(
+                slot.index, slot.proc.config_dict, slot.proc.connection_dict, self.ctx
+            )
+            try:
+                proc.start()
+            except WorkerGone as exc:
+                log.warning("spare worker failed to start", worker=slot.index, error=str(exc))
+                proc.kill()
+                return
+            finally:
+                with slot.spare_lock:
+                    slot.spare_starting = False
+            with slot.spare_lock:
+                if not (slot.closed or self.stopping.is_set()):
+                    slot.spare, proc = proc, None
+            if proc is not None:
+                proc.stop()
+
+        threading.Thread(target=start, name=f"spare-{slot.index}", daemon=True).start()
+
+    def _retire_spares(self) -> None:
+        """Stop the spares of workers that stopped dying."""
+        for slot in self.slots:
+            if slot.spare is not None and slot.pacer.quiet():
+                with slot.spare_lock:
+                    spare, slot.spare = slot.spare, None
+                if spare is not None:
+                    spare.stop()
+
+    def _drop_spares(self, kill: bool) -> None:
+        for slot in self.slots:
+            with slot.spare_lock:
+                spare, slot.spare = slot.spare, None
+            if spare is not None:
+                spare.kill() if kill else spare.stop()
+
     def stop(self, drain_timeout: float = 30.0) -> None:
         """Stop dispatching, wait for in-flight syncs (bounded), stop workers and informers."""
         self.stopping.set()
@@ -513,6 +595,7 @@ class Controller:
             t.join(max(deadline - time.monotonic(), 0.1))
         for slot in self.slots:
             slot.proc.stop()
+        self._drop_spares(kill=False)
         self.events.flush(max(deadline - time.monotonic(), 0.5))
         self.events.stop()
         self.kube.close()
@@ -630,6 +713,7 @@ class Controller:
         for slot in self.slots:
             slot.closed = True
             slot.proc.kill()
+        self._drop_spares(kill=True)
 
     # ---- dispatch -------------------------------------------------------------------------
 
@@ -828,17 +912,18 @@ class Controller:
                 self.suspects.add(v.uid)
             self._finish(slot, v.uid, None, again=v.uid not in culprits)
         if not self.stopping.is_set() and not slot.closed:
-            delay = slot.proc.restart_delay()
+            delay = slot.pacer.next_delay()
             if delay > 0:
                 self.metrics.inc("worker_restart_delay_seconds_total", value=delay)
                 log.warning(
                     "worker restarts are being paced",
                     worker=slot.index,
                     delay=round(delay, 3),
-                    recent_restarts=slot.proc.recent_restarts,
+                    recent_restarts=slot.pacer.recent,
                 )
             self.stopping.wait(delay)
             self._start_slot(slot)
+            self._prepare_spare(slot)
 
     def _complete(self, slot: _Slot, result: SyncResult) -> None:
         uid = result.uid
@@ -973,6 +1058,7 @@ class Controller:
                         self.update_lease(valid_until)
                         pushed = valid_until
                 self._frozen_at = refreeze_heap(self._frozen_at)
+                self._retire_spares()
             except Exception:  # noqa: BLE001 - housekeeping must not kill the loop
                 log.exception("housekeeping failed")
             if self.stopping.wait(0.25):  # lease renewals reach the workers within this

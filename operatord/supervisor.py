@@ -11,7 +11,7 @@ Guarantees:
   `WorkerGone` (it died, or stayed silent past ``ready_timeout``).
 - `send` and `receive` move `operatord.protocol` messages; any failure of the process or the
   pipe surfaces as `WorkerGone`, never as a hang: `receive` waits at most its timeout.
-- Restarts are paced (`restart_delay`): the first ``RESTART_BURST`` restarts of a worker
+- Restarts are paced (`RestartPacer`): the first ``RESTART_BURST`` restarts of a worker
   within a minute are immediate, each further one waits twice as long as the one before
   (0.1 s, 0.2 s, ... capped at 30 s), so handlers that kill their process cannot turn the
   leader into a fork bomb.
@@ -76,6 +76,41 @@ def worker_context(start_method: str = "forkserver") -> Any:
     return ctx
 
 
+class RestartPacer:
+    """How long the replacement of one worker waits: nothing for the first ``burst`` restarts
+    within ``window`` seconds, then ``initial`` doubling with each further one, capped at
+    ``maximum``."""
+
+    def __init__(
+        self,
+        burst: int = RESTART_BURST,
+        initial: float = 0.1,
+        maximum: float = 30.0,
+        window: float = 60.0,
+    ):
+        self.burst, self.initial, self.maximum, self.window = burst, initial, maximum, window
+        self._recent: list[float] = []
+
+    def next_delay(self) -> float:
+        """Count one restart (now) and return how long it waits."""
+        now = time.monotonic()
+        self._recent = [t for t in self._recent if now - t < self.window]
+        n = len(self._recent)
+        self._recent.append(now)
+        if n < self.burst:
+            return 0.0
+        return min(self.initial * 2 ** (n - self.burst), self.maximum)
+
+    @property
+    def recent(self) -> int:
+        """Restarts counted within the window (as of the last `next_delay`)."""
+        return len(self._recent)
+
+    def quiet(self) -> bool:
+        """No restart within the window."""
+        return not self._recent or time.monotonic() - self._recent[-1] >= self.window
+
+
 class WorkerGone(Exception):
     """The worker process died, broke its pipe, or missed its deadline."""
 
@@ -90,11 +125,6 @@ class WorkerProcess:
         config_dict: dict,
         connection_dict: dict,
         ctx: Any,
-        *,
-        restart_burst: int = RESTART_BURST,
-        restart_initial: float = 0.1,
-        restart_max: float = 30.0,
-        restart_window: float = 60.0,
     ):
         self.index = index
         self.config_dict = config_dict
@@ -102,14 +132,8 @@ class WorkerProcess:
         self.ctx = ctx
         self.process: Any = None  # a multiprocess Process, once started
         self.conn: Any = None  # its multiprocess Connection
-        self.restarts = 0  # replacements so far
         self.exiting = False  # the worker announced that it exits after its last message
         self._send_lock = threading.Lock()
-        self._restart_burst = restart_burst
-        self._restart_initial = restart_initial
-        self._restart_max = restart_max
-        self._restart_window = restart_window
-        self._recent_restarts: list[float] = []
         # Entries of the call board: the handler thread, and one per async call in flight.
         self.board_entries = 1 + int(config_dict.get("inFlightPerWorker", 16))
         self.board: protocol.CallBoard | None = None
@@ -164,24 +188,6 @@ class WorkerProcess:
         """The parents whose handler calls the worker is running (or was, when it died): see
         `protocol.CallBoard.running`. Meaningful once the process is gone."""
         return self.board.running() if self.board is not None else [None]
-
-    def restart_delay(self) -> float:
-        """How long to wait before the next replacement: none for the first
-        ``restart_burst`` restarts within ``restart_window`` seconds, then
-        ``restart_initial`` doubling with each further one, capped at ``restart_max``."""
-        now = time.monotonic()
-        self._recent_restarts = [t for t in self._recent_restarts if now - t < self._restart_window]
-        n = len(self._recent_restarts)
-        self._recent_restarts.append(now)
-        self.restarts += 1
-        if n < self._restart_burst:
-            return 0.0
-        return min(self._restart_initial * 2 ** (n - self._restart_burst), self._restart_max)
-
-    @property
-    def recent_restarts(self) -> int:
-        """Restarts within the pacing window (as of the last `restart_delay`)."""
-        return len(self._recent_restarts)
 
     def send(self, message: Message) -> None:
         data = protocol.encode(message)
