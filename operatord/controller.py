@@ -556,9 +556,10 @@ class Controller:
                 with slot.spare_lock:
                     slot.spare_starting = False
             with slot.spare_lock:
-                if not (slot.closed or self.stopping.is_set()):
-                    slot.spare, proc = proc, None
-            if proc is not None:
+                kept = not (slot.closed or self.stopping.is_set())
+                if kept:
+                    slot.spare = proc
+            if not kept:
                 proc.stop()
 
         threading.Thread(target=start, name=f"spare-{slot.index}", daemon=True).start()
