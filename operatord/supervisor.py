@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import multiprocess
@@ -87,13 +88,15 @@ class RestartPacer:
         initial: float = 0.1,
         maximum: float = 30.0,
         window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.burst, self.initial, self.maximum, self.window = burst, initial, maximum, window
+        self._clock = clock
         self._recent: list[float] = []
 
     def next_delay(self) -> float:
         """Count one restart (now) and return how long it waits."""
-        now = time.monotonic()
+        now = self._clock()
         self._recent = [t for t in self._recent if now - t < self.window]
         n = len(self._recent)
         self._recent.append(now)
@@ -108,7 +111,7 @@ class RestartPacer:
 
     def quiet(self) -> bool:
         """No restart within the window."""
-        return not self._recent or time.monotonic() - self._recent[-1] >= self.window
+        return not self._recent or self._clock() - self._recent[-1] >= self.window
 
 
 class WorkerGone(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 
 from conftest import wait_for
@@ -65,6 +66,68 @@ def test_a_parent_that_kills_its_worker_is_isolated_and_backed_off(operator, kub
     killed = [e for e in events_about(kube, ns, "crasher") if e.reason == "WorkerKilled"]
     assert len(killed) == 1 and killed[0].count == 1
     assert "handler killed its worker" in op.output()
+
+
+def test_the_first_crash_names_its_culprit_however_many_parents_are_in_flight(operator, kube, ns):
+    # The handler thread runs one call at a time (0.3 s each): the crasher's call comes while
+    # the parents created after it wait in flight on the same worker.
+    op = operator(namespace=ns, workers=1, inFlightPerWorker=16)
+    before = [f"b{i}" for i in range(3)]
+    after = [f"a{i}" for i in range(3)]
+    for name in before:
+        create_widget(kube, ns, name, size=1, sleep=0.3)
+    wait_for(lambda: op.metric("operatord_in_flight", worker="0") >= 3, 30, message="in flight")
+    create_widget(kube, ns, "crasher", size=1, crash=True)
+    for name in after:
+        create_widget(kube, ns, name, size=1, sleep=0.3)
+    event = wait_for(
+        lambda: [e for e in events_about(kube, ns, "crasher") if e.reason == "WorkerKilled"],
+        60,
+        message="WorkerKilled event on the crasher",
+    )[0]
+    assert "the handler killed its worker process" in event.message
+    lost = [r for r in op.log_records() if r.get("event", "").startswith("worker lost")]
+    # Named at once by the call board: charged, and nobody else suspected or charged.
+    assert lost[0]["parents"] >= 2, lost[0]
+    assert (lost[0]["culprits"], lost[0]["suspects"]) == (1, 0), lost[0]
+    for name in before + after:
+        wait_for(lambda name=name: ready(kube, ns, name), 60, message=f"{name} ready")
+    assert not [e for n in before + after for e in events_about(kube, ns, n)]
+    assert op.metric("operatord_syncs_total", result="crash") >= 1
+    lost = [r for r in op.log_records() if r.get("event", "").startswith("worker lost")]
+    assert all(r["culprits"] == 1 for r in lost), lost  # every death was charged to the crasher
+
+
+def test_worker_restarts_adopt_a_spare_and_are_paced_after_a_burst(operator, kube, ns):
+    op = operator(namespace=ns, workers=1, backoff={"initialSeconds": 0.01, "maxSeconds": 0.02})
+    create_widget(kube, ns, "crasher", size=1, crash=True)
+    wait_for(
+        lambda: op.metric("operatord_worker_restart_delay_seconds_total") > 0,
+        60,
+        message="restart pacing",
+    )
+    records = op.log_records()
+    events = [r["event"] for r in records]
+    assert "spare worker took over" in events
+    paced = [r for r in records if r["event"] == "worker restarts are being paced"]
+    assert paced[0]["recent_restarts"] == 11 and paced[0]["delay"] == 0.1  # after 10 at once
+    # The burst: each replacement was ready soon after its worker was lost.
+    times = [(r["event"], r["timestamp"]) for r in records]
+    gaps = []
+    for i, (event, at) in enumerate(times):
+        if event.startswith("worker lost"):
+            nxt = next(
+                (t for e, t in times[i + 1 :] if e in ("spare worker took over", "worker started")),
+                None,
+            )
+            if nxt is not None:
+                gaps.append(_seconds(nxt) - _seconds(at))
+    burst = sorted(gaps[:10])
+    assert burst[len(burst) // 2] < 0.2, gaps
+
+
+def _seconds(timestamp: str) -> float:
+    return datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
 def children(pid: int) -> list[int]:
