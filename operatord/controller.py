@@ -19,12 +19,19 @@ Guarantees:
   a Warning Event on the parent (rate-limited in the leader, so the limit outlives worker
   restarts); success resets the backoff. Periodic resync goes through the low-priority lane.
 - A worker that dies, or stays silent past its deadline while holding parents, is replaced and
-  every parent it held is requeued: nothing is lost. When it held one parent, that parent is
-  charged a failure (and an Event says its handler killed the worker). When it held several,
-  none is charged; they become *suspects*, and a suspect is dispatched alone until one of its
-  syncs finishes, so a parent that keeps killing its worker is found and backed off while the
-  others proceed. Parents a worker gives back because its handler thread is stuck are
-  requeued uncharged.
+  every parent it held is requeued: nothing is lost. Whose handler call was running when it
+  died is read from its `protocol.CallBoard`: exactly one call of a held parent names the
+  culprit, which is charged a failure (backoff, ``syncs_total{result="crash"}``, a
+  ``WorkerKilled`` Event) while every other parent it held is requeued uncharged and
+  unsuspected. Several running calls (an async handler) make those parents *suspects*; with
+  no usable mark, a worker that held one parent blames it and one that held several makes
+  them all suspects. A suspect is dispatched alone until one of its syncs finishes, so a
+  parent that keeps killing its worker is found and backed off while the others proceed.
+  Parents a worker gives back because its handler thread is stuck are requeued uncharged.
+- Replacements are paced per worker (`supervisor.RestartPacer`: 10 at once per minute, then
+  doubling waits up to 30 s, counted in ``worker_restart_delay_seconds_total``). After a
+  death the worker keeps a started spare process, which the next replacement adopts at once;
+  the spare is stopped after a minute without deaths.
 - No dispatch after the lease fence (``lease_deadline()``, monotonic); workers receive the
   fence with every task and with every renewal (`update_lease`).
 - `stop()` stops taking new work, lets in-flight syncs finish (bounded by ``drain_timeout``)

@@ -21,7 +21,12 @@ Guarantees:
   starts a fresh worker.
 - No write after the lease fence (``SyncTask.lease_valid_until`` / `LeaseUpdate`, monotonic;
   for a task with a replica ``shard``, that shard's lease and its renewals only) or once the
-  leader process is gone; a worker whose leader is gone exits within ~0.1 s.
+  leader process is gone; a worker whose leader is gone exits at once. The leader is watched
+  through the pipe end ``multiprocess`` keeps for it, not through the parent pid (a worker
+  forked by the fork server is not the leader's child).
+- Every handler call (sync, related, finalize) is marked on the worker's `protocol.CallBoard`
+  with its parent's uid from its start until it returns, so the leader can name the parent
+  whose call was running if the process dies.
 - Only plain data crosses the pipe (`operatord.protocol`).
 """
 
