@@ -5,7 +5,7 @@ on a fresh embedded API server: N healthy Widgets alone, then the same N healthy
 together with C Widgets whose handler calls os._exit (spec.crash). Reports both converge times
 of the healthy parents, their ratio, and the worker restarts the crashers caused.
 
-    python bench/crashers.py --healthy 100 --crashers 3
+    python bench/crashers.py --healthy 100 --crashers 3 --runs 7
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -77,9 +78,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--healthy", type=int, default=100)
     ap.add_argument("--crashers", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=1, help="pairs of runs; a median row follows")
     args = ap.parse_args()
-    alone, _ = run(args.healthy, 0)
-    mixed, restarts = run(args.healthy, args.crashers)
     print(
         f"# operatord next to crashing handlers — {platform.python_version()}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
@@ -88,10 +88,20 @@ def main() -> None:
         "| healthy | crashers | converge alone (s) | converge with crashers (s) | ratio | worker restarts |"
     )
     print("|---|---|---|---|---|---|")
-    print(
-        f"| {args.healthy} | {args.crashers} | {alone:.2f} | {mixed:.2f} | "
-        f"{mixed / alone:.2f}x | {restarts:.0f} |"
-    )
+    rows = []
+    for _ in range(args.runs):
+        alone, _ = run(args.healthy, 0)
+        mixed, restarts = run(args.healthy, args.crashers)
+        rows.append((alone, mixed, mixed / alone, restarts))
+        print(
+            f"| {args.healthy} | {args.crashers} | {alone:.2f} | {mixed:.2f} | "
+            f"{mixed / alone:.2f}x | {restarts:.0f} |",
+            flush=True,
+        )
+    if args.runs > 1:
+        med = [statistics.median(col) for col in zip(*rows, strict=True)]
+        print(f"| median | | {med[0]:.2f} | {med[1]:.2f} | {med[2]:.2f}x | {med[3]:.0f} |")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

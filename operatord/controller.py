@@ -19,12 +19,19 @@ Guarantees:
   a Warning Event on the parent (rate-limited in the leader, so the limit outlives worker
   restarts); success resets the backoff. Periodic resync goes through the low-priority lane.
 - A worker that dies, or stays silent past its deadline while holding parents, is replaced and
-  every parent it held is requeued: nothing is lost. When it held one parent, that parent is
-  charged a failure (and an Event says its handler killed the worker). When it held several,
-  none is charged; they become *suspects*, and a suspect is dispatched alone until one of its
-  syncs finishes, so a parent that keeps killing its worker is found and backed off while the
-  others proceed. Parents a worker gives back because its handler is stuck in a call are
-  requeued uncharged.
+  every parent it held is requeued: nothing is lost. Whose handler call was running when it
+  died is read from its `protocol.CallBoard`: exactly one call of a held parent names the
+  culprit, which is charged a failure (backoff, ``syncs_total{result="crash"}``, a
+  ``WorkerKilled`` Event) while every other parent it held is requeued uncharged and
+  unsuspected. Several running calls (an async handler) make those parents *suspects*; with
+  no usable mark, a worker that held one parent blames it and one that held several makes
+  them all suspects. A suspect is dispatched alone until one of its syncs finishes, so a
+  parent that keeps killing its worker is found and backed off while the others proceed.
+  Parents a worker gives back because its handler is stuck in a call are requeued uncharged.
+- Replacements are paced per worker (`supervisor.RestartPacer`: 10 at once per minute, then
+  doubling waits up to 30 s, counted in ``worker_restart_delay_seconds_total``). After a
+  death the worker keeps a started spare process, which the next replacement adopts at once;
+  the spare is stopped after a minute without deaths.
 - No dispatch after the lease fence (``lease_deadline()``, monotonic); workers receive the
   fence with every task and with every renewal (`update_lease`).
 - `stop()` stops taking new work, lets in-flight syncs finish (bounded by ``drain_timeout``)
@@ -51,7 +58,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import multiprocess
 import structlog
 
 from operatord import protocol
@@ -68,7 +74,7 @@ from operatord.related import RelatedTypes
 from operatord.sharding import shard_for
 from operatord.shards import range_selector
 from operatord.shards import shard_of as _replica_shard_of
-from operatord.supervisor import WorkerGone, WorkerProcess
+from operatord.supervisor import RestartPacer, WorkerGone, WorkerProcess, worker_context
 
 if TYPE_CHECKING:
     from operatord.metrics import Metrics
@@ -124,6 +130,12 @@ class _Slot:
         self.suspect_queue: deque[str] = deque()
         self.last_message = time.monotonic()
         self.closed = False
+        self.pacer = RestartPacer()
+        # A started, idle worker process that replaces `proc` at once when it dies; kept only
+        # while this worker keeps dying (a restart within the pacer's window).
+        self.spare: WorkerProcess | None = None
+        self.spare_starting = False
+        self.spare_lock = threading.Lock()
 
 
 class Controller:
@@ -134,7 +146,7 @@ class Controller:
         metrics: Metrics,
         *,
         watch_timeout: int = 300,
-        start_method: str = "spawn",
+        start_method: str = "forkserver",
         lease_deadline: Callable[[], float | None] | None = None,
         event_interval: float = 60.0,
     ):
@@ -142,7 +154,7 @@ class Controller:
         self.settings = settings
         self.metrics = metrics
         self.watch_timeout = watch_timeout
-        self.ctx = multiprocess.get_context(start_method)
+        self.ctx = worker_context(start_method)
         self.kube = Kube(settings, on_request=self._observe_request)
         self.cache = Cache(config.parent_uid_label)
         self.lease_deadline = lease_deadline or (lambda: None)
@@ -481,6 +493,8 @@ class Controller:
         )
 
     def _start_slot(self, slot: _Slot) -> None:
+        if self._adopt_spare(slot):
+            return
         delay = 0.5
         while not self.stopping.is_set():
             try:
@@ -498,6 +512,81 @@ class Controller:
                 slot.cond.notify_all()
             return
 
+    def _adopt_spare(self, slot: _Slot) -> bool:
+        """Replace the slot's process by its spare, if it has a live one; brought up to date
+        with the current credentials and lease fences first."""
+        with slot.spare_lock:
+            spare, slot.spare = slot.spare, None
+        if spare is None:
+            return False
+        try:
+            if not spare.alive():
+                raise WorkerGone("the spare worker is gone")
+            spare.send(protocol.Credentials(self._credentials.headers))
+            if self.sharded:
+                for k in sorted(self.owned):
+                    spare.send(protocol.LeaseUpdate(self.shard_deadline(k), k))
+            else:
+                spare.send(protocol.LeaseUpdate(self.lease_deadline()))
+        except WorkerGone as exc:
+            log.warning(
+                "spare worker unusable; starting a fresh one", worker=slot.index, error=str(exc)
+            )
+            spare.kill()
+            return False
+        slot.proc = spare
+        log.info("spare worker took over", worker=slot.index, pid=spare.pid)
+        with slot.cond:
+            slot.last_message = time.monotonic()
+            slot.ready = True
+            slot.cond.notify_all()
+        return True
+
+    def _prepare_spare(self, slot: _Slot) -> None:
+        """Start a spare for ``slot`` in the background, unless it has one (or one starting)."""
+        with slot.spare_lock:
+            if slot.spare is not None or slot.spare_starting or slot.closed:
+                return
+            slot.spare_starting = True
+
+        def start() -> None:
+            proc = WorkerProcess(
+                slot.index, slot.proc.config_dict, slot.proc.connection_dict, self.ctx
+            )
+            try:
+                proc.start()
+            except WorkerGone as exc:
+                log.warning("spare worker failed to start", worker=slot.index, error=str(exc))
+                proc.kill()
+                return
+            finally:
+                with slot.spare_lock:
+                    slot.spare_starting = False
+            with slot.spare_lock:
+                kept = not (slot.closed or self.stopping.is_set())
+                if kept:
+                    slot.spare = proc
+            if not kept:
+                proc.stop()
+
+        threading.Thread(target=start, name=f"spare-{slot.index}", daemon=True).start()
+
+    def _retire_spares(self) -> None:
+        """Stop the spares of workers that stopped dying."""
+        for slot in self.slots:
+            if slot.spare is not None and slot.pacer.quiet():
+                with slot.spare_lock:
+                    spare, slot.spare = slot.spare, None
+                if spare is not None:
+                    spare.stop()
+
+    def _drop_spares(self, kill: bool) -> None:
+        for slot in self.slots:
+            with slot.spare_lock:
+                spare, slot.spare = slot.spare, None
+            if spare is not None:
+                spare.kill() if kill else spare.stop()
+
     def stop(self, drain_timeout: float = 30.0) -> None:
         """Stop dispatching, wait for in-flight syncs (bounded), stop workers and informers."""
         self.stopping.set()
@@ -514,6 +603,7 @@ class Controller:
             t.join(max(deadline - time.monotonic(), 0.1))
         for slot in self.slots:
             slot.proc.stop()
+        self._drop_spares(kill=False)
         self.events.flush(max(deadline - time.monotonic(), 0.5))
         self.events.stop()
         self.kube.close()
@@ -631,6 +721,7 @@ class Controller:
         for slot in self.slots:
             slot.closed = True
             slot.proc.kill()
+        self._drop_spares(kill=True)
 
     # ---- dispatch -------------------------------------------------------------------------
 
@@ -787,7 +878,9 @@ class Controller:
         exiting = slot.proc.exiting
         code = slot.proc.exitcode()
         slot.proc.kill()
+        running = slot.proc.running_calls()  # final: the process is gone
         self.metrics.inc("worker_restarts_total")
+        culprits, suspects = _blame(victims, running, exiting)
         if exiting:
             log.warning(
                 "worker exited after a handler timeout; restarting it and requeueing its parents",
@@ -803,27 +896,42 @@ class Controller:
                 error=reason,
                 exit_code=code,
                 parents=len(victims),
+                culprits=len(culprits),
+                suspects=len(suspects),
             )
-        culprit = len(victims) == 1 and not exiting
         for v in victims:
-            if culprit:
-                self.suspects.add(v.uid)
+            if v.uid in culprits:
                 delay = slot.queue.add_rate_limited(v.uid)
                 self.metrics.inc("retries_total")
                 counter = "finalizes_total" if _finalizing(v.parent) else "syncs_total"
                 self.metrics.inc(counter, {"result": "crash"})
-                message = (
-                    f"the handler's worker process died while syncing this parent alone "
-                    f"(exit code {code}); retrying in {delay:.1f}s"
+                alone = (
+                    "alone" if len(victims) == 1 else f"with {len(victims) - 1} others in flight"
                 )
-                log.error("handler killed its worker", **self._parent_context(v.uid))
+                message = (
+                    f"the handler killed its worker process: it died (exit code {code}) while "
+                    f"the handler ran for this parent ({alone}); retrying in {delay:.1f}s"
+                )
+                log.error(
+                    "handler killed its worker", **self._parent_context(v.uid), exit_code=code
+                )
                 self.events.post(v.parent, "WorkerKilled", message)
-            elif not exiting:
+            elif v.uid in suspects:
                 self.suspects.add(v.uid)
-            self._finish(slot, v.uid, None, again=not culprit)
+            self._finish(slot, v.uid, None, again=v.uid not in culprits)
         if not self.stopping.is_set() and not slot.closed:
-            self.stopping.wait(slot.proc.restart_delay())
+            delay = slot.pacer.next_delay()
+            if delay > 0:
+                self.metrics.inc("worker_restart_delay_seconds_total", value=delay)
+                log.warning(
+                    "worker restarts are being paced",
+                    worker=slot.index,
+                    delay=round(delay, 3),
+                    recent_restarts=slot.pacer.recent,
+                )
+            self.stopping.wait(delay)
             self._start_slot(slot)
+            self._prepare_spare(slot)
 
     def _complete(self, slot: _Slot, result: SyncResult) -> None:
         uid = result.uid
@@ -958,6 +1066,7 @@ class Controller:
                         self.update_lease(valid_until)
                         pushed = valid_until
                 self._frozen_at = refreeze_heap(self._frozen_at)
+                self._retire_spares()
             except Exception:  # noqa: BLE001 - housekeeping must not kill the loop
                 log.exception("housekeeping failed")
             if self.stopping.wait(0.25):  # lease renewals reach the workers within this
@@ -1021,6 +1130,30 @@ def refreeze_heap(frozen_at: float | None, every: float = GC_REFREEZE_SECONDS) -
     gc.collect()
     gc.freeze()
     return time.monotonic()
+
+
+def _blame(
+    victims: list[_InFlight], running: list[str | None], exiting: bool
+) -> tuple[set[str], set[str]]:
+    """(culprits, suspects) among the parents a dead worker held: culprits are charged a
+    crash, suspects are dispatched alone until one of their syncs finishes, the others are
+    requeued as if nothing happened.
+
+    ``running``: the calls its `CallBoard` showed running (None: unknown). One running call of
+    a held parent is the culprit; several (an async handler) are the suspects. Without a
+    running call that names held parents, a worker that held one parent blames it, and one that
+    held several makes them all suspects. A worker that announced its exit (``exiting``, a
+    stuck handler thread) blames nobody."""
+    if exiting or not victims:
+        return set(), set()
+    held = {v.uid for v in victims}
+    if running and all(uid in held for uid in running):
+        if len(running) == 1:
+            return {running[0]}, set()  # type: ignore[arg-type]
+        return set(), {uid for uid in running if uid is not None}
+    if len(victims) == 1:
+        return held, set()
+    return set(), held
 
 
 def _finalizing(parent: dict) -> bool:

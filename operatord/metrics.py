@@ -212,6 +212,12 @@ CATALOG: tuple[MetricSpec, ...] = (
         "Worker processes restarted after dying.",
     ),
     MetricSpec(
+        "worker_restart_delay_seconds_total",
+        "counter",
+        "Seconds worker restarts waited for their pacing: the first 10 restarts of a worker "
+        "within a minute start at once, each further one waits twice as long (0.1 s up to 30 s).",
+    ),
+    MetricSpec(
         "api_requests_total",
         "counter",
         "Kubernetes API requests, by HTTP verb and status code ('error' when no response).",

@@ -10,16 +10,24 @@ Guarantees:
   unless the worker process dies (the leader then requeues what it had in flight).
 - `next_step` is the single place that maps a result to the work queue's next step; it needs
   no process and no queue, so it is tested on its own.
+- `CallBoard`: besides the pipe, the only thing the two processes share. It records which
+  parents' handler calls a worker is running, without a message or a system call, and stays
+  readable by the leader after the worker died (so a crash is attributed to the call that
+  was running).
 """
 
 from __future__ import annotations
 
+import mmap
+import os
 import pickle
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "ABANDONED",
+    "CallBoard",
     "Credentials",
     "ERROR",
     "FINALIZED",
@@ -206,6 +214,116 @@ def decode(data: bytes) -> Tasks | Results | LeaseUpdate | Credentials | Stop | 
     except (pickle.UnpicklingError, TypeError, IndexError, EOFError) as exc:
         raise ValueError(f"undecodable message: {exc}") from exc
     raise ValueError(f"unknown message {op!r}")
+
+
+# ---- the call board ---------------------------------------------------------------------------
+
+
+class CallBoard:
+    """Which parents' handler calls a worker is running, in a small file both processes map.
+
+    The leader creates the board (`create`) and passes its path to the worker as plain data;
+    the worker maps it (`attach`) before it says Ready, and the leader then unlinks the file
+    (`unlink`), so nothing is left behind whoever dies. Marking a call writes a few bytes into
+    shared memory: no message, no system call. The mapping outlives the worker process, so
+    after the worker died, `running` tells the leader whose calls were running at that moment.
+
+    Entry 0 belongs to the synchronous handler thread (one call at a time); entries 1..n to the
+    calls of an ``async def`` handler running on the event loop thread. Each entry has a single
+    writer thread. An entry holds a length byte (0: free; `UNKNOWN`: a call whose uid is not
+    recorded) and the uid; the uid is written before its length, so a process that dies
+    mid-mark leaves the entry free, never a wrong uid. Calls beyond the last entry are counted
+    in the header as unknown.
+    """
+
+    ENTRY = 128
+    UNKNOWN = 255
+    _HEADER = 8  # byte 0: calls running without an entry
+
+    def __init__(self, path: str, entries: int, mapping: mmap.mmap):
+        self.path = path
+        self.entries = entries
+        self._mm = mapping
+        self._free = list(range(entries - 1, 0, -1))  # async entries (used by one thread)
+
+    @staticmethod
+    def size(entries: int) -> int:
+        return CallBoard._HEADER + entries * CallBoard.ENTRY
+
+    @classmethod
+    def create(cls, entries: int) -> CallBoard:
+        """A new, empty board in shared memory (/dev/shm when there is one)."""
+        directory = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        fd, path = tempfile.mkstemp(prefix="operatord-calls-", dir=directory)
+        try:
+            os.ftruncate(fd, cls.size(entries))
+            mapping = mmap.mmap(fd, cls.size(entries))
+        finally:
+            os.close(fd)
+        return cls(path, entries, mapping)
+
+    @classmethod
+    def attach(cls, path: str, entries: int) -> CallBoard:
+        """The board the leader created at ``path`` (in the worker)."""
+        fd = os.open(path, os.O_RDWR)
+        try:
+            mapping = mmap.mmap(fd, cls.size(entries))
+        finally:
+            os.close(fd)
+        return cls(path, entries, mapping)
+
+    def unlink(self) -> None:
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.unlink()
+        self._mm.close()
+
+    def mark(self, entry: int, uid: str) -> None:
+        """Entry ``entry`` runs a call for ``uid`` (only that entry's thread may call this)."""
+        off = self._HEADER + entry * self.ENTRY
+        data = uid.encode()
+        if len(data) < self.ENTRY and len(data) < self.UNKNOWN:
+            self._mm[off + 1 : off + 1 + len(data)] = data
+            self._mm[off] = len(data)
+        else:
+            self._mm[off] = self.UNKNOWN
+
+    def clear(self, entry: int) -> None:
+        self._mm[self._HEADER + entry * self.ENTRY] = 0
+
+    def enter(self, uid: str) -> int:
+        """Mark an async call; returns its entry for `leave` (-1: none free, counted as
+        unknown). Event loop thread only."""
+        if not self._free:
+            self._mm[0] = min(self._mm[0] + 1, 255)
+            return -1
+        entry = self._free.pop()
+        self.mark(entry, uid)
+        return entry
+
+    def leave(self, entry: int) -> None:
+        if entry < 0:
+            self._mm[0] = max(self._mm[0] - 1, 0)
+            return
+        self.clear(entry)
+        self._free.append(entry)
+
+    def running(self) -> list[str | None]:
+        """The uids of the calls marked as running (None: a call whose uid is unknown)."""
+        mm = self._mm
+        out: list[str | None] = [None] * mm[0]
+        for entry in range(self.entries):
+            off = self._HEADER + entry * self.ENTRY
+            n = mm[off]
+            if n == self.UNKNOWN:
+                out.append(None)
+            elif n:
+                out.append(bytes(mm[off + 1 : off + 1 + n]).decode(errors="replace"))
+        return out
 
 
 # ---- what a result means for the queue -------------------------------------------------------

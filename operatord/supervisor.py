@@ -1,14 +1,20 @@
 """Worker processes as the leader sees them: start, talk, replace, kill, count restarts.
 
 Guarantees:
-- A worker is started with the configured `multiprocess` context (spawn by default, never
-  fork) and receives plain data only: the config and client settings as dicts, and a pipe.
+- A worker is started with a `multiprocess` context that never forks the leader: forkserver
+  by default (`worker_context`: a clean fork server process, started once, with
+  `operatord.worker` imported, forks each worker, so a replacement is ready in tens of
+  milliseconds), or spawn. It receives plain data only: the config and client settings as
+  dicts, and a pipe. Either way the worker notices the leader's death through the pipe end
+  ``multiprocess`` keeps for its parent process (the leader), not through its own parent pid.
 - `start` returns once the worker has imported the handler and said `Ready`, or raises
   `WorkerGone` (it died, or stayed silent past ``ready_timeout``).
 - `send` and `receive` move `operatord.protocol` messages; any failure of the process or the
   pipe surfaces as `WorkerGone`, never as a hang: `receive` waits at most its timeout.
-- Restarts are paced: the n-th restart within a short window waits an exponentially growing
-  delay (capped), so a handler that kills its process cannot turn the leader into a fork bomb.
+- Restarts are paced (`RestartPacer`): the first ``RESTART_BURST`` restarts of a worker
+  within a minute are immediate, each further one waits twice as long as the one before
+  (0.1 s, 0.2 s, ... capped at 30 s), so handlers that kill their process cannot turn the
+  leader into a fork bomb.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+import multiprocess
 import structlog
 
 from operatord import protocol
@@ -52,6 +60,60 @@ def skip_resource_tracker() -> None:
         pass
 
 
+# Restarts of one worker within a minute that start at once, before pacing sets in.
+RESTART_BURST = 10
+
+# Imported once by the fork server, so that forked workers start without importing them.
+PRELOAD = ["operatord.worker"]
+
+
+def worker_context(start_method: str = "forkserver") -> Any:
+    """The ``multiprocess`` context workers are started with (``forkserver`` or ``spawn``)."""
+    if start_method not in ("forkserver", "spawn"):
+        raise ValueError(f"workers start with forkserver or spawn, not {start_method!r}")
+    ctx = multiprocess.get_context(start_method)
+    if start_method == "forkserver":
+        ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
+class RestartPacer:
+    """How long the replacement of one worker waits: nothing for the first ``burst`` restarts
+    within ``window`` seconds, then ``initial`` doubling with each further one, capped at
+    ``maximum``."""
+
+    def __init__(
+        self,
+        burst: int = RESTART_BURST,
+        initial: float = 0.1,
+        maximum: float = 30.0,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.burst, self.initial, self.maximum, self.window = burst, initial, maximum, window
+        self._clock = clock
+        self._recent: list[float] = []
+
+    def next_delay(self) -> float:
+        """Count one restart (now) and return how long it waits."""
+        now = self._clock()
+        self._recent = [t for t in self._recent if now - t < self.window]
+        n = len(self._recent)
+        self._recent.append(now)
+        if n < self.burst:
+            return 0.0
+        return min(self.initial * 2 ** (n - self.burst), self.maximum)
+
+    @property
+    def recent(self) -> int:
+        """Restarts counted within the window (as of the last `next_delay`)."""
+        return len(self._recent)
+
+    def quiet(self) -> bool:
+        """No restart within the window."""
+        return not self._recent or self._clock() - self._recent[-1] >= self.window
+
+
 class WorkerGone(Exception):
     """The worker process died, broke its pipe, or missed its deadline."""
 
@@ -66,10 +128,6 @@ class WorkerProcess:
         config_dict: dict,
         connection_dict: dict,
         ctx: Any,
-        *,
-        restart_initial: float = 0.1,
-        restart_max: float = 30.0,
-        restart_window: float = 60.0,
     ):
         self.index = index
         self.config_dict = config_dict
@@ -77,13 +135,11 @@ class WorkerProcess:
         self.ctx = ctx
         self.process: Any = None  # a multiprocess Process, once started
         self.conn: Any = None  # its multiprocess Connection
-        self.restarts = 0  # replacements so far
         self.exiting = False  # the worker announced that it exits after its last message
         self._send_lock = threading.Lock()
-        self._restart_initial = restart_initial
-        self._restart_max = restart_max
-        self._restart_window = restart_window
-        self._recent_restarts: list[float] = []
+        # Entries of the call board: the handler thread, and one per async call in flight.
+        self.board_entries = 1 + int(config_dict.get("inFlightPerWorker", 16))
+        self.board: protocol.CallBoard | None = None
 
     @property
     def pid(self) -> int | None:
@@ -100,18 +156,30 @@ class WorkerProcess:
         # glibc gives each thread that allocates its own 64 MiB heap arena (address space, not
         # memory); workers run many threads, and a memory limit counts address space.
         os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+        if self.board is not None:
+            self.board.close()
+        board = self.board = protocol.CallBoard.create(self.board_entries)
         parent_conn, child_conn = self.ctx.Pipe()
         proc = self.ctx.Process(
             target=worker_main,
-            args=(self.index, self.config_dict, self.connection_dict, child_conn),
+            args=(
+                self.index,
+                self.config_dict,
+                self.connection_dict,
+                child_conn,
+                (board.path, board.entries),
+            ),
             name=f"operatord-worker-{self.index}",
             daemon=True,
         )
-        proc.start()
-        child_conn.close()
-        self.process, self.conn = proc, parent_conn
-        self.exiting = False
-        msg = self.receive(ready_timeout)
+        try:
+            proc.start()
+            child_conn.close()
+            self.process, self.conn = proc, parent_conn
+            self.exiting = False
+            msg = self.receive(ready_timeout)
+        finally:
+            board.unlink()  # mapped by the worker once it is Ready; by nobody if it is not
         if msg is None:
             raise WorkerGone(f"worker {self.index} did not start within {ready_timeout:g}s")
         if not isinstance(msg, protocol.Ready):
@@ -119,16 +187,10 @@ class WorkerProcess:
         log.info("worker started", worker=self.index, pid=proc.pid)
         return msg
 
-    def restart_delay(self) -> float:
-        """How long to wait before the next replacement (grows with recent restarts)."""
-        now = time.monotonic()
-        self._recent_restarts = [t for t in self._recent_restarts if now - t < self._restart_window]
-        n = len(self._recent_restarts)
-        self._recent_restarts.append(now)
-        self.restarts += 1
-        if n == 0:
-            return 0.0
-        return min(self._restart_initial * 2 ** (n - 1), self._restart_max)
+    def running_calls(self) -> list[str | None]:
+        """The parents whose handler calls the worker is running (or was, when it died): see
+        `protocol.CallBoard.running`. Meaningful once the process is gone."""
+        return self.board.running() if self.board is not None else [None]
 
     def send(self, message: Message) -> None:
         data = protocol.encode(message)

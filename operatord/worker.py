@@ -21,7 +21,12 @@ Guarantees:
   starts a fresh worker.
 - No write after the lease fence (``SyncTask.lease_valid_until`` / `LeaseUpdate`, monotonic;
   for a task with a replica ``shard``, that shard's lease and its renewals only) or once the
-  leader process is gone; a worker whose leader is gone exits within ~0.1 s.
+  leader process is gone; a worker whose leader is gone exits at once. The leader is watched
+  through the pipe end ``multiprocess`` keeps for it, not through the parent pid (a worker
+  forked by the fork server is not the leader's child).
+- Every handler call (sync, related, finalize) is marked on the worker's `protocol.CallBoard`
+  with its parent's uid from its start until it returns, so the leader can name the parent
+  whose call was running if the process dies.
 - Only plain data crosses the pipe (`operatord.protocol`).
 """
 
@@ -31,12 +36,14 @@ import asyncio
 import concurrent.futures
 import copy
 import os
+import select
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
+from multiprocess import parent_process
 
 from operatord import protocol
 from operatord.apply import Applier, Outcome, ParentChanged, ResponseError
@@ -95,11 +102,18 @@ class HandlerRunner:
     for itself), calls that have not started raise `Wedged`, and should the stuck call ever
     return, it raises `HandlerTimeout` (nothing it computed is used).
     Coroutine functions run on one event loop thread, concurrently, each under
-    ``asyncio.wait_for``.
+    ``asyncio.wait_for``. With a ``board``, each call is marked on it with its parent's uid
+    from the moment it starts running until it returns.
     """
 
-    def __init__(self, timeout: float, on_overrun: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        timeout: float,
+        board: protocol.CallBoard | None = None,
+        on_overrun: Callable[[int], None] | None = None,
+    ):
         self.timeout = timeout
+        self.board = board
         self.on_overrun = on_overrun
         self.tick = min(0.5, max(0.005, timeout / 20))
         self.wedged = False
@@ -116,9 +130,10 @@ class HandlerRunner:
         """A synchronous call is running now."""
         return self._running is not None
 
-    def call(self, fn: Callable[[Any], Any], request: Any, is_async: bool) -> Any:
+    def call(self, fn: Callable[[Any], Any], request: Any, is_async: bool, uid: str = "") -> Any:
+        """``fn(request)`` for the parent ``uid``, under the timeout."""
         if is_async:
-            return self._call_async(fn, request)
+            return self._call_async(fn, request, uid)
         self._ensure_watchdog()
         while not self._call_lock.acquire(timeout=self.tick):
             if self.wedged:
@@ -131,10 +146,15 @@ class HandlerRunner:
             if self.wedged:
                 raise Wedged("the handler is stuck in another call")
             self._running = (time.monotonic(), me)
+            board = self.board
+            if board is not None:
+                board.mark(0, uid)
             try:
                 result = fn(request)
             except BaseException as exc:  # noqa: BLE001 - user code: everything is its failure
                 error = exc
+            if board is not None:
+                board.clear(0)
             with self._state:
                 self._running = None
                 overran = self._overran == me
@@ -145,7 +165,7 @@ class HandlerRunner:
         if error is not None:
             raise HandlerFailed(f"{type(error).__name__}: {error}") from error
         if asyncio.iscoroutine(result):  # a plain function that returned a coroutine
-            return self._run_coroutine(result)
+            return self._run_coroutine(result, uid)
         return result
 
     def _ensure_watchdog(self) -> None:
@@ -184,15 +204,29 @@ class HandlerRunner:
                     self._loop = loop
         return self._loop
 
-    def _call_async(self, fn: Callable[[Any], Awaitable[Any]], request: Any) -> Any:
+    def _call_async(self, fn: Callable[[Any], Awaitable[Any]], request: Any, uid: str) -> Any:
         async def run() -> Any:
-            return await fn(request)
+            board = self.board
+            if board is None:
+                return await fn(request)
+            entry = board.enter(uid)
+            try:
+                return await fn(request)
+            finally:
+                board.leave(entry)
 
         return self._await(run())
 
-    def _run_coroutine(self, coro: Awaitable[Any]) -> Any:
+    def _run_coroutine(self, coro: Awaitable[Any], uid: str) -> Any:
         async def run() -> Any:
-            return await coro
+            board = self.board
+            if board is None:
+                return await coro
+            entry = board.enter(uid)
+            try:
+                return await coro
+            finally:
+                board.leave(entry)
 
         return self._await(run())
 
@@ -227,15 +261,17 @@ class Worker:
         settings: ClientSettings | Connection,
         *,
         recorder: DeltaRecorder | None = None,
-        leader_pid: int | None = None,
+        leader_sentinel: int | None = None,
+        board: protocol.CallBoard | None = None,
     ):
         self.index = index
         self.config = config
         self.recorder = recorder or DeltaRecorder()
         self.kube = Kube(settings, on_request=self._observe_request)
         self.handler = load_handler(config.handler, config.python_path)
-        self.leader_pid = leader_pid
-        self.runner = HandlerRunner(config.handler_timeout_seconds, on_overrun=self._overrun)
+        # A file descriptor that becomes readable (EOF) once the leader process is gone.
+        self._leader_sentinel = [leader_sentinel] if leader_sentinel is not None else None
+        self.runner = HandlerRunner(config.handler_timeout_seconds, board, on_overrun=self._overrun)
         # Answers a task whose thread is stuck in the handler (set by the worker process).
         self.on_stuck: Callable[[SyncTask, SyncResult], None] | None = None
         # thread id -> (task, its outcome so far, start) for every task being handled
@@ -263,7 +299,7 @@ class Worker:
 
     def _guard(self) -> None:
         """Called before every write."""
-        if self.leader_pid is not None and os.getppid() != self.leader_pid:
+        if self._leader_sentinel is not None and select.select(self._leader_sentinel, (), (), 0)[0]:
             log.error("leader process is gone; exiting without writing")
             os._exit(EXIT_LEADER_GONE)
         task_fence = getattr(self._fence_local, "valid_until", None)
@@ -410,7 +446,7 @@ class Worker:
         if related_fn is not None:
             selection = validate_related(
                 self.runner.call(
-                    related_fn, copy.deepcopy(task.parent), self.handler.related_is_async
+                    related_fn, copy.deepcopy(task.parent), self.handler.related_is_async, task.uid
                 ),
                 allowed_types=self.config.related_keys,
             )
@@ -445,7 +481,9 @@ class Worker:
             calls += 1
             fields["handler_calls"] = calls
             response = validate_sync_response(
-                self.runner.call(self.handler.sync, request, self.handler.sync_is_async),
+                self.runner.call(
+                    self.handler.sync, request, self.handler.sync_is_async, _uid(parent)
+                ),
                 default_namespace=parent["metadata"].get("namespace"),
                 allowed_types=self.config.child_keys,
             )
@@ -486,7 +524,9 @@ class Worker:
         )
         fields["handler_calls"] = 1
         response = validate_finalize_response(
-            self.runner.call(self.handler.finalize, request, self.handler.finalize_is_async)
+            self.runner.call(
+                self.handler.finalize, request, self.handler.finalize_is_async, _uid(parent)
+            )
         )
         if response.status is not None:
             updated = self.applier.write_status(res, parent, response.status)
@@ -506,6 +546,10 @@ class Worker:
             fields["retry_after"] = response.retry_after
 
 
+def _uid(parent: dict) -> str:
+    return (parent.get("metadata") or {}).get("uid") or ""
+
+
 def _children_after(children: list[dict], written: list[dict]) -> list[dict]:
     """The observed children once ``written`` (upserts and deletes) happened."""
     by_key = {child_key(c): c for c in children}
@@ -521,11 +565,15 @@ def _children_after(children: list[dict], written: list[dict]) -> list[dict]:
 # ---- the process --------------------------------------------------------------------------
 
 
-def _watch_leader(leader_pid: int, interval: float = 0.1) -> None:
-    """Exit as soon as the leader process is gone (this process is then re-parented), so a
-    worker never writes on behalf of a leader that may have been replaced."""
-    while os.getppid() == leader_pid:
-        time.sleep(interval)
+def _watch_leader(sentinel: int) -> None:
+    """Exit as soon as the leader process is gone (``sentinel``, the pipe end ``multiprocess``
+    keeps for it, reads EOF), so a worker never writes on behalf of a leader that may have been
+    replaced. The leader need not be this process's parent (with forkserver, the fork server
+    is)."""
+    watch = select.poll()
+    watch.register(sentinel, select.POLLIN)
+    while not watch.poll():
+        pass
     os._exit(EXIT_LEADER_GONE)
 
 
@@ -575,15 +623,28 @@ class _Outbox:
             return items
 
 
-def worker_main(index: int, config_dict: dict, connection_dict: dict, conn: Any) -> None:
-    """Entry point of a worker process (spawned; receives plain data only: the leader's
-    validated config and its resolved `Connection`)."""
+def worker_main(
+    index: int,
+    config_dict: dict,
+    connection_dict: dict,
+    conn: Any,
+    board: tuple[str, int] | None = None,
+) -> None:
+    """Entry point of a worker process (receives plain data only: the leader's validated
+    config, its resolved `Connection`, and the path and size of its `CallBoard`)."""
     config = Config.from_trusted_dict(config_dict)
     configure_logging(config.logging_format, config.logging_level, process="worker", worker=index)
-    leader_pid = os.getppid()
-    worker = Worker(index, config, Connection.from_dict(connection_dict), leader_pid=leader_pid)
+    sentinel = parent_process().sentinel  # the leader's, whichever process forked this one
+    calls = protocol.CallBoard.attach(*board) if board is not None else None
+    worker = Worker(
+        index,
+        config,
+        Connection.from_dict(connection_dict),
+        leader_sentinel=sentinel,
+        board=calls,
+    )
     threading.Thread(
-        target=_watch_leader, args=(leader_pid,), name="leader-watch", daemon=True
+        target=_watch_leader, args=(sentinel,), name="leader-watch", daemon=True
     ).start()
     send_lock = threading.Lock()
 

@@ -1,6 +1,9 @@
 """The leader <-> worker protocol: wire round trips and what each result means for the queue."""
 
+import os
 import pickle
+import subprocess
+import sys
 
 import pytest
 
@@ -134,3 +137,46 @@ def test_finalizing_follows_the_deletion_timestamp():
 )
 def test_next_step(result, streak, step):
     assert next_step(result, streak_exceeded=streak) == step
+
+
+# ---- the call board ---------------------------------------------------------------------------
+
+
+def test_the_call_board_shows_the_calls_marked_and_not_the_cleared_ones():
+    board = protocol.CallBoard.create(4)
+    try:
+        assert board.running() == []
+        board.mark(0, "sync-uid")
+        a, b = board.enter("async-a"), board.enter("async-b")
+        assert sorted(board.running()) == ["async-a", "async-b", "sync-uid"]
+        board.clear(0)
+        board.leave(a)
+        assert board.running() == ["async-b"]
+        board.leave(b)
+        assert board.running() == []
+        board.mark(0, "x" * 300)  # too long to record: running, uid unknown
+        assert board.running() == [None]
+        board.clear(0)
+        entries = [board.enter(f"u{i}") for i in range(5)]  # 3 async entries: 2 overflow
+        assert entries.count(-1) == 2
+        assert sorted(board.running(), key=str) == [None, None, "u0", "u1", "u2"]
+        for e in entries:
+            board.leave(e)
+        assert board.running() == []
+    finally:
+        board.close()
+    assert not os.path.exists(board.path)
+
+
+def test_the_leader_reads_the_board_of_a_worker_that_died_mid_call(tmp_path):
+    board = protocol.CallBoard.create(2)
+    code = (
+        "import os, sys; from operatord.protocol import CallBoard; "
+        f"b = CallBoard.attach({board.path!r}, 2); b.mark(0, 'done'); b.clear(0); "
+        "b.mark(0, 'the-culprit'); os._exit(1)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    board.unlink()  # the mapping outlives the file and the process
+    assert board.running() == ["the-culprit"]
+    board.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from operatord import protocol
 from operatord.config import Config
 from operatord.kube import ClientSettings
 from operatord.protocol import SyncTask
@@ -26,7 +27,7 @@ def api():
         yield server
 
 
-def make_worker(api, handler="handlers:Driven", **settings) -> Worker:
+def make_worker(api, handler="handlers:Driven", board=None, **settings) -> Worker:
     config = Config.from_dict(
         {
             **settings,
@@ -38,7 +39,7 @@ def make_worker(api, handler="handlers:Driven", **settings) -> Worker:
             "leaderElection": {"enabled": False},
         }
     )
-    return Worker(0, config, ClientSettings(kubeconfig=api.kubeconfig))
+    return Worker(0, config, ClientSettings(kubeconfig=api.kubeconfig), board=board)
 
 
 def widget(api, name, **spec):
@@ -281,3 +282,27 @@ def test_a_cluster_scoped_child_listed_under_two_namespaces_is_one_object(api):
     with pytest.raises(InvalidResponse) as info:
         applier.prepare(parent, twice)
     assert str(info.value) == "children[1] duplicates children[0]: Namespace n (v1) is listed twice"
+
+
+def test_the_call_board_shows_whose_handler_call_is_running(api):
+    board = protocol.CallBoard.create(8)
+    try:
+        worker = make_worker(api, board=board)
+        slow = widget(api, "on-the-board", sleep=0.5)
+        uid = slow["metadata"]["uid"]
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            done = pool.submit(worker.handle, SyncTask(uid, slow, []))
+            wait_for(lambda: board.running() == [uid], 10, 0.01, "the call on the board")
+            assert done.result(30).outcome == "ok"
+        assert board.running() == []  # cleared when the call returned
+
+        napping = make_worker(api, handler="handlers:napping", board=board)
+        parents = [widget(api, f"board-async-{i}", sleep=0.5) for i in range(3)]
+        uids = {p["metadata"]["uid"] for p in parents}
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            results = pool.submit(run_concurrently, napping, parents)
+            wait_for(lambda: set(board.running()) == uids, 10, 0.01, "the async calls on it")
+            assert [r.outcome for r in results.result(60)] == ["ok"] * 3
+        assert board.running() == []
+    finally:
+        board.close()

@@ -161,6 +161,14 @@ class Gathering:
 gathering = Gathering()
 
 
+async def napping(request):
+    """An async plain-function handler: sleeps ``spec.sleep`` seconds on the event loop."""
+    import asyncio
+
+    await asyncio.sleep(float((request.parent.get("spec") or {}).get("sleep", 0)))
+    return SyncResponse(status={"napped": True}, children=[])
+
+
 class Counting(Driven):
     """`Driven`, counting how many synchronous calls overlap (there must never be two)."""
 

@@ -18,11 +18,13 @@ import os
 import time
 
 from handlers import log_call
+from multiprocess import parent_process
 
 from operatord import Handler, SyncResponse
 
-#: In a worker: the pid of its leader process (``operatord run``), fixed at import.
-LEADER_PID = os.getppid()
+#: In a worker: the pid of its leader process (``operatord run``), fixed at import. (Not
+#: os.getppid(): workers are forked by the leader's fork server.)
+LEADER_PID = getattr(parent_process(), "pid", os.getpid())
 
 
 class Stamped(Handler):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import time
 
+from multiprocess import parent_process
+
 from operatord import Handler, SyncResponse
 
 
@@ -32,7 +34,7 @@ class Recorded(Handler):
         end = time.monotonic()
         path = os.environ.get("SHARD_LOG")
         if path:
-            line = f"{os.getppid()} {parent['metadata']['uid']} {start:.6f} {end:.6f}\n"
+            line = f"{parent_process().pid} {parent['metadata']['uid']} {start:.6f} {end:.6f}\n"
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 os.write(fd, line.encode())

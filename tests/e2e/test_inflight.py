@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+import os
+
 from conftest import wait_for
 from kubernetes import client
 from widgets import create_widget, get_widget
@@ -65,14 +68,97 @@ def test_a_parent_that_kills_its_worker_is_isolated_and_backed_off(operator, kub
     assert "handler killed its worker" in op.output()
 
 
-def test_the_leader_starts_nothing_but_its_workers(operator, ns):
+def test_the_first_crash_names_its_culprit_however_many_parents_are_in_flight(operator, kube, ns):
+    # The handler thread runs one call at a time (0.3 s each): the crasher's call comes while
+    # the parents created after it wait in flight on the same worker.
+    op = operator(namespace=ns, workers=1, inFlightPerWorker=16)
+    before = [f"b{i}" for i in range(3)]
+    after = [f"a{i}" for i in range(3)]
+    for name in before:
+        create_widget(kube, ns, name, size=1, sleep=0.3)
+    wait_for(lambda: op.metric("operatord_in_flight", worker="0") >= 3, 30, message="in flight")
+    create_widget(kube, ns, "crasher", size=1, crash=True)
+    for name in after:
+        create_widget(kube, ns, name, size=1, sleep=0.3)
+    event = wait_for(
+        lambda: [e for e in events_about(kube, ns, "crasher") if e.reason == "WorkerKilled"],
+        60,
+        message="WorkerKilled event on the crasher",
+    )[0]
+    assert "the handler killed its worker process" in event.message
+    lost = [r for r in op.log_records() if r.get("event", "").startswith("worker lost")]
+    # Named at once by the call board: charged, and nobody else suspected or charged.
+    assert lost[0]["parents"] >= 2, lost[0]
+    assert (lost[0]["culprits"], lost[0]["suspects"]) == (1, 0), lost[0]
+    for name in before + after:
+        wait_for(lambda name=name: ready(kube, ns, name), 60, message=f"{name} ready")
+    assert not [e for n in before + after for e in events_about(kube, ns, n)]
+    assert op.metric("operatord_syncs_total", result="crash") >= 1
+    lost = [r for r in op.log_records() if r.get("event", "").startswith("worker lost")]
+    assert all(r["culprits"] == 1 for r in lost), lost  # every death was charged to the crasher
+
+
+def test_worker_restarts_adopt_a_spare_and_are_paced_after_a_burst(operator, kube, ns):
+    op = operator(namespace=ns, workers=1, backoff={"initialSeconds": 0.01, "maxSeconds": 0.02})
+    create_widget(kube, ns, "crasher", size=1, crash=True)
+    wait_for(
+        lambda: op.metric("operatord_worker_restart_delay_seconds_total") > 0,
+        60,
+        message="restart pacing",
+    )
+    records = op.log_records()
+    events = [r["event"] for r in records]
+    assert "spare worker took over" in events
+    paced = [r for r in records if r["event"] == "worker restarts are being paced"]
+    assert paced[0]["recent_restarts"] == 11 and paced[0]["delay"] == 0.1  # after 10 at once
+    # The burst: each replacement was ready soon after its worker was lost.
+    times = [(r["event"], r["timestamp"]) for r in records]
+    gaps = []
+    for i, (event, at) in enumerate(times):
+        if event.startswith("worker lost"):
+            nxt = next(
+                (t for e, t in times[i + 1 :] if e in ("spare worker took over", "worker started")),
+                None,
+            )
+            if nxt is not None:
+                gaps.append(_seconds(nxt) - _seconds(at))
+    burst = sorted(gaps[:10])
+    assert burst[len(burst) // 2] < 0.2, gaps
+
+
+def _seconds(timestamp: str) -> float:
+    return datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+def children(pid: int) -> list[int]:
+    """Every child of ``pid``, whichever of its threads started it."""
+    kids: list[int] = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            kids += [int(k) for k in open(f"/proc/{pid}/task/{tid}/children").read().split()]
+        except OSError:
+            continue  # the thread ended meanwhile
+    return sorted(kids)
+
+
+def rss_mib(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_the_leader_starts_its_fork_server_and_through_it_its_workers(operator, ns):
     op = operator(namespace=ns, workers=2)
     op.wait_ready()
-    pid = op.proc.pid
-    kids = [int(k) for k in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    kids = children(op.proc.pid)
     commands = [open(f"/proc/{k}/cmdline").read().replace("\0", " ") for k in kids]
-    assert len(kids) == 2, commands  # no resource tracker process: workers use only a pipe
-    assert all("spawn_main" in c for c in commands), commands
+    # no resource tracker process: workers use only a pipe (and their call board)
+    assert len(kids) == 1 and "multiprocess.forkserver" in commands[0], commands
+    workers = children(kids[0])
+    assert len(workers) == 2
+    assert all(rss_mib(w) < 45 for w in workers), [rss_mib(w) for w in workers]
+    assert not [f for f in os.listdir("/dev/shm") if f.startswith("operatord-calls-")]
 
 
 def test_a_handler_records_normal_events_on_its_parent(operator, kube, ns):
