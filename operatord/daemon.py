@@ -180,15 +180,13 @@ def check_api(kube: Kube) -> None:
         if exc.status == 0:
             raise StartupError(
                 EXIT_UNREACHABLE,
-                f"cannot reach the API server at {kube.api_client.configuration.host}: "
-                f"{_one_line(exc.message)[:200]}",
+                f"cannot reach the API server at {kube.host}: {_one_line(exc.message)[:200]}",
             ) from None
         if exc.status in (401, 403):
             raise _refused(exc, "read /version") from None
         raise StartupError(
             EXIT_UNREACHABLE,
-            f"the API server at {kube.api_client.configuration.host} answered /version with "
-            f"{exc.status} {exc.reason}",
+            f"the API server at {kube.host} answered /version with {exc.status} {exc.reason}",
         ) from None
 
 

@@ -1,8 +1,10 @@
 """Kubernetes API access for every operatord process.
 
 Guarantees:
-- All requests go through the official client's connection handling (auth, TLS, kubeconfig,
-  in-cluster config) but bodies are handled as plain JSON dicts: no typed models.
+- Where the API server is and how to log in comes from `operatord.kubeconfig` for the common
+  configurations (in-cluster, a kubeconfig with a token, token file, client certificate or
+  basic auth) and from the official client for everything else (exec plugins, auth
+  providers, merged kubeconfigs); bodies are plain JSON dicts either way: no typed models.
 - Every request has a read timeout: ``timeout`` when given, else ``default_timeout`` (30 s);
   a watch has ``idle_timeout`` (default ``timeout_seconds + 30``). No request can wait forever
   on a server that accepted the connection and never answers.
@@ -14,8 +16,9 @@ Guarantees:
 - A `Kube` is safe to share between threads; it is never sent to another process. Send
   `ClientSettings.to_dict()` instead and build a new `Kube` there, or (cheaper) a resolved
   `Connection`: a `Kube` built from a `Connection` never imports the ``kubernetes`` package
-  (its typed models cost ~30 MB per process) and takes fresh credentials through
-  `Kube.set_auth` from whoever resolved them.
+  (its typed models cost ~35 MB per process) and takes fresh credentials through
+  `Kube.set_auth` from whoever resolved them. Neither does one built from `ClientSettings`
+  that `operatord.kubeconfig` resolves.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
+from operatord import kubeconfig
 from operatord.transport import HttpClient, TransportError
 
 if TYPE_CHECKING:  # imported where used: workers, whose calls all go through the lean client
@@ -255,9 +259,17 @@ class Kube:
         self._resources: dict[tuple[str, str], Resource] = {}
         self._lock = threading.Lock()
         self._auth: tuple[float, dict] | None = None
-        if isinstance(self.settings, Connection):
-            self.api_client: Any = None  # a kubernetes ApiClient when built from settings
-            self._pool_manager: Any = None  # urllib3's, built on first use (watches, proxies)
+        self._resolved: kubeconfig.Resolved | None = None
+        self.api_client: Any = None  # a kubernetes ApiClient when the official client resolved
+        self._pool_manager: Any = None  # urllib3's, built on first use (watches, proxies)
+        self._static_auth: dict = {}
+        if isinstance(self.settings, ClientSettings):
+            # The common configurations without the kubernetes package; None: the client's.
+            self._resolved = kubeconfig.resolve(self.settings.kubeconfig, self.settings.context)
+        if self._resolved is not None:
+            self._host = self._resolved.host
+            self._base_headers = {"User-Agent": "operatord"}
+        elif isinstance(self.settings, Connection):
             self._host = self.settings.host.rstrip("/")
             self._base_headers = {"User-Agent": self.settings.user_agent}
             self._static_auth = dict(self.settings.headers)
@@ -270,20 +282,40 @@ class Kube:
         self._http = self.connection().http_client()
 
     @property
+    def host(self) -> str:
+        """The API server's base URL."""
+        return self._host
+
+    @property
     def _pool(self) -> urllib3.PoolManager:
         if self._pool_manager is None:
-            assert isinstance(self.settings, Connection)
             with self._lock:
                 if self._pool_manager is None:
-                    self._pool_manager = self.settings.pool_manager()
+                    self._pool_manager = self.connection().pool_manager()
         return self._pool_manager
 
     def connection(self) -> Connection:
         """This client's connection as plain data, with its current credentials."""
+        resolved = self._resolved
+        if resolved is not None:
+            assert isinstance(self.settings, ClientSettings)
+            return Connection(
+                host=resolved.host,
+                headers=dict(resolved.headers()),
+                user_agent=self._base_headers["User-Agent"],
+                verify=resolved.verify,
+                ca_file=resolved.ca_file,
+                cert_file=resolved.cert_file,
+                key_file=resolved.key_file,
+                tls_server_name=resolved.tls_server_name,
+                proxy=resolved.proxy,
+                pool_size=self.settings.qps_pool_size,
+            )
         if isinstance(self.settings, Connection):
             return Connection.from_dict(
                 {**self.settings.to_dict(), "headers": self._auth_headers()}
             )
+        assert self.api_client is not None
         cfg = self.api_client.configuration
         return Connection(
             host=self._host,
@@ -322,6 +354,8 @@ class Kube:
         on every call; caching keeps exec-plugin and token-file credentials fresh at a tiny
         fraction of the cost.
         """
+        if self._resolved is not None:
+            return self._resolved.headers()
         if self.api_client is None:
             return self._static_auth
         now = time.monotonic()
