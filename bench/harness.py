@@ -338,12 +338,16 @@ class ProcTree:
 
     CPU: utime+stime+cutime+cstime of every live process of the tree (cutime/cstime hold the
     CPU of exited children their parent reaped). Peak RSS: the largest sum of resident set
-    sizes over the tree, sampled at ``hz`` in a thread while the tree runs."""
+    sizes over the tree; peak PSS: the largest sum of proportional set sizes (a page shared by
+    k processes counts 1/k in each, so pages that forked workers share with their fork server
+    count once, not once per process); both sampled at ``hz`` in a thread while the tree
+    runs."""
 
     def __init__(self, root: int, hz: float = 20.0) -> None:
         self.root = root
         self.interval = 1.0 / hz
         self.peak_rss = 0
+        self.peak_pss = 0
         self._last_cpu = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="proctree", daemon=True)
@@ -375,9 +379,23 @@ class ProcTree:
                 continue
         return total
 
+    def pss(self) -> int:
+        total = 0
+        for pid in tree_pids(self.root):
+            try:
+                with open(f"/proc/{pid}/smaps_rollup") as f:
+                    for line in f:
+                        if line.startswith("Pss:"):
+                            total += int(line.split()[1]) * 1024
+                            break
+            except OSError:
+                continue
+        return total
+
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
             self.peak_rss = max(self.peak_rss, self.rss())
+            self.peak_pss = max(self.peak_pss, self.pss())
 
     def stop(self) -> None:
         self._stop.set()

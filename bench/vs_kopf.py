@@ -77,6 +77,7 @@ COLUMNS = [
     ("restart_s", "restart (s)"),
     ("cpu_s", "CPU (s)"),
     ("rss_mb", "peak RSS (MB)"),
+    ("pss_mb", "peak PSS (MB)"),
     ("writes", "API writes"),
     ("conflicts", "409s"),
     ("restart_writes", "restart writes"),
@@ -122,6 +123,7 @@ def run_system(make, scenario: dict, parents: int, threads: int, timeout: float)
         system.stop()
         tree.stop()
         row["rss_mb"] = tree.peak_rss / 1e6
+        row["pss_mb"] = tree.peak_pss / 1e6
         reqs += audit(api)  # after stop: every write the system made is in
         row["writes"] = writes(reqs) - 2 * parents  # not the benchmark's creates and changes
         row["conflicts"] = conflicts(reqs)
@@ -273,7 +275,7 @@ def _cell(key: str, value: Any) -> str:
         return "—"
     if key in ("converge_s", "update_s", "restart_s", "cpu_s"):
         return f"{value:.1f}"
-    if key == "rss_mb":
+    if key in ("rss_mb", "pss_mb"):
         return f"{value:.0f}"
     return str(value)
 
@@ -316,6 +318,7 @@ def ratio_lines(rows: list[dict]) -> list[str]:
                             ("restart_s", "restart"),
                             ("cpu_s", "CPU"),
                             ("rss_mb", "peak RSS"),
+                            ("pss_mb", "peak PSS"),
                             ("writes", "API writes"),
                         )
                     )

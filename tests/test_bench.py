@@ -45,6 +45,7 @@ def test_vs_kopf_runs_both_systems_and_the_floor(tmp_path):
     for row in (operatord, kopf):
         assert row["restart_writes"] == 0, row
         assert row["restart_s"] > 0 and row["cpu_s"] > 0 and row["rss_mb"] > 0, row
+        assert 0 < row["pss_mb"] <= row["rss_mb"], row
     assert kopf["calls"] == 40  # one create and one update handler call per Widget
     assert "| none | operatord (workers=2) |" in stdout
     assert "| none | kopf |" in stdout
