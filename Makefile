@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-BENCH_STAMP := $(VENV)/.installed-bench
+# Benchmarks run in their own virtualenv: operatord's runtime dependencies and kopf only, as a
+# deployment has them (the test tools pull in packages that libraries import when present).
+BENCH_VENV  := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
 
 .PHONY: venv tools test lint format demo bench clean
 
@@ -15,8 +18,10 @@ $(STAMP): setup.cfg pyproject.toml
 
 venv: $(STAMP)
 
-$(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+$(BENCH_STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet -e '.[bench]'
 	touch $(BENCH_STAMP)
 
 # prometheus and promtool (Debian package) for the alert-rule and live-scrape tests.
@@ -40,13 +45,13 @@ demo: $(STAMP)
 	$(BIN)/operatord demo
 
 bench: $(BENCH_STAMP)
-	$(BIN)/python bench/workqueue.py
-	$(BIN)/python bench/apiserver.py
-	$(BIN)/python bench/converge.py
-	$(BIN)/python bench/vs_kopf.py
-	$(BIN)/python bench/latency.py
-	$(BIN)/python bench/related.py
-	$(BIN)/python bench/crashers.py
+	$(BENCH_VENV)/bin/python bench/workqueue.py
+	$(BENCH_VENV)/bin/python bench/apiserver.py
+	$(BENCH_VENV)/bin/python bench/converge.py
+	$(BENCH_VENV)/bin/python bench/vs_kopf.py
+	$(BENCH_VENV)/bin/python bench/latency.py
+	$(BENCH_VENV)/bin/python bench/related.py
+	$(BENCH_VENV)/bin/python bench/crashers.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info .pytest_cache
