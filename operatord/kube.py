@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import random
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -412,8 +413,11 @@ class Kube:
         timeout: float | None = None,
         verb: str | None = None,
         retry: bool = True,
+        shared_keys: bool = False,
     ) -> dict:
-        """Send one request and return the decoded JSON body (``{}`` for an empty body)."""
+        """Send one request and return the decoded JSON body (``{}`` for an empty body).
+
+        ``shared_keys``: decode with `decode_shared` (for objects that are kept in a cache)."""
         verb = verb or _verb_for(method, path)
         attempts = self.max_attempts if retry else 1
         delay = self.backoff_initial
@@ -432,7 +436,9 @@ class Kube:
                 continue
             self._observe(verb, status, start)
             if 200 <= status < 300:
-                return json.loads(data) if data else {}
+                if not data:
+                    return {}
+                return decode_shared(data) if shared_keys else json.loads(data)
             decoded = _decode_status(data)
             if _retryable(status) and attempt < attempts:
                 wait = _retry_after(retry_after)
@@ -543,7 +549,13 @@ class Kube:
                 "continue": cont,
             }
             page = self.request(
-                "GET", res.path(namespace), query=query, verb="list", timeout=timeout, retry=retry
+                "GET",
+                res.path(namespace),
+                query=query,
+                verb="list",
+                timeout=timeout,
+                retry=retry,
+                shared_keys=True,
             )
             for item in page.get("items") or []:
                 item.setdefault("apiVersion", res.api_version)
@@ -671,13 +683,29 @@ class Kube:
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
                     if line.strip():
-                        yield json.loads(line)
+                        yield decode_shared(line)
             if buf.strip():
-                yield json.loads(buf)
+                yield decode_shared(buf)
         except connection_errors + (OSError,) as exc:
             raise ApiError(0, "ConnectionError", message=str(exc)) from exc
         finally:
             raw.release_conn()
+
+
+def _shared_keys(pairs: list[tuple[str, Any]]) -> dict:
+    return {_intern(k): v for k, v in pairs}
+
+
+_intern = sys.intern
+_SHARED_KEYS = json.JSONDecoder(object_pairs_hook=_shared_keys)
+
+
+def decode_shared(data: bytes | str) -> Any:
+    """``json.loads`` whose object keys are interned strings: every object decoded this way
+    shares one copy of each key ("metadata", "resourceVersion", ...). Listed and watched
+    objects stay in the leader's cache, where separate key strings were over a third of a
+    small object's memory."""
+    return _SHARED_KEYS.decode(data.decode() if isinstance(data, bytes) else data)
 
 
 def _qv(v: Any) -> str:
