@@ -306,3 +306,23 @@ def test_the_call_board_shows_whose_handler_call_is_running(api):
         assert board.running() == []
     finally:
         board.close()
+
+
+def test_plain_copy_is_deep_and_equal():
+    from decimal import Decimal
+
+    from operatord.worker import plain_copy
+
+    original = {
+        "metadata": {"labels": {"a": "b"}, "finalizers": ["x"]},
+        "spec": {"items": [{"n": 1}, {"f": 1.5, "ok": True, "none": None}], "pair": ("p", [1])},
+        "odd": Decimal("1.5"),  # not JSON-shaped: deep-copied the slow way
+    }
+    copied = plain_copy(original)
+    assert copied == original
+    copied["metadata"]["labels"]["a"] = "changed"
+    copied["spec"]["items"][0]["n"] = 2
+    copied["spec"]["pair"][1].append(2)
+    assert original["metadata"]["labels"] == {"a": "b"}
+    assert original["spec"]["items"][0] == {"n": 1}
+    assert original["spec"]["pair"] == ("p", [1])
