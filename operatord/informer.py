@@ -36,8 +36,10 @@ Liveness (a hung API server or a silently dropped connection):
   out) longer than ``PROBE_INTERVAL_SECONDS``, the informer probes ``GET /version`` once per
   interval (``PROBE_TIMEOUT_SECONDS`` timeout); as soon as the server answers, the backoff
   resets and the informer reconnects at once. Failures the server answered (5xx, 429) keep
-  their backoff. So an outage costs at most one probe per second per informer and recovery
-  needs at most about one liveness bound plus one probe interval after the server is back.
+  their backoff, except that an answer with ``Retry-After`` is waited out exactly as asked
+  without growing the backoff (the server paces; repeated 429s do not stretch into minutes).
+  So an outage costs at most one probe per second per informer and recovery needs at most
+  about one liveness bound plus one probe interval after the server is back.
 - Every running informer of the process is visible to :func:`watch_readiness` (a /readyz check:
   failing while any informer has been idle longer than its bound) and
   :func:`watch_activity` (the ``watch_idle_seconds`` metric).
@@ -289,8 +291,11 @@ class Informer:
                 log.warning(
                     "watch failed", resource=self.name, status=exc.status, error=exc.message
                 )
-                if exc.retry_after:  # e.g. 429 on opening the watch: wait as long as asked
-                    self._sleep(max(exc.retry_after - delay, 0))
+                if exc.retry_after:
+                    # The server paces us (429/5xx with Retry-After): wait as long as it asks,
+                    # and only that; the backoff is for failures it did not pace.
+                    self._sleep(exc.retry_after)
+                    continue
             except Exception as exc:  # noqa: BLE001 - an informer must outlive any bug in a callback
                 if self._stop.is_set():
                     return

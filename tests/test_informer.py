@@ -267,6 +267,23 @@ def test_stop_ends_the_thread_even_on_a_quiet_watch(kube, res, ns, start):
     assert mirror.restarts == []  # stopping is not a restart
 
 
+def test_repeated_429s_are_paced_by_retry_after_not_by_a_growing_backoff(api, kube, res, ns, start):
+    mirror = Mirror()
+    inf = start(ns, mirror, backoff_initial=0.5, backoff_max=30)
+    assert inf.synced.wait(10)
+    api.faults.add_error(
+        code=429, verbs=["watch"], resources=["configmaps"], retry_after=1, count=5
+    )
+    api.faults.drop_watches()
+    t0 = time.monotonic()
+    rv = kube.create(res, cm("paced"), ns)["metadata"]["resourceVersion"]
+    # Five refusals, each waited out for its 1 s: about 5 s. A backoff doubling from 0.5 s
+    # under them would wait 1 + 1 + 2 + 4 + 8 s.
+    wait_for(lambda: rv in mirror.rvs(), 30, message="the event after five paced refusals")
+    assert mirror.reasons().count("error") == 5
+    assert time.monotonic() - t0 < 10
+
+
 def test_a_429_on_opening_the_watch_waits_for_retry_after(api, kube, res, ns, start):
     mirror = Mirror()
     inf = start(ns, mirror, backoff_initial=0.05)
