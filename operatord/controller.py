@@ -1143,7 +1143,7 @@ def _blame(
     a held parent is the culprit; several (an async handler) are the suspects. Without a
     running call that names held parents, a worker that held one parent blames it, and one that
     held several makes them all suspects. A worker that announced its exit (``exiting``, a
-    stuck handler thread) blames nobody."""
+    handler stuck in a call) blames nobody."""
     if exiting or not victims:
         return set(), set()
     held = {v.uid for v in victims}
