@@ -188,12 +188,16 @@ def test_converges_when_history_is_compacted_while_parents_change(api, kube, ns,
     create_widgets(kube, ns, N)
     wait_for(lambda: converged(kube, ns, N), 60, 0.3, "parents converge")
     before = restarts(op, "expired")
+    # Keep the parent informer away for a moment (its next two re-watches are refused: about
+    # 0.6 s of backoff) while parents change and the history is compacted: it has to resume
+    # from a forgotten resourceVersion, get 410 and relist, however quickly it kept up before.
+    api.faults.add_error(code=500, verbs=["watch"], resources=["widgets.example.com"], count=2)
     for rnd in range(3):
+        api.faults.drop_watches()
         for i in range(N):
             set_size(kube, ns, f"w{i}", 1000 * (rnd + 1) + i)
             if i % 7 == 3:
                 api.faults.compact()
-                api.faults.drop_watches()  # re-watch from a now-forgotten resourceVersion
     wait_for(lambda: converged(kube, ns, N), 30, 0.3, "parents converge after compactions")
     assert restarts(op, "expired") > before, "no informer had to relist"
     assert conflicts(api, ns) <= 10
