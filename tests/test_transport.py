@@ -233,9 +233,11 @@ def test_refused_connection_raises_transport_error() -> None:
 
 
 def test_pool_keeps_at_most_pool_size_idle_connections() -> None:
+    all_in = threading.Barrier(6, timeout=10)  # no answer before all six requests arrived
+
     def serve(conn: socket.socket, _: int) -> None:
         while srv.read_request(conn):
-            time.sleep(0.05)  # slow enough that the requests overlap
+            all_in.wait()
             conn.sendall(ok())
 
     srv = Scripted(serve)
