@@ -267,6 +267,9 @@ class Controller:
 
     def _start(self) -> None:
         cfg = self.config
+        # Every scrape sees the gauges as they are then (housekeeping refreshes them only
+        # every 0.5 s, and the first time before the workers are up).
+        self.metrics.before_scrape(self._refresh_gauges)
         t = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
         t.start()
         self._threads.append(t)
@@ -1071,6 +1074,10 @@ class Controller:
                 log.exception("housekeeping failed")
             if self.stopping.wait(0.25):  # lease renewals reach the workers within this
                 return
+
+    def _refresh_gauges(self) -> None:
+        if not self.stopped.is_set():
+            self.update_gauges()
 
     def update_gauges(self) -> None:
         m = self.metrics

@@ -31,6 +31,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import structlog
+
+log = structlog.get_logger("operatord.metrics")
+
 if TYPE_CHECKING:  # imported where used: worker processes record deltas without it
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
     from prometheus_client.core import GaugeMetricFamily, Metric
@@ -404,7 +408,8 @@ class Metrics:
         self.controller = controller
         self._catalog = CollectorRegistry(auto_describe=True)
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(_Labelled(self._catalog, controller))
+        self._labelled = _Labelled(self._catalog, controller)
+        self.registry.register(self._labelled)
         if process:
             ProcessCollector(registry=self.registry)
         self._compat = (
@@ -508,6 +513,12 @@ class Metrics:
             self._compat.mirror(op, name, dict(pairs), value)
 
     # -- exposition ---------------------------------------------------------------------------
+
+    def before_scrape(self, refresh: Callable[[], None]) -> None:
+        """Call ``refresh`` at the start of every scrape (and `render`), before any series is
+        read, so gauges it sets are current in that scrape. An exception in ``refresh`` is
+        logged and the scrape goes on with the values already set."""
+        self._labelled.refreshers.append(refresh)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format."""
@@ -654,8 +665,14 @@ class _Labelled:
     def __init__(self, inner: CollectorRegistry, controller: str | None) -> None:
         self.inner = inner
         self.controller = controller
+        self.refreshers: list[Callable[[], None]] = []
 
     def collect(self) -> Iterator[Metric]:
+        for refresh in self.refreshers:
+            try:
+                refresh()
+            except Exception:  # noqa: BLE001 - a scrape must not fail on a refresher
+                log.exception("refreshing gauges before a scrape failed")
         for family in self.inner.collect():
             if self.controller is not None:
                 family.samples = [

@@ -211,14 +211,18 @@ def test_delete_with_uid_precondition(kube, ns):
 
 def test_500s_are_retried_and_observed(api, kube, ns, rec):
     res = kube.resource("v1", "ConfigMap")
-    api.faults.add_error(code=500, fraction=0.4, verbs=["create", "get"], resources=["configmaps"])
+    # Seeded, so the same requests fail in every run: some calls need several attempts, none
+    # needs more than the client's eight.
+    api.faults.add_error(
+        code=500, fraction=0.4, verbs=["create", "get"], resources=["configmaps"], seed=7
+    )
     rec.calls.clear()
     for i in range(15):
         created = kube.create(res, cm(f"r{i}"), ns)
         assert kube.get(res, f"r{i}", ns)["metadata"]["uid"] == created["metadata"]["uid"]
     creates, gets = rec.codes("create"), rec.codes("get")
     assert creates.count(201) == 15 and gets.count(200) == 15
-    assert 500 in creates + gets  # P(no failure in 30 tries at 40%) ~ 2e-7
+    assert creates.count(500) + gets.count(500) >= 10
     assert set(creates) <= {201, 500} and set(gets) <= {200, 500}
 
 

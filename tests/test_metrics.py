@@ -206,6 +206,28 @@ def test_serve_on_free_port_and_scrape_over_http():
     m.stop()  # idempotent
 
 
+def test_gauges_refreshed_before_a_scrape_are_current_in_it_and_a_failing_refresh_is_survived():
+    m = Metrics()
+    alive = [0]
+    m.before_scrape(lambda: m.set("workers_alive", alive[0]))
+
+    def broken() -> None:
+        raise RuntimeError("refresher bug")
+
+    m.before_scrape(broken)
+    port = m.serve(0, host="127.0.0.1")
+    try:
+        for n in (2, 3):
+            alive[0] = n  # changed after the last refresh; the scrape must refresh first
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+                text = resp.read().decode()
+            assert samples(text)[("operatord_workers_alive", frozenset())] == n
+        alive[0] = 5
+        assert samples(m.render().decode())[("operatord_workers_alive", frozenset())] == 5
+    finally:
+        m.stop()
+
+
 def test_reference_markdown_lists_every_metric_and_docs_are_current():
     md = metrics_reference_markdown()
     for spec in CATALOG:

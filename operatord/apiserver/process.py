@@ -115,6 +115,7 @@ class FaultsClient:
         resources: list[str] | None = None,
         retry_after: int | None = None,
         count: int | None = None,
+        seed: int | None = None,
     ) -> None:
         """Answer a `fraction` of matching requests with `code` (429, 500 or 503).
 
@@ -122,7 +123,10 @@ class FaultsClient:
         deletecollection); `resources` are plurals (`configmaps`), `plural.group`
         (`widgets.example.com`) or with a subresource (`widgets/status`); empty means all.
         429 answers carry `Retry-After` (`retry_after`, default 1). `count` caps how many
-        requests the rule fails; None means unlimited."""
+        requests the rule fails; None means unlimited. `seed` makes the choice of failed
+        requests reproducible: the rule draws from its own generator seeded with it, so the
+        same sequence of matching requests fails the same way (the generator restarts
+        whenever the fault configuration is replaced, e.g. by the next `add_error`)."""
         cfg = self.get()
         cfg["errors"].append(
             {
@@ -132,6 +136,7 @@ class FaultsClient:
                 "resources": resources or [],
                 "retryAfter": retry_after,
                 "count": count,
+                "seed": seed,
             }
         )
         self._c.call("PUT", "/_operatord/faults", cfg)

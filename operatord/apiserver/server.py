@@ -81,7 +81,7 @@ class Faults:
         return {
             "latency": self.latency,
             "latencyJitter": self.jitter,
-            "errors": [dict(e) for e in self.errors],
+            "errors": [{k: v for k, v in e.items() if k != "rng"} for e in self.errors],
             "watchDropAfter": self.watch_drop_after,
             "ignoreShardSelector": self.ignore_shard_selector,
         }
@@ -96,6 +96,9 @@ class Faults:
             frac = float(e.get("fraction", 1.0))
             if not 0.0 <= frac <= 1.0:
                 raise ValueError("fraction must be within [0, 1]")
+            seed = e.get("seed")
+            if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+                raise ValueError("seed must be an integer")
             errors.append(
                 {
                     "code": code,
@@ -104,6 +107,8 @@ class Faults:
                     "resources": list(e.get("resources") or []),
                     "retryAfter": e.get("retryAfter"),
                     "count": e.get("count"),
+                    "seed": seed,
+                    "rng": random.Random(seed) if seed is not None else random,
                 }
             )
         self.latency = float(cfg.get("latency") or 0.0)
@@ -125,7 +130,7 @@ class Faults:
                     continue
             if e["count"] is not None and e["count"] <= 0:
                 continue
-            if e["fraction"] < 1.0 and random.random() >= e["fraction"]:
+            if e["fraction"] < 1.0 and e["rng"].random() >= e["fraction"]:
                 continue
             if e["count"] is not None:
                 e["count"] -= 1

@@ -52,9 +52,27 @@ def test_429_with_retry_after_and_count(api, client, core, ns):
 
 
 def test_fraction(api, client, ns):
-    api.faults.add_error(code=503, fraction=0.5, verbs=["get"])
+    api.faults.add_error(code=503, fraction=0.5, verbs=["get"], seed=1)
     codes = [raw(client, "GET", "/api/v1/namespaces/default")[0] for _ in range(200)]
-    assert 40 < codes.count(503) < 160 and codes.count(200) + codes.count(503) == 200
+    assert 60 < codes.count(503) < 140 and codes.count(200) + codes.count(503) == 200
+
+
+def test_a_seeded_fraction_fails_the_same_requests_every_time(api, client, ns):
+    runs = []
+    for _ in range(2):
+        api.faults.clear()
+        api.faults.add_error(code=500, fraction=0.3, verbs=["get"], seed=42)
+        runs.append([raw(client, "GET", "/api/v1/namespaces/default")[0] for _ in range(60)])
+    assert runs[0] == runs[1]
+    assert 0 < runs[0].count(500) < 60
+    assert api.faults.get()["errors"][0]["seed"] == 42
+    api.faults.clear()
+    bad = json.dumps({"errors": [{"code": 500, "fraction": 0.5, "seed": "x"}]}).encode()
+    put = urllib.request.Request(api.url + "/_operatord/faults", data=bad, method="PUT")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(put)
+    assert e.value.code == 400 and "seed" in json.loads(e.value.read())["error"]
+    assert api.faults.get()["errors"] == []  # the malformed configuration changed nothing
 
 
 def test_drop_watches(api, core, ns):
