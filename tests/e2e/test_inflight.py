@@ -131,13 +131,22 @@ def _seconds(timestamp: str) -> float:
 
 
 def children(pid: int) -> list[int]:
-    """Every child of ``pid``, whichever of its threads started it."""
+    """Every child of ``pid``, whichever of its threads started it.
+
+    Read from every process's parent pid: a thread's /proc/PID/task/TID/children list is
+    best-effort (a child moves to another thread's list when the thread that forked it ends,
+    and a reader can miss it in between)."""
     kids: list[int] = []
-    for tid in os.listdir(f"/proc/{pid}/task"):
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            kids += [int(k) for k in open(f"/proc/{pid}/task/{tid}/children").read().split()]
-        except OSError:
-            continue  # the thread ended meanwhile
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended meanwhile
+        if ppid == pid:
+            kids.append(int(entry))
     return sorted(kids)
 
 
