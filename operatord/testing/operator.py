@@ -4,7 +4,10 @@ Guarantees:
 - The operator runs as it does in production: a separate `operatord run` process (leader plus
   worker processes) talking HTTP to the API server through a kubeconfig.
 - A config given as a dict is written to a file; `metrics.port` and `health.port` get free
-  ports unless set, and `leaderElection` is off unless set (one replica in a test). Relative
+  ports unless set, and `leaderElection` is off unless set (one replica in a test). A port
+  picked here can be taken by another socket before the daemon binds it; then (the daemon
+  exits 3, "already in use") `wait_ready()` picks new ports and starts it again, up to
+  `PORT_RETRIES` times, and `metrics_port`/`health_port` follow. Relative
   `pythonPath` entries of a dict resolve against ``base_dir`` (default: the current directory
   when the `OperatorProcess` is created), as `Config.from_dict` does; those of a config file
   resolve against the file's directory, as `operatord run` does.
@@ -35,6 +38,10 @@ from typing import IO, TYPE_CHECKING
 import yaml
 
 READY_POLL_SECONDS = 0.1
+#: How often `wait_ready()` restarts a daemon whose picked port was taken meanwhile.
+PORT_RETRIES = 3
+#: `operatord run`'s exit code when the metrics or health address cannot be bound.
+_EXIT_ADDRESS = 3
 
 if TYPE_CHECKING:
     from operatord.apiserver import ApiServer
@@ -74,6 +81,8 @@ class OperatorProcess:
         self.api = api
         self.dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="operatord-test-"))
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._picked: list[str] = []  # the config keys whose port was picked here
+        self._port_retries = 0
         if isinstance(config, dict):
             config = dict(config)
             base = Path(base_dir) if base_dir is not None else Path.cwd()
@@ -84,8 +93,10 @@ class OperatorProcess:
                 ]
             config.setdefault("leaderElection", {"enabled": False})
             config.setdefault("logging", {"format": "json", "level": "info"})
-            config.setdefault("metrics", {"port": free_port()})
-            config.setdefault("health", {"port": free_port()})
+            for key in ("metrics", "health"):
+                if key not in config:
+                    config[key] = {"port": free_port()}
+                    self._picked.append(key)
             self.config = config
             self.config_path = self.dir / f"config-{id(self)}.yaml"
             self.config_path.write_text(yaml.safe_dump(config))
@@ -103,7 +114,9 @@ class OperatorProcess:
     # ---- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> OperatorProcess:
-        self._out = open(self.out_path, "w")  # noqa: SIM115 - closed in stop()
+        # After a restart on a taken port the first attempt's lines stay readable.
+        mode = "a" if self._port_retries else "w"
+        self._out = open(self.out_path, mode)  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -130,6 +143,8 @@ class OperatorProcess:
         """
         deadline = time.monotonic() + timeout
         while True:
+            if self._restart_if_port_taken():
+                continue
             self._fail_if_exited()
             try:
                 with urllib.request.urlopen(self._url(self.health_port, "/readyz"), timeout=2) as r:
@@ -143,6 +158,27 @@ class OperatorProcess:
                     f"operatord not ready after {timeout:g}s; last log lines:\n{self._tail()}"
                 )
             time.sleep(READY_POLL_SECONDS)
+
+    def _restart_if_port_taken(self) -> bool:
+        """Start again on new ports if the daemon exited because a port picked here was
+        taken by the time it bound it; True if it was restarted."""
+        if (
+            self.proc is None
+            or self.proc.poll() != _EXIT_ADDRESS
+            or not self._picked
+            or self._port_retries >= PORT_RETRIES
+            or "already in use" not in self._tail(5)
+        ):
+            return False
+        self._port_retries += 1
+        self.stop()
+        for key in self._picked:
+            self.config[key] = {**self.config[key], "port": free_port()}
+        self.metrics_port = int(self.config["metrics"].get("port", 8080))
+        self.health_port = int(self.config["health"].get("port", 8081))
+        self.config_path.write_text(yaml.safe_dump(self.config))
+        self.start()
+        return True
 
     def _fail_if_exited(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:

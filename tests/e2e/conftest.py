@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from operatord.testing import ApiServer, OperatorProcess, free_port, wait_for
+from operatord.testing import ApiServer, OperatorProcess, wait_for
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -94,8 +94,6 @@ class Operator(OperatorProcess):
             "handlerTimeoutSeconds": 10,
             "backoff": {"initialSeconds": 0.2, "maxSeconds": 5, "multiplier": 2.0, "jitter": 0.0},
             "leaderElection": {"enabled": False},
-            "metrics": {"port": free_port()},
-            "health": {"port": free_port()},
             "logging": {"format": "json", "level": "info"},
             **overrides,
         }

@@ -23,9 +23,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Operator, free_port, wait_for
+from conftest import Operator, wait_for
 from kubernetes import client
 from widgets import create_widget, delete_widget, get_widget, ready
+
+from operatord.testing import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))

@@ -33,7 +33,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from operatord.shards import shard_of
-from operatord.testing import OperatorProcess, free_port, wait_for
+from operatord.testing import OperatorProcess, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the proxy
 from blackhole_proxy import BlackholeProxy  # noqa: E402
@@ -107,8 +107,6 @@ class Replica(OperatorProcess):
             "resyncSeconds": 0,
             "leaderElection": {"enabled": True, "leaseNamespace": "default", **LEASE},
             "sharding": {"shards": shards},
-            "metrics": {"port": free_port()},
-            "health": {"port": free_port()},
             "logging": {"format": "json", "level": "info"},
         }
         super().__init__(api, config, workdir=workdir, env={"SHARD_LOG": str(log)})

@@ -1,7 +1,9 @@
 """The way README tells users to test their operator end to end, as a test of its own."""
 
+import socket
 from pathlib import Path
 
+import pytest
 import yaml
 from kubernetes import client
 
@@ -56,3 +58,43 @@ def test_user_runs_their_operator_against_the_embedded_api_server(tmp_path):
             )
             assert any(r.get("event") == "caches synced" for r in op.log_records())
         assert op.proc.returncode == 0  # SIGTERM on leaving the block: drained, exit 0
+
+
+def _widget_config(**extra) -> dict:
+    return {
+        "name": "widget-operator",
+        "handler": "examples.widgets:Widgets",
+        "pythonPath": [str(REPO)],
+        "parent": {"apiVersion": "example.com/v1", "kind": "Widget"},
+        "children": [{"apiVersion": "v1", "kind": "ConfigMap"}],
+        "workers": 1,
+        **extra,
+    }
+
+
+def test_a_picked_port_taken_before_the_daemon_binds_it_is_picked_again(tmp_path):
+    with ApiServer() as api:
+        crd = yaml.safe_load((REPO / "examples" / "widget-crd.yaml").read_text())
+        client.ApiextensionsV1Api(api.client()).create_custom_resource_definition(crd)
+        op = OperatorProcess(api, _widget_config(), workdir=tmp_path)
+        taken = op.metrics_port
+        with socket.socket() as squatter:  # another process got there first
+            squatter.bind(("127.0.0.1", taken))
+            squatter.listen()
+            with op:
+                op.wait_ready()
+                assert op.metrics_port != taken
+                assert op.config["metrics"]["port"] == op.metrics_port
+                assert op.metric("operatord_workers_alive") == 1
+                assert f"port {taken} is already in use" in op.output()
+
+
+def test_a_port_the_test_chose_is_not_changed_when_it_is_taken(tmp_path):
+    with ApiServer() as api, socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        op = OperatorProcess(api, _widget_config(metrics={"port": taken}), workdir=tmp_path)
+        with op, pytest.raises(AssertionError, match="exited with 3"):
+            op.wait_ready()
+        assert op.metrics_port == taken
