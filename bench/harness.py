@@ -375,9 +375,9 @@ class ProcTree:
             self._last_cpu = total / _CLK
         return self._last_cpu
 
-    def rss(self) -> int:
+    def rss(self, pids: list[int] | None = None) -> int:
         total = 0
-        for pid in tree_pids(self.root):
+        for pid in tree_pids(self.root) if pids is None else pids:
             try:
                 with open(f"/proc/{pid}/statm") as f:
                     total += int(f.read().split()[1]) * _PAGE
@@ -385,9 +385,9 @@ class ProcTree:
                 continue
         return total
 
-    def pss(self) -> int:
+    def pss(self, pids: list[int] | None = None) -> int:
         total = 0
-        for pid in tree_pids(self.root):
+        for pid in tree_pids(self.root) if pids is None else pids:
             try:
                 with open(f"/proc/{pid}/smaps_rollup") as f:
                     for line in f:
@@ -400,8 +400,9 @@ class ProcTree:
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak_rss = max(self.peak_rss, self.rss())
-            self.peak_pss = max(self.peak_pss, self.pss())
+            pids = tree_pids(self.root)  # once per sample: the /proc scan is the dear part
+            self.peak_rss = max(self.peak_rss, self.rss(pids))
+            self.peak_pss = max(self.peak_pss, self.pss(pids))
 
     def stop(self) -> None:
         self._stop.set()

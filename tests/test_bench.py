@@ -100,3 +100,29 @@ def test_ratio_lines_compare_each_operatord_row_with_kopf_and_the_floor():
         "- none: operatord (workers=2) converges 2.00x as fast as operatord (workers=1) "
         "(update wave 2.00x)"
     )
+
+
+@pytest.mark.timeout(120)
+def test_floor_ratio_repeats_floor_and_operatord_and_reports_each_ratio_and_the_median():
+    proc = subprocess.run(
+        [sys.executable, "bench/floor_ratio.py", "--runs", "2", "--parents", "20"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split(" | ") for line in proc.stdout.splitlines() if line[:4] in ("| 1 ", "| 2 ")]
+    assert len(rows) == 2
+    ratios = []
+    for cells in rows:
+        floor_s, op_s, ratio = float(cells[1]), float(cells[2]), float(cells[3].rstrip("x"))
+        assert floor_s > 0 and op_s > 0 and cells[-1].strip(" |") == "0"  # nothing missing
+        # the times are rounded to 10 ms, the ratio to 0.01
+        assert (op_s - 0.005) / (floor_s + 0.005) - 0.005 <= ratio
+        assert ratio <= (op_s + 0.005) / max(floor_s - 0.005, 1e-9) + 0.005
+        ratios.append(ratio)
+    median = (ratios[0] + ratios[1]) / 2
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("- converge: median "))
+    assert float(line.split()[3].rstrip("x")) == pytest.approx(median, abs=0.011)
+    assert f"range {min(ratios):.2f}-{max(ratios):.2f}x over 2 runs" in line
