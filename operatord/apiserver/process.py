@@ -287,15 +287,18 @@ class ApiServer:
             proc, self._proc = self._proc, None
             try:
                 if proc.stdin is not None:  # always: started with stdin=PIPE
-                    proc.stdin.close()
+                    proc.stdin.close()  # end of input: the server shuts down cleanly
             except OSError:
                 pass
-            proc.terminate()
             try:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
             if proc.stdout is not None:  # always: started with stdout=PIPE
                 proc.stdout.close()
         if self._thread is not None:
@@ -454,6 +457,10 @@ async def _serve(
 
         loop.add_reader(0, on_stdin)
     await stop.wait()
+    # Before the loop closes its wakeup pipe: a signal arriving during shutdown then acts as
+    # by default instead of writing to a closed descriptor (a noisy "Exception ignored").
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
     await srv.close()
     return 0
 
