@@ -74,7 +74,13 @@ from operatord.related import RelatedTypes
 from operatord.sharding import shard_for
 from operatord.shards import range_selector
 from operatord.shards import shard_of as _replica_shard_of
-from operatord.supervisor import RestartPacer, WorkerGone, WorkerProcess, worker_context
+from operatord.supervisor import (
+    RestartPacer,
+    SpareWorker,
+    WorkerGone,
+    WorkerProcess,
+    worker_context,
+)
 
 if TYPE_CHECKING:
     from operatord.metrics import Metrics
@@ -133,9 +139,9 @@ class _Slot:
         self.pacer = RestartPacer()
         # A started, idle worker process that replaces `proc` at once when it dies; kept only
         # while this worker keeps dying (a restart within the pacer's window).
-        self.spare: WorkerProcess | None = None
-        self.spare_starting = False
-        self.spare_lock = threading.Lock()
+        self.spare = SpareWorker(
+            index, lambda: WorkerProcess(index, proc.config_dict, proc.connection_dict, proc.ctx)
+        )
 
 
 class Controller:
@@ -518,8 +524,7 @@ class Controller:
     def _adopt_spare(self, slot: _Slot) -> bool:
         """Replace the slot's process by its spare, if it has a live one; brought up to date
         with the current credentials and lease fences first."""
-        with slot.spare_lock:
-            spare, slot.spare = slot.spare, None
+        spare = slot.spare.take()
         if spare is None:
             return False
         try:
@@ -547,48 +552,18 @@ class Controller:
 
     def _prepare_spare(self, slot: _Slot) -> None:
         """Start a spare for ``slot`` in the background, unless it has one (or one starting)."""
-        with slot.spare_lock:
-            if slot.spare is not None or slot.spare_starting or slot.closed:
-                return
-            slot.spare_starting = True
-
-        def start() -> None:
-            proc = WorkerProcess(
-                slot.index, slot.proc.config_dict, slot.proc.connection_dict, self.ctx
-            )
-            try:
-                proc.start()
-            except WorkerGone as exc:
-                log.warning("spare worker failed to start", worker=slot.index, error=str(exc))
-                proc.kill()
-                return
-            finally:
-                with slot.spare_lock:
-                    slot.spare_starting = False
-            with slot.spare_lock:
-                kept = not (slot.closed or self.stopping.is_set())
-                if kept:
-                    slot.spare = proc
-            if not kept:
-                proc.stop()
-
-        threading.Thread(target=start, name=f"spare-{slot.index}", daemon=True).start()
+        if not (slot.closed or self.stopping.is_set()):
+            slot.spare.prepare()
 
     def _retire_spares(self) -> None:
         """Stop the spares of workers that stopped dying."""
         for slot in self.slots:
-            if slot.spare is not None and slot.pacer.quiet():
-                with slot.spare_lock:
-                    spare, slot.spare = slot.spare, None
-                if spare is not None:
-                    spare.stop()
+            if slot.spare.ready and slot.pacer.quiet():
+                slot.spare.retire()
 
     def _drop_spares(self, kill: bool) -> None:
         for slot in self.slots:
-            with slot.spare_lock:
-                spare, slot.spare = slot.spare, None
-            if spare is not None:
-                spare.kill() if kill else spare.stop()
+            slot.spare.close(kill=kill)
 
     def stop(self, drain_timeout: float = 30.0) -> None:
         """Stop dispatching, wait for in-flight syncs (bounded), stop workers and informers."""

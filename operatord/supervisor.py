@@ -11,6 +11,8 @@ Guarantees:
   `WorkerGone` (it died, or stayed silent past ``ready_timeout``).
 - `send` and `receive` move `operatord.protocol` messages; any failure of the process or the
   pipe surfaces as `WorkerGone`, never as a hang: `receive` waits at most its timeout.
+- A worker that keeps dying gets a spare (`SpareWorker`): a started, idle process that its
+  next replacement adopts at once instead of waiting for a fresh start.
 - Restarts are paced (`RestartPacer`): the first ``RESTART_BURST`` restarts of a worker
   within a minute are immediate, each further one waits twice as long as the one before
   (0.1 s, 0.2 s, ... capped at 30 s), so handlers that kill their process cannot turn the
@@ -240,3 +242,72 @@ class WorkerProcess:
             self.process.kill()
             self.process.join(5)
         self.conn.close()
+
+
+class SpareWorker:
+    """At most one started, idle replacement process for one worker.
+
+    - `prepare` starts one in a background thread unless there is one, one is starting, or
+      the spare is closed; a start that fails is logged and leaves no spare.
+    - `take` hands the spare over exactly once (None when there is none); the caller checks
+      it is alive and brings it up to date before using it.
+    - After `close`, no spare is kept: the current one is stopped (or killed), and one that
+      finishes starting afterwards is stopped at once.
+    """
+
+    def __init__(self, index: int, make: Callable[[], WorkerProcess]) -> None:
+        self.index = index
+        self._make = make
+        self._lock = threading.Lock()
+        self._proc: WorkerProcess | None = None
+        self._starting = False
+        self._closed = False
+
+    @property
+    def ready(self) -> bool:
+        """A started spare is waiting."""
+        return self._proc is not None
+
+    def prepare(self) -> None:
+        with self._lock:
+            if self._proc is not None or self._starting or self._closed:
+                return
+            self._starting = True
+        threading.Thread(target=self._start, name=f"spare-{self.index}", daemon=True).start()
+
+    def _start(self) -> None:
+        proc = self._make()
+        try:
+            proc.start()
+        except WorkerGone as exc:
+            log.warning("spare worker failed to start", worker=self.index, error=str(exc))
+            proc.kill()
+            with self._lock:
+                self._starting = False
+            return
+        with self._lock:
+            self._starting = False
+            kept = not self._closed
+            if kept:
+                self._proc = proc
+        if not kept:
+            proc.stop()
+
+    def take(self) -> WorkerProcess | None:
+        with self._lock:
+            proc, self._proc = self._proc, None
+        return proc
+
+    def retire(self) -> None:
+        """Stop the waiting spare, if any; a later `prepare` may start another."""
+        proc = self.take()
+        if proc is not None:
+            proc.stop()
+
+    def close(self, kill: bool = False) -> None:
+        """Keep no spare from now on; stop (``kill``: kill) the waiting one."""
+        with self._lock:
+            self._closed = True
+        proc = self.take()
+        if proc is not None:
+            proc.kill() if kill else proc.stop()

@@ -1,7 +1,10 @@
 """Worker crashes as the leader sees them: who is blamed, and how restarts are paced."""
 
+import threading
+
 from operatord.controller import _blame, _InFlight
-from operatord.supervisor import RestartPacer, worker_context
+from operatord.supervisor import RestartPacer, SpareWorker, WorkerGone, worker_context
+from operatord.testing import wait_for
 
 
 def held(*uids: str) -> list[_InFlight]:
@@ -50,3 +53,80 @@ def test_workers_start_from_a_fork_server_with_the_worker_module_preloaded():
     ctx = worker_context()
     assert ctx.get_start_method() == "forkserver"
     assert worker_context("spawn").get_start_method() == "spawn"
+
+
+class FakeProcess:
+    """Stands in for a WorkerProcess: `start` waits until the test lets it finish."""
+
+    def __init__(self, made: list, fail: bool = False) -> None:
+        self.release = threading.Event()
+        self.fail = fail
+        self.started = self.stopped = self.killed = False
+        made.append(self)
+
+    def start(self) -> None:
+        assert self.release.wait(10)
+        if self.fail:
+            raise WorkerGone("died while starting")
+        self.started = True
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+def test_a_spare_is_started_once_handed_over_once_and_retired_when_asked():
+    made: list[FakeProcess] = []
+    spare = SpareWorker(0, lambda: FakeProcess(made))
+    spare.prepare()
+    spare.prepare()  # one is starting already
+    wait_for(lambda: made, 5, message="spare being started")
+    assert len(made) == 1 and not spare.ready and spare.take() is None
+    made[0].release.set()
+    wait_for(lambda: spare.ready, 5, message="spare ready")
+    spare.prepare()  # one is waiting already
+    assert len(made) == 1
+    assert spare.take() is made[0] and spare.take() is None and not spare.ready
+    spare.prepare()
+    wait_for(lambda: len(made) == 2, 5, message="a second spare being started")
+    made[1].release.set()
+    wait_for(lambda: spare.ready, 5, message="second spare ready")
+    spare.retire()
+    assert made[1].stopped and not spare.ready and not made[0].stopped
+
+
+def test_a_spare_that_fails_to_start_leaves_none_and_another_may_be_started():
+    made: list[FakeProcess] = []
+    spare = SpareWorker(0, lambda: FakeProcess(made, fail=not made))
+    spare.prepare()
+    wait_for(lambda: made, 5, message="spare being started")
+    made[0].release.set()
+    wait_for(lambda: made[0].killed, 5, message="the failed spare cleaned up")
+    assert not spare.ready
+    wait_for(lambda: (spare.prepare(), len(made) == 2)[1], 5, message="a new spare started")
+    made[1].release.set()
+    wait_for(lambda: spare.ready, 5, message="the new spare ready")
+
+
+def test_a_closed_spare_keeps_nothing_even_one_that_finishes_starting_afterwards():
+    made: list[FakeProcess] = []
+    spare = SpareWorker(0, lambda: FakeProcess(made))
+    spare.prepare()
+    wait_for(lambda: made, 5, message="spare being started")
+    spare.close()
+    made[0].release.set()
+    wait_for(lambda: made[0].stopped, 5, message="the late spare stopped")
+    assert not spare.ready and spare.take() is None
+    spare.prepare()
+    assert len(made) == 1  # closed: no new spare
+
+    killed: list[FakeProcess] = []
+    other = SpareWorker(1, lambda: FakeProcess(killed))
+    other.prepare()
+    wait_for(lambda: killed, 5, message="spare being started")
+    killed[0].release.set()
+    wait_for(lambda: other.ready, 5, message="spare ready")
+    other.close(kill=True)
+    assert killed[0].killed and not killed[0].stopped and not other.ready
