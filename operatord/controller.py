@@ -273,8 +273,8 @@ class Controller:
 
     def _start(self) -> None:
         cfg = self.config
-        # Every scrape sees the gauges as they are then (housekeeping refreshes them only
-        # every 0.5 s, and the first time before the workers are up).
+        # The state gauges are computed when scraped (the shard gauges walk every cached
+        # parent: only as often as Prometheus asks, and never stale).
         self.metrics.before_scrape(self._refresh_gauges)
         t = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
         t.start()
@@ -1029,8 +1029,7 @@ class Controller:
         while True:
             tick += 1
             try:
-                if tick % 2:  # every 0.5 s (the shard gauges walk every cached parent)
-                    self.update_gauges()
+                if tick % 2:  # every 0.5 s
                     self.refresh_credentials()
                 if self.sharded:  # each held shard's renewals move its own fence
                     for k in sorted(self.owned):

@@ -279,18 +279,17 @@ class SpareWorker:
         proc = self._make()
         try:
             proc.start()
+            started = True
         except WorkerGone as exc:
             log.warning("spare worker failed to start", worker=self.index, error=str(exc))
             proc.kill()
-            with self._lock:
-                self._starting = False
-            return
+            started = False
         with self._lock:
             self._starting = False
-            kept = not self._closed
+            kept = started and not self._closed
             if kept:
                 self._proc = proc
-        if not kept:
+        if started and not kept:  # closed while it started
             proc.stop()
 
     def take(self) -> WorkerProcess | None:

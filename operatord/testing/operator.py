@@ -103,8 +103,7 @@ class OperatorProcess:
         else:
             self.config_path = Path(config)
             self.config = yaml.safe_load(self.config_path.read_text())
-        self.metrics_port = int((self.config.get("metrics") or {}).get("port", 8080))
-        self.health_port = int((self.config.get("health") or {}).get("port", 8081))
+        self._read_ports()
         self.env = env or {}
         self.args = list(args or [])
         self.out_path = self.dir / f"operatord-{id(self)}.log"
@@ -174,11 +173,14 @@ class OperatorProcess:
         self.stop()
         for key in self._picked:
             self.config[key] = {**self.config[key], "port": free_port()}
-        self.metrics_port = int(self.config["metrics"].get("port", 8080))
-        self.health_port = int(self.config["health"].get("port", 8081))
         self.config_path.write_text(yaml.safe_dump(self.config))
+        self._read_ports()
         self.start()
         return True
+
+    def _read_ports(self) -> None:
+        self.metrics_port = int((self.config.get("metrics") or {}).get("port", 8080))
+        self.health_port = int((self.config.get("health") or {}).get("port", 8081))
 
     def _fail_if_exited(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:

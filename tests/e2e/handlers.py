@@ -180,7 +180,7 @@ class Counting(Driven):
         self.inside += 1
         self.most = max(self.most, self.inside)
         try:
-            time.sleep(0.02)
+            time.sleep(0.02)  # simulated handler work: an overlap would last this long
             return super().sync(request)
         finally:
             self.inside -= 1

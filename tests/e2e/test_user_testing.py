@@ -12,15 +12,20 @@ from operatord.testing import ApiServer, OperatorProcess, wait_for
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_user_runs_their_operator_against_the_embedded_api_server(tmp_path):
-    config = {
+def _widget_config(**extra) -> dict:
+    return {
         "name": "widget-operator",
         "handler": "examples.widgets:Widgets",
         "pythonPath": [str(REPO)],
         "parent": {"apiVersion": "example.com/v1", "kind": "Widget"},
         "children": [{"apiVersion": "v1", "kind": "ConfigMap"}],
         "workers": 1,
+        **extra,
     }
+
+
+def test_user_runs_their_operator_against_the_embedded_api_server(tmp_path):
+    config = _widget_config()
     with ApiServer() as api:
         kube = api.client()
         crd = yaml.safe_load((REPO / "examples" / "widget-crd.yaml").read_text())
@@ -58,18 +63,6 @@ def test_user_runs_their_operator_against_the_embedded_api_server(tmp_path):
             )
             assert any(r.get("event") == "caches synced" for r in op.log_records())
         assert op.proc.returncode == 0  # SIGTERM on leaving the block: drained, exit 0
-
-
-def _widget_config(**extra) -> dict:
-    return {
-        "name": "widget-operator",
-        "handler": "examples.widgets:Widgets",
-        "pythonPath": [str(REPO)],
-        "parent": {"apiVersion": "example.com/v1", "kind": "Widget"},
-        "children": [{"apiVersion": "v1", "kind": "ConfigMap"}],
-        "workers": 1,
-        **extra,
-    }
 
 
 def test_a_picked_port_taken_before_the_daemon_binds_it_is_picked_again(tmp_path):
