@@ -36,6 +36,7 @@ __all__ = [
     "BackoffConfig",
     "Config",
     "ConfigError",
+    "ControllerConfig",
     "ConfigFileNotFoundError",
     "OVERRIDES",
     "LeaderElectionConfig",
@@ -160,102 +161,29 @@ class ShardingConfig:
     shards: int = 1
 
 
-def _floats(obj: Any, names: Iterable[str] | None = None) -> Any:
-    """Turn int fields of a validated frozen dataclass into floats (bools are left alone)."""
-    if names is None:  # rebuild a nested dataclass
-        changes = {
-            f.name: float(v)
-            for f in fields(obj)
-            if isinstance(v := getattr(obj, f.name), int) and not isinstance(v, bool)
-        }
-        return replace(obj, **changes) if changes else obj
-    for name in names:
-        object.__setattr__(obj, name, float(getattr(obj, name)))
-    return obj
-
-
-def _cpu_count() -> int:
-    return os.cpu_count() or 1
-
-
 @dataclass(frozen=True)
-class Config:
-    """A validated operator config. See docs/config.md for the meaning of every key."""
+class ControllerConfig:
+    """One controller of a daemon: a parent type, the handler that syncs it, its child and
+    related types, and its own retry and resync settings.
+
+    Built by `Config` (from ``controllers:`` or, for a single-controller file, from the
+    top-level keys); the derived names (finalizer, field manager, managed-by value) are fixed
+    there so that two controllers of one daemon never share a finalizer.
+    """
 
     name: str
     handler: str
     python_path: tuple[str, ...]
     parent: ResourceType
     children: tuple[ResourceType, ...] = ()
-    namespace: str = ""
-    workers: int = field(default_factory=_cpu_count)
-    in_flight_per_worker: int = 16
-    worker_memory_limit_mb: int = 0
+    related: tuple[RelatedType, ...] = ()
     resync_seconds: float = 600.0
     handler_timeout_seconds: float = 30.0
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
-    leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
-    metrics_port: int = 8080
-    health_port: int = 8081
-    metrics_address: str = ""
-    health_address: str = ""
-    controller_runtime_metrics: bool = False
-    logging_format: str = "auto"
-    logging_level: str = "info"
-    related: tuple[RelatedType, ...] = ()
-    sharding: ShardingConfig = field(default_factory=ShardingConfig)
-
-    def __post_init__(self) -> None:
-        # Normalize sequences to tuples and relative paths to absolute ones, then validate the
-        # whole thing through the same path as YAML input so every instance is valid.
-        paths = self.python_path
-        if isinstance(paths, str):
-            raise ConfigError.at("pythonPath", "must be a list of directories, got a string")
-        object.__setattr__(
-            self, "python_path", tuple(os.path.abspath(str(p)) for p in (paths or ()))
-        )
-        object.__setattr__(self, "children", tuple(self.children or ()))
-        object.__setattr__(self, "related", tuple(self.related or ()))
-        if self.workers is None:
-            object.__setattr__(self, "workers", _cpu_count())
-        for name, kind in (
-            ("parent", ResourceType),
-            ("backoff", BackoffConfig),
-            ("leader_election", LeaderElectionConfig),
-            ("sharding", ShardingConfig),
-        ):
-            if not isinstance(getattr(self, name), kind):
-                raise ConfigError.at(name, f"must be a {kind.__name__}")
-        if not all(isinstance(c, ResourceType) for c in self.children):
-            raise ConfigError.at("children", "must be ResourceType instances")
-        _validate(self.to_dict())
-        # Seconds are floats whatever the YAML said, so equal configs compare and print alike.
-        _floats(self, ("resync_seconds", "handler_timeout_seconds"))
-        object.__setattr__(self, "backoff", _floats(self.backoff))
-        object.__setattr__(self, "leader_election", _floats(self.leader_election))
-
-    # -- derived names -----------------------------------------------------------------------
-
-    @property
-    def finalizer(self) -> str:
-        return f"operatord.io/{self.name}"
-
-    @property
-    def field_manager(self) -> str:
-        return f"operatord-{self.name}"
-
-    @property
-    def lease_name(self) -> str:
-        return self.leader_election.lease_name or f"{self.name}-leader"
-
-    @property
-    def shards(self) -> int:
-        """``sharding.shards``: 1 means one leader lease and no shard leases."""
-        return self.sharding.shards
-
-    def shard_lease_name(self, k: int) -> str:
-        """The Lease of shard ``k``: ``<name>-shard-<k>``."""
-        return f"{self.name}-shard-{k}"
+    in_flight_share: float = 1.0
+    finalizer: str = ""
+    field_manager: str = ""
+    managed_by: str = ""  # the daemon's name: the managed-by label value of every child
 
     @property
     def parent_uid_label(self) -> str:
@@ -282,11 +210,9 @@ class Config:
                 return c
         return None
 
-    # -- plain data ------------------------------------------------------------------------
-
     def to_dict(self) -> dict[str, Any]:
-        """The config as YAML-shaped plain data, every default filled in."""
-        b, le = self.backoff, self.leader_election
+        """The controller's keys as YAML-shaped plain data (an item of ``controllers:``)."""
+        b = self.backoff
         return {
             "name": self.name,
             "handler": self.handler,
@@ -296,6 +222,265 @@ class Config:
                 {"apiVersion": c.api_version, "kind": c.kind, "updateStrategy": c.update_strategy}
                 for c in self.children
             ],
+            "related": [
+                {"apiVersion": r.api_version, "kind": r.kind, "labelSelector": r.label_selector}
+                for r in self.related
+            ],
+            "resyncSeconds": self.resync_seconds,
+            "handlerTimeoutSeconds": self.handler_timeout_seconds,
+            "backoff": {
+                "initialSeconds": b.initial_seconds,
+                "maxSeconds": b.max_seconds,
+                "multiplier": b.multiplier,
+                "jitter": b.jitter,
+            },
+            "inFlightShare": self.in_flight_share,
+        }
+
+
+def _floats(obj: Any, names: Iterable[str] | None = None) -> Any:
+    """Turn int fields of a validated frozen dataclass into floats (bools are left alone)."""
+    if names is None:  # rebuild a nested dataclass
+        changes = {
+            f.name: float(v)
+            for f in fields(obj)
+            if isinstance(v := getattr(obj, f.name), int) and not isinstance(v, bool)
+        }
+        return replace(obj, **changes) if changes else obj
+    for name in names:
+        object.__setattr__(obj, name, float(getattr(obj, name)))
+    return obj
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated operator config. See docs/config.md for the meaning of every key."""
+
+    name: str
+    handler: str = ""  # single-controller form (top-level keys); "" with ``controllers``
+    python_path: tuple[str, ...] = ()
+    parent: ResourceType | None = None  # single-controller form; None with ``controllers``
+    children: tuple[ResourceType, ...] = ()
+    namespace: str = ""
+    workers: int = field(default_factory=_cpu_count)
+    in_flight_per_worker: int = 16
+    worker_memory_limit_mb: int = 0
+    resync_seconds: float = 600.0
+    handler_timeout_seconds: float = 30.0
+    backoff: BackoffConfig = field(default_factory=BackoffConfig)
+    leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
+    metrics_port: int = 8080
+    health_port: int = 8081
+    metrics_address: str = ""
+    health_address: str = ""
+    controller_runtime_metrics: bool = False
+    logging_format: str = "auto"
+    logging_level: str = "info"
+    related: tuple[RelatedType, ...] = ()
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)
+    namespaces: tuple[str, ...] = ()
+    namespace_selector: str = ""
+    # Every controller of the daemon. A single-controller config (top-level handler and
+    # parent) has exactly one, named after the daemon, derived from the top-level keys.
+    controllers: tuple[ControllerConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Normalize sequences to tuples and relative paths to absolute ones, then validate the
+        # whole thing through the same path as YAML input so every instance is valid.
+        paths = self.python_path
+        if isinstance(paths, str):
+            raise ConfigError.at("pythonPath", "must be a list of directories, got a string")
+        object.__setattr__(
+            self, "python_path", tuple(os.path.abspath(str(p)) for p in (paths or ()))
+        )
+        object.__setattr__(self, "children", tuple(self.children or ()))
+        object.__setattr__(self, "related", tuple(self.related or ()))
+        if isinstance(self.namespaces, str):
+            raise ConfigError.at("namespaces", "must be a list of namespace patterns")
+        object.__setattr__(self, "namespaces", tuple(self.namespaces or ()))
+        if self.workers is None:
+            object.__setattr__(self, "workers", _cpu_count())
+        for name, kind in (
+            ("backoff", BackoffConfig),
+            ("leader_election", LeaderElectionConfig),
+            ("sharding", ShardingConfig),
+        ):
+            if not isinstance(getattr(self, name), kind):
+                raise ConfigError.at(name, f"must be a {kind.__name__}")
+        if self.parent is not None and not isinstance(self.parent, ResourceType):
+            raise ConfigError.at("parent", "must be a ResourceType")
+        if not all(isinstance(c, ResourceType) for c in self.children):
+            raise ConfigError.at("children", "must be ResourceType instances")
+        if not all(isinstance(c, ControllerConfig) for c in self.controllers or ()):
+            raise ConfigError.at("controllers", "must be ControllerConfig instances")
+        object.__setattr__(self, "controllers", tuple(self.controllers or ()))
+        if self.parent is not None:
+            object.__setattr__(self, "controllers", ())
+        _validate(self.to_dict())
+        # Seconds are floats whatever the YAML said, so equal configs compare and print alike.
+        _floats(self, ("resync_seconds", "handler_timeout_seconds"))
+        object.__setattr__(self, "backoff", _floats(self.backoff))
+        object.__setattr__(self, "leader_election", _floats(self.leader_election))
+        if self.parent is not None:
+            object.__setattr__(
+                self,
+                "controllers",
+                (
+                    ControllerConfig(
+                        name=self.name,
+                        handler=self.handler,
+                        python_path=self.python_path,
+                        parent=self.parent,
+                        children=self.children,
+                        related=self.related,
+                        resync_seconds=self.resync_seconds,
+                        handler_timeout_seconds=self.handler_timeout_seconds,
+                        backoff=self.backoff,
+                        finalizer=f"operatord.io/{self.name}",
+                        field_manager=f"operatord-{self.name}",
+                        managed_by=self.name,
+                    ),
+                ),
+            )
+        else:
+            object.__setattr__(
+                self,
+                "controllers",
+                tuple(
+                    replace(
+                        c,
+                        python_path=tuple(os.path.abspath(str(p)) for p in c.python_path),
+                        children=tuple(c.children),
+                        related=tuple(c.related),
+                        resync_seconds=float(c.resync_seconds),
+                        handler_timeout_seconds=float(c.handler_timeout_seconds),
+                        in_flight_share=float(c.in_flight_share),
+                        backoff=_floats(c.backoff),
+                        finalizer=f"operatord.io/{self.name}.{c.name}",
+                        field_manager=f"operatord-{self.name}.{c.name}",
+                        managed_by=self.name,
+                    )
+                    for c in self.controllers
+                ),
+            )
+
+    # -- controllers and scope ------------------------------------------------------------
+
+    @property
+    def single(self) -> bool:
+        """A single-controller config (top-level ``handler`` and ``parent``)."""
+        return self.parent is not None
+
+    def controller(self, name: str) -> ControllerConfig:
+        """The controller called ``name``; KeyError when there is none."""
+        for c in self.controllers:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    @property
+    def namespace_patterns(self) -> tuple[str, ...]:
+        """The namespace scope as patterns: ``namespaces``, or the legacy ``namespace``."""
+        if self.namespaces:
+            return self.namespaces
+        return (self.namespace,) if self.namespace else ()
+
+    @property
+    def max_handler_timeout_seconds(self) -> float:
+        """The longest handler timeout of any controller (drain and hang deadlines)."""
+        return max(c.handler_timeout_seconds for c in self.controllers)
+
+    # -- derived names -----------------------------------------------------------------------
+
+    @property
+    def finalizer(self) -> str:
+        """The finalizer of a single-controller config (each controller has its own)."""
+        return self.controllers[0].finalizer
+
+    @property
+    def field_manager(self) -> str:
+        return self.controllers[0].field_manager
+
+    @property
+    def lease_name(self) -> str:
+        return self.leader_election.lease_name or f"{self.name}-leader"
+
+    @property
+    def shards(self) -> int:
+        """``sharding.shards``: 1 means one leader lease and no shard leases."""
+        return self.sharding.shards
+
+    def shard_lease_name(self, k: int) -> str:
+        """The Lease of shard ``k``: ``<name>-shard-<k>``."""
+        return f"{self.name}-shard-{k}"
+
+    @property
+    def parent_uid_label(self) -> str:
+        return PARENT_UID_LABEL
+
+    @property
+    def managed_by_label(self) -> str:
+        return MANAGED_BY_LABEL
+
+    @property
+    def child_keys(self) -> frozenset[tuple[str, str]]:
+        """``(apiVersion, kind)`` of every child type of every controller."""
+        return frozenset(c.key for ctl in self.controllers for c in ctl.children)
+
+    @property
+    def related_keys(self) -> frozenset[tuple[str, str]]:
+        """``(apiVersion, kind)`` of every related type of every controller."""
+        return frozenset(r.key for ctl in self.controllers for r in ctl.related)
+
+    def child_type(self, api_version: str, kind: str) -> ResourceType | None:
+        """The configured child type ``(api_version, kind)`` of any controller, or None."""
+        for ctl in self.controllers:
+            found = ctl.child_type(api_version, kind)
+            if found is not None:
+                return found
+        return None
+
+    # -- plain data ------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as YAML-shaped plain data, every default filled in."""
+        b, le = self.backoff, self.leader_election
+        out: dict[str, Any] = {"name": self.name}
+        if self.parent is not None:
+            out.update(
+                {
+                    "handler": self.handler,
+                    "pythonPath": list(self.python_path),
+                    "parent": {"apiVersion": self.parent.api_version, "kind": self.parent.kind},
+                    "children": [
+                        {
+                            "apiVersion": c.api_version,
+                            "kind": c.kind,
+                            "updateStrategy": c.update_strategy,
+                        }
+                        for c in self.children
+                    ],
+                }
+            )
+        else:
+            out["controllers"] = [c.to_dict() for c in self.controllers]
+        out["namespaces"] = list(self.namespaces)
+        out["namespaceSelector"] = self.namespace_selector
+        out.update(self._daemon_dict(b, le))
+        if self.parent is not None:
+            out["related"] = [
+                {"apiVersion": r.api_version, "kind": r.kind, "labelSelector": r.label_selector}
+                for r in self.related
+            ]
+        out["sharding"] = {"shards": self.sharding.shards}
+        return out
+
+    def _daemon_dict(self, b: BackoffConfig, le: LeaderElectionConfig) -> dict[str, Any]:
+        return {
             "namespace": self.namespace,
             "workers": self.workers,
             "inFlightPerWorker": self.in_flight_per_worker,
@@ -323,11 +508,6 @@ class Config:
             },
             "health": {"port": self.health_port, "address": self.health_address},
             "logging": {"format": self.logging_format, "level": self.logging_level},
-            "related": [
-                {"apiVersion": r.api_version, "kind": r.kind, "labelSelector": r.label_selector}
-                for r in self.related
-            ],
-            "sharding": {"shards": self.sharding.shards},
         }
 
     @classmethod
@@ -352,35 +532,46 @@ class Config:
         b = data.get("backoff", {})
         le = data.get("leaderElection", {})
         workers = data.get("workers")
+        backoff = _backoff_from(b, BackoffConfig())
+        resync = float(data.get("resyncSeconds", cls.resync_seconds))
+        timeout = float(data.get("handlerTimeoutSeconds", cls.handler_timeout_seconds))
+        python_path = tuple(
+            os.path.normpath(os.path.join(base, p)) for p in data.get("pythonPath", [])
+        )
+        single = "controllers" not in data
         return cls(
             name=data["name"],
-            handler=data["handler"],
-            python_path=tuple(
-                os.path.normpath(os.path.join(base, p)) for p in data.get("pythonPath", [])
-            ),
-            parent=ResourceType(data["parent"]["apiVersion"], data["parent"]["kind"]),
-            children=tuple(
-                ResourceType(
-                    c["apiVersion"],
-                    c["kind"],
-                    c.get("updateStrategy", ResourceType.update_strategy),
+            handler=data["handler"] if single else "",
+            python_path=python_path if single else (),
+            parent=_type_from(data["parent"]) if single else None,
+            children=_children_from(data.get("children", [])),
+            controllers=tuple(
+                ControllerConfig(
+                    name=c["name"],
+                    handler=c["handler"],
+                    python_path=tuple(
+                        os.path.normpath(os.path.join(base, p)) for p in c.get("pythonPath", [])
+                    )
+                    or python_path,
+                    parent=_type_from(c["parent"]),
+                    children=_children_from(c.get("children", [])),
+                    related=_related_from(c.get("related", [])),
+                    resync_seconds=float(c.get("resyncSeconds", resync)),
+                    handler_timeout_seconds=float(c.get("handlerTimeoutSeconds", timeout)),
+                    backoff=_backoff_from(c.get("backoff", {}), backoff),
+                    in_flight_share=float(c.get("inFlightShare", 1.0)),
                 )
-                for c in data.get("children", [])
+                for c in data.get("controllers", [])
             ),
+            namespaces=tuple(data.get("namespaces", ())),
+            namespace_selector=data.get("namespaceSelector", ""),
             namespace=data.get("namespace", cls.namespace),
             workers=_cpu_count() if workers is None else int(workers),
             in_flight_per_worker=int(data.get("inFlightPerWorker", cls.in_flight_per_worker)),
             worker_memory_limit_mb=int(data.get("workerMemoryLimitMB", cls.worker_memory_limit_mb)),
-            resync_seconds=float(data.get("resyncSeconds", cls.resync_seconds)),
-            handler_timeout_seconds=float(
-                data.get("handlerTimeoutSeconds", cls.handler_timeout_seconds)
-            ),
-            backoff=BackoffConfig(
-                initial_seconds=float(b.get("initialSeconds", BackoffConfig.initial_seconds)),
-                max_seconds=float(b.get("maxSeconds", BackoffConfig.max_seconds)),
-                multiplier=float(b.get("multiplier", BackoffConfig.multiplier)),
-                jitter=float(b.get("jitter", BackoffConfig.jitter)),
-            ),
+            resync_seconds=resync,
+            handler_timeout_seconds=timeout,
+            backoff=backoff,
             leader_election=LeaderElectionConfig(
                 enabled=le.get("enabled", LeaderElectionConfig.enabled),
                 lease_name=le.get("leaseName", LeaderElectionConfig.lease_name),
@@ -404,16 +595,34 @@ class Config:
             ),
             logging_format=data.get("logging", {}).get("format", cls.logging_format),
             logging_level=data.get("logging", {}).get("level", cls.logging_level),
-            related=tuple(
-                RelatedType(
-                    r["apiVersion"], r["kind"], r.get("labelSelector", RelatedType.label_selector)
-                )
-                for r in data.get("related", [])
-            ),
+            related=_related_from(data.get("related", [])),
             sharding=ShardingConfig(
                 shards=int(data.get("sharding", {}).get("shards", ShardingConfig.shards))
             ),
         )
+
+
+def _type_from(d: dict[str, Any]) -> ResourceType:
+    return ResourceType(d["apiVersion"], d["kind"])
+
+
+def _children_from(items: list[dict[str, Any]]) -> tuple[ResourceType, ...]:
+    return tuple(
+        ResourceType(c["apiVersion"], c["kind"], c.get("updateStrategy", "Replace")) for c in items
+    )
+
+
+def _related_from(items: list[dict[str, Any]]) -> tuple[RelatedType, ...]:
+    return tuple(RelatedType(r["apiVersion"], r["kind"], r.get("labelSelector", "")) for r in items)
+
+
+def _backoff_from(b: dict[str, Any], default: BackoffConfig) -> BackoffConfig:
+    return BackoffConfig(
+        initial_seconds=float(b.get("initialSeconds", default.initial_seconds)),
+        max_seconds=float(b.get("maxSeconds", default.max_seconds)),
+        multiplier=float(b.get("multiplier", default.multiplier)),
+        jitter=float(b.get("jitter", default.jitter)),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -627,6 +836,88 @@ def _semantic_errors(d: dict[str, Any]) -> list[tuple[list[Any], str]]:
     if metrics_port and metrics_port == health_port:
         out.append((["health", "port"], f"must differ from metrics.port ({metrics_port})"))
 
+    if "controllers" in d:
+        for top_key in ("handler", "parent", "children", "related"):
+            if top_key in d:
+                out.append(
+                    (
+                        [top_key],
+                        "with a controllers list, each controller names its own "
+                        f"{top_key}: move it into the controllers that need it",
+                    )
+                )
+        names: dict[str, int] = {}
+        parents: dict[tuple[str, str], int] = {}
+        related_selectors: dict[tuple[str, str], tuple[str, int, int]] = {}
+        for n, ctl in enumerate(d["controllers"]):
+            if ctl["name"] in names:
+                out.append(
+                    (
+                        ["controllers", n, "name"],
+                        f"{ctl['name']!r} is already the name of controllers[{names[ctl['name']]}]",
+                    )
+                )
+            else:
+                names[ctl["name"]] = n
+            key = (ctl["parent"]["apiVersion"], ctl["parent"]["kind"])
+            if key in parents:
+                out.append(
+                    (
+                        ["controllers", n, "parent"],
+                        f"{key[0]}/{key[1]} is already the parent of controllers[{parents[key]}] "
+                        "(one controller per parent type)",
+                    )
+                )
+            else:
+                parents[key] = n
+            b = ctl.get("backoff", {})
+            top = d.get("backoff", {})
+            lo = float(b.get("initialSeconds", top.get("initialSeconds", 0.5)))
+            hi = float(b.get("maxSeconds", top.get("maxSeconds", 300.0)))
+            if hi < lo:
+                out.append(
+                    (
+                        ["controllers", n, "backoff", "maxSeconds"],
+                        f"must be >= backoff.initialSeconds ({_num(lo)}), got {_num(hi)}",
+                    )
+                )
+            out.extend(_type_errors(ctl, ["controllers", n]))
+            for i, rel in enumerate(ctl.get("related", [])):
+                rkey = (rel["apiVersion"], rel["kind"])
+                selector = rel.get("labelSelector", "")
+                if rkey in related_selectors and related_selectors[rkey][0] != selector:
+                    other, on, oi = related_selectors[rkey]
+                    out.append(
+                        (
+                            ["controllers", n, "related", i, "labelSelector"],
+                            f"{rkey[0]}/{rkey[1]} is related to controllers[{on}] with "
+                            f"labelSelector {other!r}; a related type is cached once per "
+                            "daemon, so every controller must give it the same selector",
+                        )
+                    )
+                related_selectors.setdefault(rkey, (selector, n, i))
+    elif "handler" not in d or "parent" not in d:
+        for missing in ("handler", "parent"):
+            if missing not in d:
+                out.append(([missing], "required key missing"))
+    else:
+        out.extend(_type_errors(d, []))
+    if d.get("namespace") and d.get("namespaces"):
+        out.append(
+            (
+                ["namespaces"],
+                f"give either namespace ({d['namespace']!r}) or namespaces, not both",
+            )
+        )
+    problem = _label_selector_problem(d.get("namespaceSelector", ""))
+    if problem:
+        out.append((["namespaceSelector"], problem))
+    return out
+
+
+def _type_errors(d: dict[str, Any], at: list[Any]) -> list[tuple[list[Any], str]]:
+    """The parent, children and related rules of one controller (``d`` at path ``at``)."""
+    out: list[tuple[list[Any], str]] = []
     parent = (d["parent"]["apiVersion"], d["parent"]["kind"])
     seen: dict[tuple[str, str], int] = {}
     for i, child in enumerate(d.get("children", [])):
@@ -634,13 +925,16 @@ def _semantic_errors(d: dict[str, Any]) -> list[tuple[list[Any], str]]:
         if key == parent:
             out.append(
                 (
-                    ["children", i],
+                    [*at, "children", i],
                     f"{key[0]}/{key[1]} is the parent type; a type cannot be both parent and child",
                 )
             )
         elif key in seen:
             out.append(
-                (["children", i], f"{key[0]}/{key[1]} is already listed as children[{seen[key]}]")
+                (
+                    [*at, "children", i],
+                    f"{key[0]}/{key[1]} is already listed as children[{seen[key]}]",
+                )
             )
         else:
             seen[key] = i
@@ -650,7 +944,7 @@ def _semantic_errors(d: dict[str, Any]) -> list[tuple[list[Any], str]]:
         if key in related_seen:
             out.append(
                 (
-                    ["related", i],
+                    [*at, "related", i],
                     f"{key[0]}/{key[1]} is already listed as related[{related_seen[key]}]",
                 )
             )
@@ -658,7 +952,7 @@ def _semantic_errors(d: dict[str, Any]) -> list[tuple[list[Any], str]]:
             related_seen[key] = i
         problem = _label_selector_problem(rel.get("labelSelector", RelatedType.label_selector))
         if problem:
-            out.append((["related", i, "labelSelector"], problem))
+            out.append(([*at, "related", i, "labelSelector"], problem))
     return out
 
 
@@ -685,6 +979,10 @@ def _validate(data: Any) -> None:
         what = "empty" if data is None else _show(data)
         raise ConfigError.at("(root)", f"the config must be a mapping of keys, got {what}")
     found = _schema_errors(data)
+    if found and "controllers" not in data:  # the single-controller form needs both
+        found += [
+            ([key], "required key missing") for key in ("handler", "parent") if key not in data
+        ]
     if not found:
         found = _semantic_errors(data)
     if found:

@@ -132,14 +132,14 @@ def test_to_dict_fills_defaults_with_schema_defaults():
     d = Config.from_dict(MINIMAL).to_dict()
     props = config_schema()["properties"]
     for key, sub in props.items():
-        if key in ("name", "handler", "parent", "workers"):
+        if key in ("name", "handler", "parent", "workers", "controllers"):
             continue
         if sub.get("type") == "object":
             for inner, inner_schema in sub["properties"].items():
                 assert d[key][inner] == inner_schema["default"], f"{key}.{inner}"
         else:
             assert d[key] == sub["default"], key
-    assert set(d) == set(props)
+    assert set(d) == set(props) - {"controllers"}  # the single-controller form
 
 
 def test_seconds_are_floats_and_ports_ints():
@@ -202,7 +202,7 @@ def test_example_config_loads():
 def test_example_config_shows_every_key():
     shown = yaml.safe_load(EXAMPLE.read_text())
     props = config_schema()["properties"]
-    assert set(shown) == set(props)
+    assert set(shown) == set(props) - {"controllers"}  # config/example-multi.yaml shows it
     for key, sub in props.items():
         if sub.get("type") == "object" and key != "parent":
             assert set(shown[key]) == set(sub["properties"]), key
@@ -212,7 +212,8 @@ def test_example_config_shows_every_key():
 # -- validation errors ---------------------------------------------------------------------------
 
 ALLOWED_TOP = (
-    "allowed: name, handler, pythonPath, parent, children, related, namespace, workers, "
+    "allowed: name, handler, pythonPath, parent, children, related, controllers, namespace, "
+    "namespaces, namespaceSelector, workers, "
     "inFlightPerWorker, workerMemoryLimitMB, "
     "resyncSeconds, "
     "handlerTimeoutSeconds, backoff, leaderElection, sharding, metrics, health, logging"
@@ -540,14 +541,35 @@ def _objects(schema: dict, path: str = "(root)"):
 
 
 def test_schema_closes_every_object_and_documents_every_key():
-    required_anywhere = {"name", "handler", "parent", "apiVersion", "kind"}
+    # controllers: the alternative to the required handler and parent
+    required_anywhere = {"name", "handler", "parent", "apiVersion", "kind", "controllers"}
     for path, sub in _objects(config_schema()):
         assert sub.get("description"), f"{path} has no description"
         if sub.get("type") == "object":
             assert sub.get("additionalProperties") is False, path
         key = path.rsplit(".", 1)[-1]
-        if path.count(".") and not path.endswith("[]") and key not in required_anywhere:
+        # A controller's pythonPath, resyncSeconds, handlerTimeoutSeconds and backoff default
+        # to the top-level keys of the same names (their descriptions say so).
+        inherited = path.startswith("(root).controllers[].") and "top-level" in (
+            sub.get("description", "") + _parent_description(path)
+        )
+        if (
+            path.count(".")
+            and not path.endswith("[]")
+            and key not in required_anywhere
+            and not inherited
+        ):
             assert "default" in sub, f"{path} has no default"
+
+
+def _parent_description(path: str) -> str:
+    """The description of the controller key ``path`` lies under (``backoff`` for
+    ``(root).controllers[].backoff.jitter``)."""
+    parts = path.split(".")
+    if len(parts) < 4:
+        return ""
+    items = config_schema()["properties"]["controllers"]["items"]["properties"]
+    return items.get(parts[2], {}).get("description", "")
 
 
 # -- check-config --------------------------------------------------------------------------------

@@ -55,6 +55,27 @@ def _defaults() -> dict[str, Any]:
                 out[f"{section}[].{k}"] = v
     for required in ("name", "handler", "parent.apiVersion", "parent.kind"):
         del out[required]
+    many = Config.from_dict(
+        {
+            "name": "d",
+            "controllers": [
+                {
+                    "name": "c",
+                    "handler": "m:f",
+                    "parent": {"apiVersion": "v1", "kind": "ConfigMap"},
+                    "children": [{"apiVersion": "v1", "kind": "Secret"}],
+                    "related": [{"apiVersion": "v1", "kind": "Namespace"}],
+                }
+            ],
+        }
+    )
+    ctl = many.to_dict()["controllers"][0]
+    # A controller's other keys default to the top-level keys of the same names.
+    out["controllers[].inFlightShare"] = ctl["inFlightShare"]
+    for section in ("children", "related"):
+        for k, v in ctl[section][0].items():
+            if k not in ("apiVersion", "kind"):
+                out[f"controllers[].{section}[].{k}"] = v
     return out
 
 
