@@ -28,14 +28,12 @@ import base64
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from operatord.cache import child_key
+from operatord.config import Config, ControllerConfig
 from operatord.handler import check_child_type, check_unique_child
 from operatord.kube import ApiError, Kube, Resource
-
-if TYPE_CHECKING:
-    from operatord.config import Config
 
 
 class ResponseError(Exception):
@@ -124,10 +122,18 @@ def comparable(child: dict) -> dict:
 class Applier:
     """Applies handler responses for one operator; one per worker process (caches discovery)."""
 
-    def __init__(self, kube: Kube, config: Config, guard: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        config: Config | ControllerConfig,
+        guard: Callable[[], None] | None = None,
+    ) -> None:
         """``guard()`` is called before every write and may raise to prevent it (a worker
-        whose leader is gone must not write)."""
+        whose leader is gone must not write). ``config``: the controller whose responses
+        this applies (a single-controller `Config` stands for its one controller)."""
         self.kube = kube
+        if isinstance(config, Config):
+            config = config.controllers[0]
         self.config = config
         self.guard = guard or (lambda: None)
         self.strategies = {(c.api_version, c.kind): c.update_strategy for c in config.children}
@@ -184,7 +190,7 @@ class Applier:
             check_unique_child(seen, child_key(child), i)
             labels = meta.setdefault("labels", {})
             labels[self.config.parent_uid_label] = pmeta["uid"]
-            labels[self.config.managed_by_label] = self.config.name
+            labels[self.config.managed_by_label] = self.config.managed_by
             meta["ownerReferences"] = [
                 r for r in meta.get("ownerReferences", []) if not r.get("controller")
             ] + [self.owner_reference(parent)]

@@ -9,6 +9,9 @@ Guarantees:
 - A child deleted by a worker stays deleted (a tombstone remembers its resourceVersion) until
   a newer version of it is seen.
 - Children are attached to a parent by the ``operatord.io/parent-uid`` label only.
+- One cache serves every controller of a daemon: parents of several types live side by side
+  (uids are unique across types), and a list replaces only the part of the cache it covers
+  (one parent or child type, in one namespace when the type is watched per namespace).
 - `snapshot` returns a parent and its children as they are now; the caller may not mutate them.
 - Objects are stored without ``metadata.managedFields`` (the field-ownership bookkeeping of
   server-side apply, about 60% of a small object's memory), as controller-runtime's
@@ -102,11 +105,31 @@ class Cache:
                     self._count_locked(key, -1)
             return existed
 
-    def replace_parents(self, objs: Iterable[dict]) -> tuple[set[str], set[str]]:
-        """Make the parents exactly ``objs``; returns (changed or new uids, removed uids)."""
+    def replace_parents(
+        self,
+        objs: Iterable[dict],
+        *,
+        api_version: str | None = None,
+        kind: str | None = None,
+        namespace: str | None = None,
+    ) -> tuple[set[str], set[str]]:
+        """Make the parents exactly ``objs``; returns (changed or new uids, removed uids).
+
+        With ``api_version`` and ``kind`` (and ``namespace``), only the cached parents of that
+        type (in that namespace) are replaced; the others stay."""
         fresh = {_meta(o)["uid"]: slim(o) for o in objs if _meta(o).get("uid")}
         with self._lock:
-            removed = set(self._parents) - set(fresh)
+            if kind is None:
+                covered = set(self._parents)
+            else:
+                covered = {
+                    uid
+                    for uid, p in self._parents.items()
+                    if p.get("kind") == kind
+                    and p.get("apiVersion") == api_version
+                    and (namespace is None or _meta(p).get("namespace") == namespace)
+                }
+            removed = covered - set(fresh)
             changed = set()
             for uid, obj in fresh.items():
                 cur = self._parents.get(uid)
@@ -114,7 +137,12 @@ class Cache:
                     "resourceVersion"
                 ):
                     changed.add(uid)
-            self._parents = fresh
+            if kind is None:
+                self._parents = fresh
+            else:
+                for uid in removed:
+                    del self._parents[uid]
+                self._parents.update(fresh)
             for uid in removed:
                 for key in self._children.pop(uid, {}):
                     if self._child_owner.pop(key, None) is not None:
@@ -196,21 +224,24 @@ class Cache:
             owner = self._remove_child_locked(key)
             return {owner} if owner else set()
 
-    def replace_children(self, api_version: str, kind: str, objs: Iterable[dict]) -> set[str]:
-        """Make the cached children of one type exactly ``objs``; returns affected parent uids."""
+    def replace_children(
+        self, api_version: str, kind: str, objs: Iterable[dict], namespace: str | None = None
+    ) -> set[str]:
+        """Make the cached children of one type (in ``namespace``, or in every namespace when
+        None) exactly ``objs``; returns affected parent uids."""
         fresh = {child_key(o): slim(o) for o in objs}
+
+        def covered(k: ChildKey) -> bool:
+            return k[0] == api_version and k[1] == kind and (namespace is None or k[2] == namespace)
+
         with self._lock:
             affected: set[str] = set()
-            for key in [k for k in self._child_owner if k[0] == api_version and k[1] == kind]:
+            for key in [k for k in self._child_owner if covered(k)]:
                 if key not in fresh:
                     owner = self._remove_child_locked(key)
                     if owner:
                         affected.add(owner)
-            self._tombstones = {
-                k: v
-                for k, v in self._tombstones.items()
-                if not (k[0] == api_version and k[1] == kind)
-            }
+            self._tombstones = {k: v for k, v in self._tombstones.items() if not covered(k)}
             for key, obj in fresh.items():
                 owner = self._owner_label(obj)
                 prev_owner = self._child_owner.get(key)
@@ -221,6 +252,29 @@ class Cache:
                     continue
                 affected |= self._place_child_locked(key, obj, owner, prev_owner)
             return affected
+
+    def drop_namespace(self, namespace: str) -> set[str]:
+        """Forget every parent and child in ``namespace`` (no longer served); returns the uids
+        of the parents forgotten."""
+        with self._lock:
+            gone = {
+                uid for uid, p in self._parents.items() if _meta(p).get("namespace") == namespace
+            }
+            for uid in gone:
+                del self._parents[uid]
+            for key in [k for k in self._child_owner if k[2] == namespace]:
+                self._remove_child_locked(key)
+            self._tombstones = {k: v for k, v in self._tombstones.items() if k[2] != namespace}
+            return gone
+
+    def parent_counts(self) -> dict[tuple[str, str], int]:
+        """Cached parents by ``(apiVersion, kind)``."""
+        with self._lock:
+            out: dict[tuple[str, str], int] = {}
+            for p in self._parents.values():
+                key = (p.get("apiVersion", ""), p.get("kind", ""))
+                out[key] = out.get(key, 0) + 1
+            return out
 
     def snapshot(self, uid: str) -> tuple[dict | None, list[dict]]:
         with self._lock:

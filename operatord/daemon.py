@@ -45,16 +45,18 @@ import structlog
 from operatord.config import (
     Config,
     ConfigError,
+    ResourceType,
     apply_overrides,
     isolate_import_path,
     load_config,
 )
-from operatord.controller import Controller
 from operatord.handler import HandlerImportError, load_handler
 from operatord.health import HealthServer
 from operatord.kube import ApiError, ClientSettings, Kube
 from operatord.logs import configure_logging
+from operatord.manager import Manager
 from operatord.metrics import Metrics, ProcessSampler
+from operatord.namespaces import NamespaceScope
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -93,7 +95,7 @@ def lease_namespace(config: Config) -> str:
 
 def drain_seconds(config: Config) -> float:
     """How long SIGTERM waits for in-flight syncs: one handler timeout plus time to apply."""
-    return config.handler_timeout_seconds + DRAIN_GRACE_SECONDS
+    return config.max_handler_timeout_seconds + DRAIN_GRACE_SECONDS
 
 
 # -- start-up checks ---------------------------------------------------------------------------
@@ -206,7 +208,11 @@ def wait_for_types(kube: Kube, config: Config, stop: threading.Event, state: Typ
     Returns the resources, or [] when ``stop`` was set while waiting.
     """
     resolved = []
-    for rt in (config.parent, *config.children):
+    types: dict[tuple[str, str], ResourceType] = {}
+    for ctl in config.controllers:
+        for t in (ctl.parent, *ctl.children):
+            types.setdefault(t.key, t)
+    for rt in types.values():
         next_log = 0.0
         delay = 0.5
         while True:
@@ -243,14 +249,19 @@ def wait_for_types(kube: Kube, config: Config, stop: threading.Event, state: Typ
 
 def check_access(kube: Kube, config: Config, resources: list) -> None:
     """One ``list`` per type (limit 1) and a lease ``get``: StartupError(6) on 401/403."""
+    scope = NamespaceScope(config.namespace_patterns, config.namespace_selector)
     for res in resources:
-        scope = f" in namespace {config.namespace}" if config.namespace and res.namespaced else ""
-        try:
-            kube.request("GET", res.path(config.namespace or None), query={"limit": 1}, verb="list")
-        except ApiError as exc:
-            if exc.status in (401, 403):
-                raise _refused(exc, f"list {res.key}{scope}") from None
-            raise
+        spaces: list[str | None] = list(scope.names) if scope.literal and res.namespaced else [None]
+        for ns in spaces:
+            where = f" in namespace {ns}" if ns else ""
+            try:
+                kube.request("GET", res.path(ns), query={"limit": 1}, verb="list")
+            except ApiError as exc:
+                if exc.status in (401, 403):
+                    raise _refused(exc, f"list {res.key}{where}") from None
+                if exc.status == 404 and ns:  # a listed namespace that does not exist yet
+                    continue
+                raise
     if config.leader_election.enabled:
         ns = lease_namespace(config)
         path = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{config.lease_name}"
@@ -267,7 +278,8 @@ def load(config_path: str, flags: Mapping[str, str | None] | None = None) -> Con
     """The effective config with its handler importable; ConfigError/HandlerImportError."""
     isolate_import_path()
     config, _ = apply_overrides(load_config(config_path), flags)
-    load_handler(config.handler, config.python_path)
+    for ctl in config.controllers:
+        load_handler(ctl.handler, ctl.python_path)
     return config
 
 
@@ -324,7 +336,7 @@ def _run(
 ) -> int:
     types = TypeWait()
     leading = threading.Event()
-    controller: list[Controller] = []
+    controller: list[Manager] = []
     if health is not None:
         health.add_readiness("startup", types)
         health.add_readiness(
@@ -340,14 +352,14 @@ def _run(
         return EXIT_OK
     check_access(kube, config, resources)
     kube.close()
-    controller.append(Controller(config, settings, metrics))
-    sampler = ProcessSampler(metrics, lambda: _worker_pids(controller[0]))
+    controller.append(Manager(config, settings, metrics))
+    sampler = ProcessSampler(metrics, lambda: controller[0].pool.pids())
     sampler.start()
     log.info(
         "operatord starting",
         name=config.name,
-        handler=config.handler,
-        parent=f"{config.parent.api_version}/{config.parent.kind}",
+        controllers={c.name: f"{c.parent} <- {c.handler}" for c in config.controllers},
+        namespaces=list(config.namespace_patterns) or "all",
         workers=config.workers,
         leader_election=config.leader_election.enabled,
     )
@@ -367,21 +379,11 @@ def _run(
         sampler.stop()
 
 
-def _worker_pids(controller: Controller) -> dict[str, int]:
-    """Worker index -> pid of each running worker process (for the per-worker gauges)."""
-    pids = {}
-    for slot in getattr(controller, "slots", ()):
-        proc = getattr(slot, "proc", None)  # the WorkerProcess supervising this index
-        if proc is not None and proc.pid is not None and proc.alive():
-            pids[str(slot.index)] = proc.pid
-    return pids
-
-
 def _run_elected(
     config: Config,
     settings: ClientSettings,
     metrics: Metrics,
-    controller: Controller,
+    controller: Manager,
     health: HealthServer | None,
     leading: threading.Event,
     stop: threading.Event,
@@ -442,7 +444,7 @@ def _run_sharded(
     config: Config,
     settings: ClientSettings,
     metrics: Metrics,
-    controller: Controller,
+    controller: Manager,
     health: HealthServer | None,
     leading: threading.Event,
     stop: threading.Event,

@@ -225,11 +225,14 @@ def configure_logging(fmt: str = "auto", level: str = "info", **context: Any) ->
 
 
 @contextmanager
-def bind_parent(parent: Mapping[str, Any], worker: int | str | None = None) -> Iterator[None]:
+def bind_parent(
+    parent: Mapping[str, Any], worker: int | str | None = None, controller: str | None = None
+) -> Iterator[None]:
     """Bind the parent's identity to every log line in this context (thread/task local).
 
     Binds ``parent_namespace`` (None for cluster-scoped parents), ``parent_name``,
-    ``parent_uid`` and, when given, ``worker``; restores the previous bindings on exit.
+    ``parent_uid`` and, when given, ``worker`` and ``controller``; restores the previous
+    bindings on exit.
     """
     meta = parent.get("metadata") or {}
     values: dict[str, Any] = {
@@ -239,5 +242,7 @@ def bind_parent(parent: Mapping[str, Any], worker: int | str | None = None) -> I
     }
     if worker is not None:
         values["worker"] = worker
+    if controller is not None:
+        values["controller"] = controller
     with structlog.contextvars.bound_contextvars(**values):
         yield

@@ -338,6 +338,10 @@ def _validate(op: str, name: str, labels: Mapping[str, Any] | None, value: float
     if op not in _ALLOWED_OPS[m.type]:
         raise MetricError(f"{op}() is not allowed on {m.type} {name!r}")
     labels = labels or {}
+    controller = None
+    if "controller" in labels and "controller" not in m.labels:
+        labels = dict(labels)
+        controller = str(labels.pop("controller"))
     if set(labels) != set(m.labels):
         raise MetricError(
             f"{name!r} takes labels {sorted(m.labels)}, got {sorted(labels)}",
@@ -355,6 +359,8 @@ def _validate(op: str, name: str, labels: Mapping[str, Any] | None, value: float
         raise MetricError(f"{name!r}: value {value!r} is not a number") from None
     if op == "inc" and m.type == "counter" and value < 0:
         raise MetricError(f"{name!r}: counters only go up, got {value}")
+    if controller is not None:
+        pairs.insert(0, ("controller", controller))
     return (op, name, tuple(pairs), value)
 
 
@@ -378,8 +384,9 @@ class Metrics:
     ``_created`` series are disabled process-wide so the exposition stays small.
 
     - ``controller`` (the config's ``name``): every ``operatord_*`` series carries the label
-      ``controller=<name>``, so operators built on operatord can be told apart in one
-      Prometheus. Recorder calls never pass it.
+      ``controller``, so operators built on operatord can be told apart in one Prometheus.
+      A recorder call may pass ``controller`` among its labels (the series of one controller
+      of a daemon with several); without it the series carries the daemon's ``name``.
     - ``process=True`` adds the standard ``process_*`` series of this (the leader) process.
     - ``controller_runtime=True`` also exports the controller-runtime and client-go series
       listed in :data:`CONTROLLER_RUNTIME_SERIES`, derived from the same recorder calls.
@@ -421,7 +428,10 @@ class Metrics:
         for m in CATALOG:
             if m.name in _SCRAPE_TIME:
                 continue
-            kwargs: dict[str, Any] = {"labelnames": m.labels, "registry": self._catalog}
+            kwargs: dict[str, Any] = {
+                "labelnames": ("controller", *m.labels),
+                "registry": self._catalog,
+            }
             if m.type == "counter":
                 self._metrics[m.name] = Counter(m.full_name, m.help, **kwargs)
             elif m.type == "gauge":
@@ -430,9 +440,6 @@ class Metrics:
                 if m.buckets is not None:
                     kwargs["buckets"] = m.buckets
                 self._metrics[m.name] = Histogram(m.full_name, m.help, **kwargs)
-            if m.labels and set(m.values) == set(m.labels):
-                for combo in _combinations(m):
-                    self._metrics[m.name].labels(**combo)
         self._catalog.register(_WatchActivityCollector())
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -441,7 +448,18 @@ class Metrics:
         # worker deltas repeat the same few series, so a repeat costs two dict lookups.
         self._children: dict[tuple[str, tuple], Any] = {}
         self._valid: set[tuple[str, str, tuple]] = set()
+        self._default = controller or ""
+        self.add_controller(self._default)
         self.set("build_info", 1, {"version": version or _version(), "python": _python()})
+
+    def add_controller(self, name: str) -> None:
+        """Create the series of controller ``name`` whose label values are all known, at 0, so
+        dashboards and rate() see them before the first event."""
+        for m in CATALOG:
+            if m.name in _SCRAPE_TIME or set(m.values) != set(m.labels):
+                continue
+            for combo in _combinations(m):
+                self._metrics[m.name].labels(controller=name, **combo)
 
     # -- recorder API ---------------------------------------------------------------------
 
@@ -495,14 +513,12 @@ class Metrics:
         op, name, pairs, value = delta
         if name in _SCRAPE_TIME:
             raise MetricError(f"{name!r} is computed at scrape time and cannot be recorded")
-        metric: Any
-        if pairs:
-            metric = self._children.get((name, pairs))
-            if metric is None:
-                metric = self._metrics[name].labels(**dict(pairs))
-                self._children[(name, pairs)] = metric
-        else:
-            metric = self._metrics[name]
+        metric: Any = self._children.get((name, pairs))
+        if metric is None:
+            labels = dict(pairs)
+            labels.setdefault("controller", self._default)
+            metric = self._metrics[name].labels(**labels)
+            self._children[(name, pairs)] = metric
         if op == "inc":
             metric.inc(value)
         elif op == "set":
@@ -674,11 +690,15 @@ class _Labelled:
             except Exception:  # noqa: BLE001 - a scrape must not fail on a refresher
                 log.exception("refreshing gauges before a scrape failed")
         for family in self.inner.collect():
-            if self.controller is not None:
-                family.samples = [
-                    s._replace(labels={**s.labels, "controller": self.controller})
-                    for s in family.samples
-                ]
+            samples = []
+            for s in family.samples:
+                value = s.labels.get("controller")
+                if value is None and self.controller is not None:
+                    s = s._replace(labels={**s.labels, "controller": self.controller})
+                elif value == "":  # a registry without a daemon name: no controller label
+                    s = s._replace(labels={k: v for k, v in s.labels.items() if k != "controller"})
+                samples.append(s)
+            family.samples = samples
             yield family
 
 
@@ -839,7 +859,7 @@ class _ControllerRuntime:
         self.active_workers.labels(controller)
 
     def mirror(self, op: str, name: str, labels: dict[str, str], value: float) -> None:
-        c = self.controller
+        c = labels.get("controller") or self.controller
         if name in ("syncs_total", "finalizes_total"):
             result = _CR_RESULT.get((name, labels["result"]), "error")
             self.reconcile_total.labels(c, result).inc(value)

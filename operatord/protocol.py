@@ -74,6 +74,9 @@ class SyncTask:
     # fences the task's writes with that shard's lease (`LeaseUpdate` with this shard). None:
     # the single leader lease.
     shard: int | None = None
+    # The controller the parent belongs to (config ``controllers[].name``); "" means the
+    # daemon's first (its only one in a single-controller config).
+    controller: str = ""
 
     @property
     def finalizing(self) -> bool:

@@ -81,8 +81,13 @@ class WorkQueue(Generic[K]):
         self,
         clock: Callable[[], float] = time.monotonic,
         backoff: Backoff[K] | None = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
+        """``on_ready()`` is called (with the queue's lock held: it must only signal) whenever
+        a key becomes ready or the earliest due time moves earlier, so one thread can wait on
+        several queues (`next_due` tells how long it may sleep)."""
         self._clock = clock
+        self._on_ready = on_ready
         self.backoff: Backoff[K] = backoff if backoff is not None else Backoff()
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # ready work or shutdown
@@ -140,6 +145,8 @@ class WorkQueue(Generic[K]):
             if self._heap[0][1] == seq:
                 # New earliest due time: waiters must shorten their timed wait.
                 self._cond.notify_all()
+                if self._on_ready is not None:
+                    self._on_ready()
             self._compact_heap()
 
     def add_rate_limited(self, key: K) -> float:
@@ -232,6 +239,8 @@ class WorkQueue(Generic[K]):
         with self._lock:
             self._shutting_down = True
             self._cond.notify_all()
+            if self._on_ready is not None:
+                self._on_ready()
 
     @property
     def shutting_down(self) -> bool:
@@ -257,6 +266,20 @@ class WorkQueue(Generic[K]):
             return True
 
     # -- introspection ------------------------------------------------------------------------
+
+    def next_due(self) -> float | None:
+        """Real seconds until a delayed key falls due (0: one is due or a key is ready; None:
+        nothing ready or delayed)."""
+        with self._lock:
+            if self._ready[EVENT] or self._ready[RESYNC]:
+                return 0.0
+            while self._heap:
+                due, seq, key, _ = self._heap[0]
+                live = self._delayed.get(key)
+                if live is not None and live[1] == seq:
+                    return max(0.0, due - self._clock())
+                heapq.heappop(self._heap)  # a dropped entry
+            return None
 
     def __len__(self) -> int:
         """Number of ready keys (both lanes), including delayed keys that have fallen due."""
@@ -337,6 +360,8 @@ class WorkQueue(Generic[K]):
             self._ready_since = ready_at
         self._ready[lane][key] = since
         self._cond.notify()
+        if self._on_ready is not None:
+            self._on_ready()
 
     def _move_due(self, now: float) -> None:
         heap, delayed = self._heap, self._delayed

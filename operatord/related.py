@@ -38,7 +38,7 @@ from operatord.cache import newer
 from operatord.selectors import Labels, Matcher, Selection, SelectorError, parse_selector
 
 if TYPE_CHECKING:
-    from operatord.config import Config
+    from operatord.config import Config, RelatedType
     from operatord.informer import Informer
     from operatord.kube import Kube, Resource
 
@@ -244,15 +244,20 @@ class RelatedIndex:
                 del spaces[ns]
             return self._affected_locked(old) | self._affected_locked(obj)
 
-    def replace(self, api_version: str, kind: str, objs: Iterable[dict]) -> set[str]:
-        """Make the cached objects of one type exactly ``objs`` (a relist); returns the parents
-        affected by what was added, changed or removed."""
+    def replace(
+        self, api_version: str, kind: str, objs: Iterable[dict], namespace: str | None = None
+    ) -> set[str]:
+        """Make the cached objects of one type (in ``namespace``; None: in every namespace)
+        exactly ``objs`` (a relist); returns the parents affected by what was added, changed
+        or removed."""
         fresh: dict[str, dict[str, dict]] = {}
         for obj in objs:
             meta = _meta(obj)
             fresh.setdefault(meta.get("namespace") or "", {})[meta.get("name", "")] = obj
         with self._lock:
             old = self._objects.get((api_version, kind), {})
+            if namespace is not None:
+                old = {namespace: old[namespace]} if namespace in old else {}
             affected: set[str] = set()
             for ns, objects in old.items():
                 for name, cur in objects.items():
@@ -265,7 +270,13 @@ class RelatedIndex:
                 for name, new in objects.items():
                     if name not in old.get(ns, {}):
                         affected |= self._affected_locked(new)
-            self._objects[(api_version, kind)] = fresh
+            if namespace is None:
+                self._objects[(api_version, kind)] = fresh
+            else:
+                spaces = self._objects.setdefault((api_version, kind), {})
+                spaces.pop(namespace, None)
+                if fresh.get(namespace):
+                    spaces[namespace] = fresh[namespace]
             return affected
 
     def count(self, api_version: str, kind: str) -> int:
@@ -281,8 +292,9 @@ class RelatedIndex:
 
 
 class RelatedTypes:
-    """The leader's related machinery: an informer per configured ``related`` type feeding a
-    `RelatedIndex`, and a callback that enqueues the parents a change affects.
+    """The leader's related machinery: informers for the ``related`` types of every controller
+    feeding one `RelatedIndex` (a type two controllers name is cached once), and a callback
+    that enqueues the parents a change affects.
 
     ``enqueue(uids)`` is called from informer threads with the parents whose selection matches
     an object that was created, changed or deleted (or changed by a relist).
@@ -292,37 +304,56 @@ class RelatedTypes:
         self.config = config
         self.enqueue = enqueue
         self.index = RelatedIndex()
+        types: dict[tuple[str, str], RelatedType] = {}
+        for ctl in config.controllers:
+            for rt in ctl.related:
+                types.setdefault(rt.key, rt)
+        self.types: list[RelatedType] = list(types.values())
         self.resources: list[Resource] = []  # once resolved
 
     def resolve(self, resolve: Callable[[str, str], Resource]) -> None:
         """Resolve every related type through discovery (``resolve(apiVersion, kind)``)."""
-        self.resources = [resolve(r.api_version, r.kind) for r in self.config.related]
+        self.resources = [resolve(r.api_version, r.kind) for r in self.types]
         self.index.namespaced.update(
             {(res.api_version, res.kind): res.namespaced for res in self.resources}
         )
 
-    def informers(self, kube: Kube, **informer_args: Any) -> list[Informer]:
-        """One informer per related type: namespaced types in the operator's namespace (all
-        namespaces when it is ""), each limited to its ``labelSelector``."""
+    def informers(
+        self,
+        kube: Kube,
+        namespaces: Iterable[str | None] = (None,),
+        wrap: Callable[[Any, Any], tuple[Any, Any]] | None = None,
+        **informer_args: Any,
+    ) -> list[Informer]:
+        """Informers for every related type, each limited to its ``labelSelector``: a
+        namespaced type once per namespace of ``namespaces`` (None: all namespaces), a
+        cluster-scoped type once. ``wrap(on_list, on_event)`` may filter the callbacks (the
+        daemon's namespace scope, its replica shards)."""
         from operatord.informer import Informer
 
+        spaces = list(namespaces)
         out = []
-        for rt, res in zip(self.config.related, self.resources, strict=True):
-            out.append(
-                Informer(
-                    kube,
-                    res,
-                    namespace=self.config.namespace if res.namespaced else None,
-                    label_selector=rt.label_selector or None,
-                    on_list=partial(self._on_list, res),
-                    on_event=self._on_event,
-                    **informer_args,
+        for rt, res in zip(self.types, self.resources, strict=True):
+            for ns in spaces if res.namespaced else [None]:
+                on_list: Any = partial(self._on_list, res, ns)
+                on_event: Any = self._on_event
+                if wrap is not None:
+                    on_list, on_event = wrap(on_list, on_event)
+                out.append(
+                    Informer(
+                        kube,
+                        res,
+                        namespace=ns,
+                        label_selector=rt.label_selector or None,
+                        on_list=on_list,
+                        on_event=on_event,
+                        **informer_args,
+                    )
                 )
-            )
         return out
 
-    def _on_list(self, res: Resource, items: list[dict]) -> None:
-        affected = self.index.replace(res.api_version, res.kind, items)
+    def _on_list(self, res: Resource, namespace: str | None, items: list[dict]) -> None:
+        affected = self.index.replace(res.api_version, res.kind, items, namespace)
         if affected:
             self.enqueue(affected)
 
@@ -336,7 +367,7 @@ class RelatedTypes:
 
     def task_fields(self, uid: str) -> dict:
         """The `SyncTask` fields for ``uid``: its selected objects and its recorded selection."""
-        if not self.config.related:
+        if not self.types:
             return {}
         return {"related": self.index.selected(uid), "selection": self.index.selection(uid)}
 

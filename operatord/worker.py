@@ -41,6 +41,7 @@ import select
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -49,7 +50,7 @@ from multiprocess import parent_process
 from operatord import protocol
 from operatord.apply import Applier, Outcome, ParentChanged, ResponseError
 from operatord.cache import child_key, slim
-from operatord.config import Config
+from operatord.config import Config, ControllerConfig
 from operatord.handler import (
     InvalidResponse,
     SyncRequest,
@@ -120,7 +121,7 @@ class HandlerRunner:
         self.wedged = False
         self._call_lock = threading.Lock()  # held while a synchronous call runs
         self._state = threading.Lock()  # guards _running / _overran transitions
-        self._running: tuple[float, int] | None = None  # (start, caller thread id)
+        self._running: tuple[float, int, float] | None = None  # (start, caller, timeout)
         self._overran: int | None = None  # the thread id of the call that overran
         self._watchdog: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -131,10 +132,19 @@ class HandlerRunner:
         """A synchronous call is running now."""
         return self._running is not None
 
-    def call(self, fn: Callable[[Any], Any], request: Any, is_async: bool, uid: str = "") -> Any:
-        """``fn(request)`` for the parent ``uid``, under the timeout."""
+    def call(
+        self,
+        fn: Callable[[Any], Any],
+        request: Any,
+        is_async: bool,
+        uid: str = "",
+        timeout: float | None = None,
+    ) -> Any:
+        """``fn(request)`` for the parent ``uid``, under ``timeout`` (default: the runner's;
+        each controller of a daemon has its own)."""
+        limit = self.timeout if timeout is None else timeout
         if is_async:
-            return self._call_async(fn, request, uid)
+            return self._call_async(fn, request, uid, limit)
         self._ensure_watchdog()
         while not self._call_lock.acquire(timeout=self.tick):
             if self.wedged:
@@ -146,7 +156,7 @@ class HandlerRunner:
         try:
             if self.wedged:
                 raise Wedged("the handler is stuck in another call")
-            self._running = (time.monotonic(), me)
+            self._running = (time.monotonic(), me, limit)
             board = self.board
             if board is not None:
                 board.mark(0, uid)
@@ -162,11 +172,11 @@ class HandlerRunner:
         finally:
             self._call_lock.release()
         if overran:
-            raise HandlerTimeout(f"handler did not return within {self.timeout:g}s")
+            raise HandlerTimeout(f"handler did not return within {limit:g}s")
         if error is not None:
             raise HandlerFailed(f"{type(error).__name__}: {error}") from error
         if asyncio.iscoroutine(result):  # a plain function that returned a coroutine
-            return self._run_coroutine(result, uid)
+            return self._run_coroutine(result, uid, limit)
         return result
 
     def _ensure_watchdog(self) -> None:
@@ -182,7 +192,7 @@ class HandlerRunner:
         while not self.wedged:
             time.sleep(self.tick)
             running = self._running
-            if running is None or time.monotonic() - running[0] < self.timeout:
+            if running is None or time.monotonic() - running[0] < running[2]:
                 continue
             with self._state:
                 if self._running is not running:
@@ -205,7 +215,9 @@ class HandlerRunner:
                     self._loop = loop
         return self._loop
 
-    def _call_async(self, fn: Callable[[Any], Awaitable[Any]], request: Any, uid: str) -> Any:
+    def _call_async(
+        self, fn: Callable[[Any], Awaitable[Any]], request: Any, uid: str, timeout: float
+    ) -> Any:
         async def run() -> Any:
             board = self.board
             if board is None:
@@ -216,9 +228,9 @@ class HandlerRunner:
             finally:
                 board.leave(entry)
 
-        return self._await(run())
+        return self._await(run(), timeout)
 
-    def _run_coroutine(self, coro: Awaitable[Any], uid: str) -> Any:
+    def _run_coroutine(self, coro: Awaitable[Any], uid: str, timeout: float) -> Any:
         async def run() -> Any:
             board = self.board
             if board is None:
@@ -229,20 +241,20 @@ class HandlerRunner:
             finally:
                 board.leave(entry)
 
-        return self._await(run())
+        return self._await(run(), timeout)
 
-    def _await(self, coro: Coroutine[Any, Any, Any]) -> Any:
+    def _await(self, coro: Coroutine[Any, Any, Any], timeout: float) -> Any:
         loop = self._ensure_loop()
-        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, self.timeout), loop)
+        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout), loop)
         try:
             # The loop itself enforces the timeout; the extra margin catches a loop that is
             # blocked by synchronous code inside an async handler.
-            return future.result(self.timeout + 5.0)
+            return future.result(timeout + 5.0)
         except (TimeoutError, concurrent.futures.TimeoutError):
             if not future.done():
                 self.wedged = True  # the loop is blocked: nothing on it can finish
                 future.cancel()
-            raise HandlerTimeout(f"handler did not return within {self.timeout:g}s") from None
+            raise HandlerTimeout(f"handler did not return within {timeout:g}s") from None
         except concurrent.futures.CancelledError as exc:
             raise HandlerFailed("CancelledError: the handler was cancelled") from exc
         except Exception as exc:
@@ -252,8 +264,18 @@ class HandlerRunner:
 # ---- one parent -------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Unit:
+    """One controller as a worker runs it."""
+
+    config: ControllerConfig
+    handler: Any  # the loaded handler (operatord.handler.LoadedHandler)
+    applier: Applier | None
+
+
 class Worker:
-    """Everything one worker process needs; also usable in-process (tests)."""
+    """Everything one worker process needs; also usable in-process (tests). Serves every
+    controller of the daemon: each task names its controller."""
 
     def __init__(
         self,
@@ -269,10 +291,21 @@ class Worker:
         self.config = config
         self.recorder = recorder or DeltaRecorder()
         self.kube = Kube(settings, on_request=self._observe_request)
-        self.handler = load_handler(config.handler, config.python_path)
+        # One unit per controller: its config, its handler (every worker imports every
+        # handler) and its applier; a task names its controller ("" = the first).
+        self.units = {
+            c.name: _Unit(c, load_handler(c.handler, c.python_path), None)
+            for c in config.controllers
+        }
+        first = next(iter(self.units.values()))
+        self.handler = first.handler
         # A file descriptor that becomes readable (EOF) once the leader process is gone.
         self._leader_sentinel = [leader_sentinel] if leader_sentinel is not None else None
-        self.runner = HandlerRunner(config.handler_timeout_seconds, board, on_overrun=self._overrun)
+        self.runner = HandlerRunner(
+            min(c.handler_timeout_seconds for c in config.controllers),
+            board,
+            on_overrun=self._overrun,
+        )
         # Answers a task whose thread is stuck in the handler (set by the worker process).
         self.on_stuck: Callable[[SyncTask, SyncResult], None] | None = None
         # thread id -> (task, its outcome so far, start) for every task being handled
@@ -281,7 +314,15 @@ class Worker:
         # replica shard -> the fence its lease renewals moved to (sharding.shards > 1)
         self.shard_fences: dict[int, float] = {}
         self._fence_local = threading.local()
-        self.applier = Applier(self.kube, config, guard=self._guard)
+        for unit in self.units.values():
+            unit.applier = Applier(self.kube, unit.config, guard=self._guard)
+        self.applier = first.applier
+
+    def unit(self, task: SyncTask) -> _Unit:
+        """The controller unit a task belongs to (KeyError for an unknown controller)."""
+        if not task.controller:
+            return next(iter(self.units.values()))
+        return self.units[task.controller]
 
     @property
     def wedged(self) -> bool:
@@ -334,7 +375,8 @@ class Worker:
         if entry is None or self.on_stuck is None:
             return
         task, outcome, start = entry
-        error = f"handler did not return within {self.runner.timeout:g}s"
+        unit = self.unit(task)
+        error = f"handler did not return within {unit.config.handler_timeout_seconds:g}s"
         fields: dict[str, Any] = {
             "outcome": protocol.ERROR,
             "error": error,
@@ -344,7 +386,7 @@ class Worker:
         duration = time.monotonic() - start
         with bind_parent(task.parent, worker=self.index):
             log.error("handler timed out", error=error)
-        self._record(fields, task.finalizing, duration, outcome)
+        self._record(unit, fields, task.finalizing, duration, outcome)
         written = tuple(outcome.written)
         for w in written:
             slim(w["object"])
@@ -355,15 +397,16 @@ class Worker:
         finalizing = task.finalizing
         self._fence_local.valid_until = task.lease_valid_until
         self._fence_local.shard = task.shard
-        with bind_parent(parent, worker=self.index):
+        unit = self.unit(task)
+        with bind_parent(parent, worker=self.index, controller=unit.config.name):
             try:
-                related = self._select_related(task, fields)
+                related = self._select_related(unit, task, fields)
                 if related is None:
                     pass  # re-selection: the leader sends the parent again with its objects
                 elif finalizing:
-                    self._finalize(parent, task.children, fields, outcome, related)
+                    self._finalize(unit, parent, task.children, fields, outcome, related)
                 else:
-                    self._sync(parent, task.children, fields, outcome, related)
+                    self._sync(unit, parent, task.children, fields, outcome, related)
             except Wedged:
                 fields.update(outcome=protocol.ABANDONED, error="worker restarting")
             except Fenced as exc:
@@ -396,7 +439,7 @@ class Worker:
                 )
                 log.exception("unexpected error")
             duration = time.monotonic() - start
-            self._record(fields, finalizing, duration, outcome)
+            self._record(unit, fields, finalizing, duration, outcome)
             if fields["outcome"] != protocol.ERROR:
                 log.debug("synced", outcome=fields["outcome"], duration=round(duration, 4))
         for w in outcome.written:
@@ -408,11 +451,14 @@ class Worker:
             **fields,
         )
 
-    def _record(self, fields: dict, finalizing: bool, duration: float, outcome: Outcome) -> None:
+    def _record(
+        self, unit: _Unit, fields: dict, finalizing: bool, duration: float, outcome: Outcome
+    ) -> None:
+        c = unit.config.name
         calls = fields.get("handler_calls", 0)
         if calls:
             method = "finalize" if finalizing else "sync"
-            self.recorder.inc("handler_calls_total", {"method": method}, calls)
+            self.recorder.inc("handler_calls_total", {"method": method, "controller": c}, calls)
         if fields["outcome"] == protocol.ABANDONED or fields.get("reselect"):
             return
         kind = fields.get("error_kind")
@@ -422,34 +468,43 @@ class Worker:
             label = kind or {"finalized": "finalized", "finalize_pending": "pending"}.get(
                 fields["outcome"], "finalized"
             )
-            self.recorder.inc("finalizes_total", {"result": label})
-            self.recorder.observe("finalize_duration_seconds", duration)
+            self.recorder.inc("finalizes_total", {"result": label, "controller": c})
+            self.recorder.observe("finalize_duration_seconds", duration, {"controller": c})
         else:
             label = kind or "ok"
-            self.recorder.inc("syncs_total", {"result": label})
-            self.recorder.observe("sync_duration_seconds", duration, {"result": label})
+            self.recorder.inc("syncs_total", {"result": label, "controller": c})
+            self.recorder.observe(
+                "sync_duration_seconds", duration, {"result": label, "controller": c}
+            )
         for child_kind, op in outcome.writes:
-            self.recorder.inc("child_writes_total", {"kind": child_kind, "operation": op})
+            self.recorder.inc(
+                "child_writes_total", {"kind": child_kind, "operation": op, "controller": c}
+            )
         if outcome.status_written:
-            self.recorder.inc("status_writes_total")
+            self.recorder.inc("status_writes_total", {"controller": c})
 
-    def _parent_resource(self) -> Resource:
-        return self.kube.resource(self.config.parent.api_version, self.config.parent.kind)
+    def _parent_resource(self, unit: _Unit) -> Resource:
+        return self.kube.resource(unit.config.parent.api_version, unit.config.parent.kind)
 
-    def _select_related(self, task: SyncTask, fields: dict) -> list | None:
+    def _select_related(self, unit: _Unit, task: SyncTask, fields: dict) -> list | None:
         """Run the handler's ``related(parent)``; returns the related objects for the request,
         or None when its selection differs from the one the task's objects were chosen by
         (``fields`` then asks the leader for a re-selection)."""
-        related_fn = self.handler.related
-        if not self.config.related:
+        handler = unit.handler
+        related_fn = handler.related
+        if not unit.config.related:
             return []
         selection: tuple = ()
         if related_fn is not None:
             selection = validate_related(
                 self.runner.call(
-                    related_fn, plain_copy(task.parent), self.handler.related_is_async, task.uid
+                    related_fn,
+                    plain_copy(task.parent),
+                    handler.related_is_async,
+                    task.uid,
+                    unit.config.handler_timeout_seconds,
                 ),
-                allowed_types=self.config.related_keys,
+                allowed_types=unit.config.related_keys,
             )
         fields["selection"] = selection
         if selection != tuple(task.selection or ()):
@@ -460,19 +515,24 @@ class Worker:
 
     def _sync(
         self,
+        unit: _Unit,
         parent: dict,
         children: list[dict],
         fields: dict,
         outcome: Outcome,
         related: list[dict] | tuple = (),
     ) -> None:
-        res = self._parent_resource()
-        if self.config.finalizer not in (parent["metadata"].get("finalizers") or []):
-            updated = self.applier.set_finalizer(res, parent, True)
+        cfg, applier, handler = unit.config, unit.applier, unit.handler
+        assert applier is not None
+        res = self._parent_resource(unit)
+        if cfg.finalizer not in (parent["metadata"].get("finalizers") or []):
+            updated = applier.set_finalizer(res, parent, True)
             if updated is not None:
                 outcome.upsert(updated)
                 parent = updated
-                self.recorder.inc("finalizer_writes_total", {"operation": "add"})
+                self.recorder.inc(
+                    "finalizer_writes_total", {"operation": "add", "controller": cfg.name}
+                )
         parent_key = child_key(parent)
         calls = 0
         while True:
@@ -483,13 +543,17 @@ class Worker:
             fields["handler_calls"] = calls
             response = validate_sync_response(
                 self.runner.call(
-                    self.handler.sync, request, self.handler.sync_is_async, _uid(parent)
+                    handler.sync,
+                    request,
+                    handler.sync_is_async,
+                    _uid(parent),
+                    cfg.handler_timeout_seconds,
                 ),
                 default_namespace=parent["metadata"].get("namespace"),
-                allowed_types=self.config.child_keys,
+                allowed_types=cfg.child_keys,
             )
             before = len(outcome.written)
-            self.applier.apply_children(parent, children, list(response.children), outcome)
+            applier.apply_children(parent, children, list(response.children), outcome)
             wrote = [w for w in outcome.written[before:] if child_key(w["object"]) != parent_key]
             if not wrote:
                 break
@@ -498,7 +562,7 @@ class Worker:
                 break
             children = _children_after(children, wrote)
         if response.status is not None:
-            updated = self.applier.write_status(res, parent, response.status)
+            updated = applier.write_status(res, parent, response.status)
             if updated is not None:
                 outcome.upsert(updated)
                 outcome.status_written = True
@@ -507,16 +571,19 @@ class Worker:
 
     def _finalize(
         self,
+        unit: _Unit,
         parent: dict,
         children: list[dict],
         fields: dict,
         outcome: Outcome,
         related: list[dict] | tuple = (),
     ) -> None:
-        if self.config.finalizer not in (parent["metadata"].get("finalizers") or []):
+        cfg, applier, handler = unit.config, unit.applier, unit.handler
+        assert applier is not None
+        if cfg.finalizer not in (parent["metadata"].get("finalizers") or []):
             fields["outcome"] = protocol.FINALIZED  # not ours to finalize (or already done)
             return
-        res = self._parent_resource()
+        res = self._parent_resource(unit)
         request = SyncRequest.build(
             plain_copy(parent),
             plain_copy(children),
@@ -526,21 +593,27 @@ class Worker:
         fields["handler_calls"] = 1
         response = validate_finalize_response(
             self.runner.call(
-                self.handler.finalize, request, self.handler.finalize_is_async, _uid(parent)
+                handler.finalize,
+                request,
+                handler.finalize_is_async,
+                _uid(parent),
+                cfg.handler_timeout_seconds,
             )
         )
         if response.status is not None:
-            updated = self.applier.write_status(res, parent, response.status)
+            updated = applier.write_status(res, parent, response.status)
             if updated is not None:
                 outcome.upsert(updated)
                 outcome.status_written = True
                 parent = updated
         fields["events"] = tuple((e.type, e.reason, e.message) for e in response.events)
         if response.finalized:
-            updated = self.applier.set_finalizer(res, parent, False)
+            updated = applier.set_finalizer(res, parent, False)
             if updated is not None:
                 outcome.upsert(updated)
-                self.recorder.inc("finalizer_writes_total", {"operation": "remove"})
+                self.recorder.inc(
+                    "finalizer_writes_total", {"operation": "remove", "controller": cfg.name}
+                )
             fields["outcome"] = protocol.FINALIZED
         else:
             fields["outcome"] = protocol.FINALIZE_PENDING

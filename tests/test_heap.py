@@ -4,7 +4,7 @@ import gc
 import time
 import weakref
 
-from operatord.controller import refreeze_heap
+from operatord.manager import refreeze_heap
 
 
 class Node:

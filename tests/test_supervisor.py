@@ -2,7 +2,8 @@
 
 import threading
 
-from operatord.controller import _blame, _InFlight
+from operatord.pool import InFlight as _InFlight
+from operatord.pool import blame as _blame
 from operatord.supervisor import RestartPacer, SpareWorker, WorkerGone, worker_context
 from operatord.testing import wait_for
 
