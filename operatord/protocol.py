@@ -161,12 +161,12 @@ class Results:
 
 # ---- wire form ------------------------------------------------------------------------------
 
-_TASK_FIELDS = ("uid", "parent", "children", "lease_valid_until", "related", "selection", "shard")
+_TASK_FIELDS = tuple(SyncTask.__dataclass_fields__)
 _RESULT_FIELDS = tuple(SyncResult.__dataclass_fields__)
 
 
 def _task_wire(t: SyncTask) -> tuple:
-    return (t.uid, t.parent, t.children, t.lease_valid_until, t.related, t.selection, t.shard)
+    return tuple(getattr(t, f) for f in _TASK_FIELDS)
 
 
 def _result_wire(r: SyncResult) -> tuple:
