@@ -7,6 +7,7 @@ without one the tests skip, and under CI=true they fail.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import uuid
@@ -26,7 +27,10 @@ sys.path.insert(0, str(REPO / "tests"))
 from test_helm import render_objects  # noqa: E402
 
 NAMESPACE = "operators"  # the release namespace: the pods' POD_NAMESPACE, where the lease lives
-IMAGE_REPOSITORY, IMAGE_TAG = "operatord", "test"
+# One tag per checkout, so that test runs in two worktrees on one machine do not retag each
+# other's image.
+IMAGE_REPOSITORY = "operatord"
+IMAGE_TAG = "test-" + hashlib.sha256(str(REPO).encode()).hexdigest()[:8]
 PARENTS = 100
 HANDLER_MODULE = "image_widgets"  # only importable from the handlerCode mount
 LEASE = {"leaseDurationSeconds": 4, "renewDeadlineSeconds": 3, "retryPeriodSeconds": 1}
