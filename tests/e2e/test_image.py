@@ -13,9 +13,10 @@ import sys
 import uuid
 from pathlib import Path
 
+import container
 import pytest
 from conftest import install_crd, widget_crd
-from container import Container, Engine, build_image, engine_or_skip
+from container import Container, Engine, Unmodeled, build_image, engine_or_skip
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from widgets import create_widget, ready
@@ -241,3 +242,44 @@ def test_custom_image_example_builds_and_runs_its_handler(
     wait_for(children, 60, message="the Website's Deployment and Service")
     code, _ = pod.stop()
     assert code == 0, pod.logs()[-3000:]
+
+
+# ---- the runner itself (no engine needed) ---------------------------------------------------
+
+
+def test_runner_refuses_pod_spec_fields_it_does_not_model(tmp_path):
+    """A chart change the runner cannot reproduce fails here instead of going untested."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("{}")
+    values = widget_values()
+    values["initContainers"] = [{"name": "wait", "image": "busybox"}]
+    with pytest.raises(Unmodeled, match="initContainers"):
+        Container(
+            Engine("podman"),
+            render_objects(values, namespace=NAMESPACE),
+            kubeconfig=str(kubeconfig),
+            workdir=tmp_path,
+            pod_name="x",
+            namespace=NAMESPACE,
+        )
+    values = widget_values()
+    values["securityContext"] = {"runAsNonRoot": True, "privileged": False}
+    with pytest.raises(Unmodeled, match="privileged"):
+        Container(
+            Engine("podman"),
+            render_objects(values, namespace=NAMESPACE),
+            kubeconfig=str(kubeconfig),
+            workdir=tmp_path,
+            pod_name="y",
+            namespace=NAMESPACE,
+        )
+
+
+def test_missing_engine_fails_under_ci_and_skips_otherwise(monkeypatch):
+    monkeypatch.setattr(container, "find_engine", lambda: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no container engine"):
+        container.engine_or_skip()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no container engine"):
+        container.engine_or_skip()
