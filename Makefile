@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 BENCH_VENV  := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: venv tools test lint format demo bench clean
+.PHONY: venv tools image test lint format demo bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,18 @@ $(BENCH_STAMP): setup.cfg pyproject.toml
 	$(BENCH_VENV)/bin/pip install --quiet -e '.[bench]'
 	touch $(BENCH_STAMP)
 
-# prometheus and promtool (Debian package) for the alert-rule and live-scrape tests.
+# prometheus and promtool (Debian package) for the alert-rule and live-scrape tests; podman,
+# runc and mmdebstrap when no container engine works, for the image test.
 tools:
 	@./.ci/install-prometheus
+	@./.ci/install-container-engine
+
+# The image, with docker, podman or buildah (ENGINE=...), tagged $(IMAGE). PYTHON_IMAGE=...
+# picks the base; where python:3.11-slim-bookworm cannot be pulled, one is built from Debian
+# packages. .ci/build-image says which base and engine it used.
+IMAGE ?= operatord:dev
+image:
+	IMAGE=$(IMAGE) ./.ci/build-image
 
 lint: $(STAMP)
 	$(BIN)/ruff check operatord tests bench examples

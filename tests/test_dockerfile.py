@@ -1,7 +1,8 @@
 """The operatord image: Dockerfile lint (hadolint), its structure, and its build context.
 
-No Docker engine runs here, so the build itself is exercised by building the wheel from exactly
-the files .dockerignore lets into the context, the way the build stage runs `pip install .`.
+These checks need no container engine; tests/e2e/test_image.py builds and runs the image. The
+package build is also exercised here from exactly the files .dockerignore lets into the context,
+the way the build stage runs `pip install .`.
 """
 
 from __future__ import annotations
@@ -130,7 +131,10 @@ def test_multi_stage_build_on_a_slim_python_base() -> None:
         base = resolve(stage.base, args)
         assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", base), base
     assert any(f"--from={build.name}" in copy for copy in final.all("COPY"))
-    assert any("pip install ." in run for run in build.all("RUN"))
+    runs = build.all("RUN")
+    assert any("pip install --requirement" in run for run in runs)
+    assert any(re.search(r"pip install --no-deps \.( |$)", run) for run in runs)
+    assert any("pip check" in run for run in runs)
 
 
 COMPILERS = re.compile(r"\b(gcc|g\+\+|cc|clang|make|build-essential|python3?-dev|libc6?-dev)\b")
