@@ -19,6 +19,7 @@ Guarantees, as kube-apiserver negotiates:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import ApiError
@@ -130,7 +131,7 @@ def partial(obj: dict, api_version: str) -> dict:
     return {"kind": PARTIAL, "apiVersion": api_version, "metadata": obj["metadata"]}
 
 
-def partial_list(items: list[dict], meta: dict, api_version: str) -> dict:
+def partial_list(items: Sequence[dict], meta: dict, api_version: str) -> dict:
     """A PartialObjectMetadataList of `items` with the list metadata `meta`."""
     return {
         "kind": PARTIAL_LIST,
