@@ -230,7 +230,7 @@ def test_errors_back_off_and_recover(api, kube, res, ns, start):
     kube.create(res, cm("e0"), ns)
     api.faults.add_error(code=500, verbs=["list"], resources=["configmaps"])
     mirror = Mirror()
-    inf = start(ns, mirror, backoff_initial=0.05, backoff_max=0.4)
+    inf = start(ns, mirror, backoff_initial=0.05, backoff_max=0.4, streaming_list=False)
     wait_for(lambda: len(mirror.restarts) >= 6, message="6 failed lists")
     assert not inf.synced.is_set() and mirror.lists == []
     assert set(mirror.reasons()) == {"error"}
