@@ -67,6 +67,10 @@ Metadata only (``metadata_only=True``):
   with PartialObjectMetadata or, lacking it, with full objects that the informer strips on
   arrival (their other fields are then briefly in memory while decoded, never delivered).
   `server_metadata` tells which: True, False, or None before the first object.
+- ``transform`` (as client-go's ``SetTransform``) is applied to every object as it arrives,
+  before it is kept: each streamed event, each item as its page is decoded, each watch
+  event. Trimming there (e.g. ``cache.slim``) keeps full objects from piling up during a
+  full list.
 """
 
 from __future__ import annotations
@@ -161,6 +165,7 @@ class Informer:
         metadata_only: bool = False,
         streaming_list: bool = True,
         initial_events_timeout: float = INITIAL_EVENTS_TIMEOUT_SECONDS,
+        transform: Callable[[dict], dict] | None = None,
     ):
         self.kube = kube
         self.resource = resource
@@ -189,6 +194,7 @@ class Informer:
         self.metadata_only = metadata_only
         self.streaming_list = streaming_list
         self.initial_events_timeout = initial_events_timeout
+        self.transform = transform  # applied to every object as it arrives
         self.server_metadata: bool | None = None  # the server sent PartialObjectMetadata
         self.last_list_streamed: bool | None = None  # how the last full list arrived
 
@@ -368,9 +374,8 @@ class Informer:
             shard_selector=self.shard_selector,
             on_meta=self._list_meta if self.shard_selector else None,
             accept=METADATA_LIST_ACCEPT if self.metadata_only else "application/json",
+            transform=self._shaped if self.metadata_only or self.transform else None,
         )
-        if self.metadata_only:
-            items = [self._metadata(i) for i in items]
         self.resource_version = rv
         self._heard()
         self.last_list_streamed = False
@@ -446,10 +451,11 @@ class Informer:
     def _shaped(self, obj: dict) -> dict:
         """A listed or watched object as delivered: typed, and stripped when metadata-only."""
         if self.metadata_only:
-            return self._metadata(obj)
-        obj.setdefault("apiVersion", self.resource.api_version)
-        obj.setdefault("kind", self.resource.kind)
-        return obj
+            obj = self._metadata(obj)
+        else:
+            obj.setdefault("apiVersion", self.resource.api_version)
+            obj.setdefault("kind", self.resource.kind)
+        return self.transform(obj) if self.transform is not None else obj
 
     def _metadata(self, obj: dict) -> dict:
         """``obj`` reduced to its metadata, typed as the watched resource."""

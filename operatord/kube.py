@@ -551,6 +551,7 @@ class Kube:
         shard_selector: str | None = None,
         on_meta: Callable[[dict], None] | None = None,
         accept: str = "application/json",
+        transform: Callable[[dict], dict] | None = None,
     ) -> tuple[list[dict], str]:
         """List every object (following ``continue``); returns (items, list resourceVersion).
 
@@ -558,7 +559,8 @@ class Kube:
         is sent as ``shardSelector`` (KEP-5866; servers without it ignore it); ``on_meta`` gets
         the list metadata of the first page (its ``shardInfo`` tells whether it was applied).
         ``accept``: the ``Accept`` header (``METADATA_LIST_ACCEPT`` for PartialObjectMetadata;
-        items keep the ``kind`` the server gave them)."""
+        items keep the ``kind`` the server gave them). ``transform`` is applied to each item as
+        its page is decoded, so only one page of untransformed items is ever held."""
         items: list[dict] = []
         cont = None
         while True:
@@ -582,7 +584,7 @@ class Kube:
             for item in page.get("items") or []:
                 item.setdefault("apiVersion", res.api_version)
                 item.setdefault("kind", res.kind)
-                items.append(item)
+                items.append(transform(item) if transform is not None else item)
             meta = page.get("metadata") or {}
             if on_meta is not None and cont is None:
                 on_meta(meta)
