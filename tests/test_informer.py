@@ -476,3 +476,24 @@ def test_metadata_only_without_server_support_strips_objects_itself(
     delivered = [*mirror.lists[0].values(), *mirror.state.values()]
     assert all(set(o) == {"apiVersion", "kind", "metadata"} for o in delivered)
     assert MARKER not in repr(mirror.lists) + repr(mirror.state)
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_transform_runs_on_every_object_as_it_arrives(kube, res, ns, start, streaming):
+    kube.create(res, cm("x0", big="1"), ns)
+    seen: list[str] = []
+
+    def trim(obj: dict) -> dict:
+        seen.append(obj["metadata"]["name"])
+        obj.pop("data", None)
+        obj["metadata"].pop("managedFields", None)
+        return obj
+
+    mirror = Mirror()
+    inf = start(ns, mirror, transform=trim, streaming_list=streaming)
+    assert inf.synced.wait(10) and inf.last_list_streamed is streaming
+    rv = kube.create(res, cm("x1", big="2"), ns)["metadata"]["resourceVersion"]
+    wait_for(lambda: rv in mirror.rvs(), message="a transformed event")
+    assert seen == ["x0", "x1"]
+    delivered = [*mirror.lists[0].values(), *mirror.state.values()]
+    assert all("data" not in o and "managedFields" not in o["metadata"] for o in delivered)
