@@ -59,6 +59,7 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python bench/converge.py
 	$(BENCH_VENV)/bin/python bench/vs_kopf.py
 	$(BENCH_VENV)/bin/python bench/scaling.py
+	$(BENCH_VENV)/bin/python bench/initial_list.py
 	$(BENCH_VENV)/bin/python bench/latency.py
 	$(BENCH_VENV)/bin/python bench/related.py
 	$(BENCH_VENV)/bin/python bench/crashers.py

@@ -43,6 +43,34 @@ Liveness (a hung API server or a silently dropped connection):
 - Every running informer of the process is visible to :func:`watch_readiness` (a /readyz check:
   failing while any informer has been idle longer than its bound) and
   :func:`watch_activity` (the ``watch_idle_seconds`` metric).
+
+Initial list (streaming where the server supports it):
+- The full list is a streaming list (WatchList, KEP-3157: a watch with
+  ``sendInitialEvents=true``) unless ``streaming_list=False``, a ``shard_selector`` is set
+  (only a paged list's metadata tells whether the server applied it), or the server is known
+  not to support it. Its ADDED events are gathered and handed to ``on_list`` in one call at
+  the BOOKMARK annotated ``k8s.io/initial-events-end``, whose resourceVersion the watch then
+  resumes from: ``on_list`` sees exactly what a paged list would give it, never a part.
+- A server is taken not to support streaming lists when it refuses the request (400 or 422,
+  e.g. kube-apiserver with the WatchList gate off), sends a bookmark or a non-ADDED event
+  before the end marker, ends the stream without it, or stays silent for
+  ``initial_events_timeout`` seconds before it (servers that ignore ``sendInitialEvents``).
+  The informer then lists in pages at once; the finding is remembered per API client and
+  resource type for the life of the process. Connection losses and 5xx/429 answers are
+  ordinary failures: backed off and retried, streaming again.
+
+Metadata only (``metadata_only=True``):
+- Lists and watches ask for PartialObjectMetadata (``Accept: application/json;
+  as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json``, and
+  ``as=PartialObjectMetadata`` for watches and streaming lists). Every object delivered is
+  ``{"apiVersion", "kind", "metadata"}`` of the watched type, whether the server answered
+  with PartialObjectMetadata or, lacking it, with full objects that the informer strips on
+  arrival (their other fields are then briefly in memory while decoded, never delivered).
+  `server_metadata` tells which: True, False, or None before the first object.
+- ``transform`` (as client-go's ``SetTransform``) is applied to every object as it arrives,
+  before it is kept: each streamed event, each item as its page is decoded, each watch
+  event. Trimming there (e.g. ``cache.slim``) keeps full objects from piling up during a
+  full list.
 """
 
 from __future__ import annotations
@@ -50,12 +78,20 @@ from __future__ import annotations
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 
-from operatord.kube import ApiError, Kube, Resource
+from operatord.kube import (
+    INITIAL_EVENTS_END,
+    METADATA_ACCEPT,
+    METADATA_LIST_ACCEPT,
+    ApiError,
+    Kube,
+    Resource,
+)
 
 log = structlog.get_logger("operatord.informer")
 
@@ -65,6 +101,11 @@ LIST_TIMEOUT_FLOOR_SECONDS = 10.0
 LIST_TIMEOUT_CEILING_SECONDS = 30.0
 PROBE_INTERVAL_SECONDS = 1.0
 PROBE_TIMEOUT_SECONDS = 1.0
+INITIAL_EVENTS_TIMEOUT_SECONDS = 10.0
+
+# Servers found not to support streaming lists: per API client, the resource keys.
+_no_streaming: weakref.WeakKeyDictionary[Kube, set[str]] = weakref.WeakKeyDictionary()
+_no_streaming_lock = threading.Lock()
 
 _running_lock = threading.Lock()
 _running: dict[int, Informer] = {}  # id -> informer, from start() until its thread ends
@@ -121,6 +162,10 @@ class Informer:
         backoff_max: float = 30.0,
         observe: Observer | None = None,
         shard_selector: str | None = None,
+        metadata_only: bool = False,
+        streaming_list: bool = True,
+        initial_events_timeout: float = INITIAL_EVENTS_TIMEOUT_SECONDS,
+        transform: Callable[[dict], dict] | None = None,
     ):
         self.kube = kube
         self.resource = resource
@@ -145,6 +190,13 @@ class Informer:
         self._thread: threading.Thread | None = None
         self._response = None  # the open watch response, for stop() to interrupt
         self._idle_tripped = False  # the watchdog tore the open watch down
+        # Initial list and representation (see "Initial list" and "Metadata only" above).
+        self.metadata_only = metadata_only
+        self.streaming_list = streaming_list
+        self.initial_events_timeout = initial_events_timeout
+        self.transform = transform  # applied to every object as it arrives
+        self.server_metadata: bool | None = None  # the server sent PartialObjectMetadata
+        self.last_list_streamed: bool | None = None  # how the last full list arrived
 
     @property
     def name(self) -> str:
@@ -308,6 +360,8 @@ class Informer:
                 delay = min(delay * 2, self.backoff_max)
 
     def _list(self) -> None:
+        if self._streams() and self._stream_list():
+            return
         timeout = min(
             max(self.liveness_bound(), LIST_TIMEOUT_FLOOR_SECONDS), LIST_TIMEOUT_CEILING_SECONDS
         )
@@ -319,9 +373,12 @@ class Informer:
             retry=False,
             shard_selector=self.shard_selector,
             on_meta=self._list_meta if self.shard_selector else None,
+            accept=METADATA_LIST_ACCEPT if self.metadata_only else "application/json",
+            transform=self._shaped if self.metadata_only or self.transform else None,
         )
         self.resource_version = rv
         self._heard()
+        self.last_list_streamed = False
         self.on_list(items)
         self.synced.set()
         log.debug("listed", resource=self.name, count=len(items), resource_version=rv)
@@ -344,6 +401,7 @@ class Informer:
             timeout_seconds=self.watch_timeout,
             idle_timeout=self.liveness_bound(),
             on_open=self._opened,
+            accept=METADATA_ACCEPT if self.metadata_only else "application/json",
         )
         last_bookmark = time.monotonic()
         try:
@@ -369,9 +427,7 @@ class Informer:
                     self.bookmark_spacing = now - last_bookmark
                     last_bookmark = now
                     continue
-                obj.setdefault("apiVersion", self.resource.api_version)
-                obj.setdefault("kind", self.resource.kind)
-                self.on_event(etype, obj)
+                self.on_event(etype, self._shaped(obj))
         except ApiError as exc:
             if self._response is None or exc.status != 0:
                 raise  # the watch could not be opened, or the server sent an ERROR event
@@ -389,3 +445,106 @@ class Informer:
         if self._stop.is_set():
             return "stopped", progressed
         return ("idle" if self._idle_tripped else "timeout"), progressed
+
+    # ---- initial list: streaming where supported; metadata-only objects ---------------------
+
+    def _shaped(self, obj: dict) -> dict:
+        """A listed or watched object as delivered: typed, and stripped when metadata-only."""
+        if self.metadata_only:
+            obj = self._metadata(obj)
+        else:
+            obj.setdefault("apiVersion", self.resource.api_version)
+            obj.setdefault("kind", self.resource.kind)
+        return self.transform(obj) if self.transform is not None else obj
+
+    def _metadata(self, obj: dict) -> dict:
+        """``obj`` reduced to its metadata, typed as the watched resource."""
+        if self.server_metadata is None:
+            self.server_metadata = obj.get("kind") == "PartialObjectMetadata"
+        return {
+            "apiVersion": self.resource.api_version,
+            "kind": self.resource.kind,
+            "metadata": obj.get("metadata") or {},
+        }
+
+    def _streams(self) -> bool:
+        """Whether the next full list is tried as a streaming list."""
+        if not self.streaming_list or self.shard_selector:
+            return False
+        with _no_streaming_lock:
+            return self.name not in _no_streaming.get(self.kube, ())
+
+    def _no_streaming(self, why: str) -> bool:
+        """Remember that the server does not support streaming lists of this type."""
+        with _no_streaming_lock:
+            _no_streaming.setdefault(self.kube, set()).add(self.name)
+        log.info("no streaming lists; listing in pages", resource=self.name, reason=why)
+        return False
+
+    def _stream_list(self) -> bool:
+        """Run a streaming list and deliver it through ``on_list``. False (nothing delivered)
+        when the server turns out not to support it; transient failures raise ApiError."""
+        quiet = min(self.initial_events_timeout, self.liveness_bound())
+        self._idle_tripped = False
+        stream = self.kube.watch(
+            self.resource,
+            self.namespace,
+            label_selector=self.label_selector,
+            timeout_seconds=self.watch_timeout,
+            idle_timeout=quiet,
+            on_open=self._opened,
+            send_initial_events=True,
+            accept=METADATA_ACCEPT if self.metadata_only else "application/json",
+        )
+        items: list[dict] = []
+        last = time.monotonic()
+        try:
+            for event in stream:
+                if self._stop.is_set():
+                    return True  # nothing delivered; the run loop ends
+                self._heard()
+                last = time.monotonic()
+                etype = event.get("type", "")
+                obj = event.get("object") or {}
+                if etype == "ERROR":
+                    code = obj.get("code")
+                    raise ApiError(int(code or 500), obj.get("reason", "Error"), obj)
+                if etype == "BOOKMARK":
+                    meta = obj.get("metadata") or {}
+                    if (meta.get("annotations") or {}).get(INITIAL_EVENTS_END) != "true":
+                        return self._no_streaming("a bookmark before the end of initial events")
+                    self.resource_version = meta.get("resourceVersion", "")
+                    self.last_list_streamed = True
+                    self.on_list(items)
+                    self.synced.set()
+                    log.debug(
+                        "listed (streaming)",
+                        resource=self.name,
+                        count=len(items),
+                        resource_version=self.resource_version,
+                    )
+                    return True
+                if etype != "ADDED":
+                    return self._no_streaming(f"a {etype} event among the initial events")
+                items.append(self._shaped(obj))
+        except ApiError as exc:
+            if self._stop.is_set():
+                return True
+            if self._response is None:  # refused: a server without (or with WatchList off)
+                if exc.status in (400, 422):
+                    return self._no_streaming(f"refused with {exc.status}: {exc.message}")
+                raise
+            silent = time.monotonic() - last
+            if exc.status == 0 and (self._idle_tripped or silent >= 0.9 * quiet):
+                return self._no_streaming(
+                    f"silent for {silent:.1f}s before the end of initial events"
+                )
+            raise
+        finally:
+            self._response = None
+            close = getattr(stream, "close", None)
+            if close:
+                close()
+        if self._stop.is_set():
+            return True
+        return self._no_streaming("the stream ended before the end of initial events")

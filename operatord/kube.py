@@ -42,6 +42,14 @@ if TYPE_CHECKING:  # imported where used: workers, whose calls all go through th
 
 AUTH_REFRESH_SECONDS = 30.0
 
+# Streaming lists and metadata-only reads: the Accept headers of client-go's metadata client
+# (without protobuf), and the annotation of the bookmark that ends a streaming list's state.
+METADATA_ACCEPT = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+METADATA_LIST_ACCEPT = (
+    "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+)
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+
 # Callback for every finished request: (verb, status code or 0 for a connection error, seconds).
 RequestObserver = Callable[[str, int, float], None]
 
@@ -376,8 +384,9 @@ class Kube:
         body: Any,
         content_type: str | None,
         timeout: float | tuple | None,
+        accept: str = "application/json",
     ) -> urllib3.BaseHTTPResponse:
-        headers = {"Accept": "application/json", **self._base_headers, **self._auth_headers()}
+        headers = {"Accept": accept, **self._base_headers, **self._auth_headers()}
         url = self._host + path
         if query:
             items = query.items() if isinstance(query, dict) else query
@@ -414,10 +423,12 @@ class Kube:
         verb: str | None = None,
         retry: bool = True,
         shared_keys: bool = False,
+        accept: str = "application/json",
     ) -> dict:
         """Send one request and return the decoded JSON body (``{}`` for an empty body).
 
-        ``shared_keys``: decode with `decode_shared` (for objects that are kept in a cache)."""
+        ``shared_keys``: decode with `decode_shared` (for objects that are kept in a cache).
+        ``accept``: the ``Accept`` header (e.g. a PartialObjectMetadata media type)."""
         verb = verb or _verb_for(method, path)
         attempts = self.max_attempts if retry else 1
         delay = self.backoff_initial
@@ -425,7 +436,13 @@ class Kube:
             start = time.monotonic()
             try:
                 status, reason, data, retry_after = self._exchange(
-                    method, path, query, body, content_type, timeout or self.default_timeout
+                    method,
+                    path,
+                    query,
+                    body,
+                    content_type,
+                    timeout or self.default_timeout,
+                    accept,
                 )
             except _RETRYABLE_CONNECTION_ERRORS as exc:
                 self._observe(verb, 0, start)
@@ -456,11 +473,12 @@ class Kube:
         body: Any,
         content_type: str | None,
         timeout: float,
+        accept: str = "application/json",
     ) -> tuple[int, str, bytes, str | None]:
         """One request, answer read whole: (status, reason, body, Retry-After header)."""
         if self._http is None:
             try:
-                resp = self._send(method, path, query, body, content_type, timeout)
+                resp = self._send(method, path, query, body, content_type, timeout, accept)
                 try:
                     data = resp.data
                 finally:
@@ -468,7 +486,7 @@ class Kube:
             except _urllib3_errors() as exc:
                 raise TransportError(f"{type(exc).__name__}: {exc}") from exc
             return resp.status, resp.reason or "", data, resp.headers.get("Retry-After")
-        headers = {"Accept": "application/json", **self._base_headers, **self._auth_headers()}
+        headers = {"Accept": accept, **self._base_headers, **self._auth_headers()}
         if query:
             items = query.items() if isinstance(query, dict) else query
             path += "?" + urlencode([(k, _qv(v)) for k, v in items if v is not None])
@@ -532,12 +550,17 @@ class Kube:
         retry: bool = True,
         shard_selector: str | None = None,
         on_meta: Callable[[dict], None] | None = None,
+        accept: str = "application/json",
+        transform: Callable[[dict], dict] | None = None,
     ) -> tuple[list[dict], str]:
         """List every object (following ``continue``); returns (items, list resourceVersion).
 
         ``timeout`` and ``retry`` apply to each page as in :meth:`request`. ``shard_selector``
         is sent as ``shardSelector`` (KEP-5866; servers without it ignore it); ``on_meta`` gets
-        the list metadata of the first page (its ``shardInfo`` tells whether it was applied)."""
+        the list metadata of the first page (its ``shardInfo`` tells whether it was applied).
+        ``accept``: the ``Accept`` header (``METADATA_LIST_ACCEPT`` for PartialObjectMetadata;
+        items keep the ``kind`` the server gave them). ``transform`` is applied to each item as
+        its page is decoded, so only one page of untransformed items is ever held."""
         items: list[dict] = []
         cont = None
         while True:
@@ -556,11 +579,12 @@ class Kube:
                 timeout=timeout,
                 retry=retry,
                 shared_keys=True,
+                accept=accept,
             )
             for item in page.get("items") or []:
                 item.setdefault("apiVersion", res.api_version)
                 item.setdefault("kind", res.kind)
-                items.append(item)
+                items.append(transform(item) if transform is not None else item)
             meta = page.get("metadata") or {}
             if on_meta is not None and cont is None:
                 on_meta(meta)
@@ -642,6 +666,8 @@ class Kube:
         allow_bookmarks: bool = True,
         idle_timeout: float | None = None,
         on_open: Callable[[urllib3.BaseHTTPResponse], None] | None = None,
+        send_initial_events: bool = False,
+        accept: str = "application/json",
     ) -> Iterator[dict]:
         """Yield raw watch events (``{"type": ..., "object": {...}}``) until the server closes.
 
@@ -650,6 +676,10 @@ class Kube:
         a connection lost afterwards raises ApiError(0). ``ERROR`` events are yielded as they
         are, for the caller to act on (e.g. 410). ``on_open`` receives the open urllib3
         response: another thread may call its ``shutdown()`` to end a blocked read.
+        ``send_initial_events``: a streaming list (``sendInitialEvents=true``,
+        ``resourceVersionMatch=NotOlderThan``): the state as ADDED events, then a BOOKMARK
+        annotated ``INITIAL_EVENTS_END`` on servers that support it. ``accept``: the
+        ``Accept`` header (``METADATA_ACCEPT`` for PartialObjectMetadata events).
         """
         query = {
             "watch": "true",
@@ -659,11 +689,16 @@ class Kube:
             "timeoutSeconds": timeout_seconds,
             "allowWatchBookmarks": "true" if allow_bookmarks else None,
         }
+        if send_initial_events:
+            query["sendInitialEvents"] = "true"
+            query["resourceVersionMatch"] = "NotOlderThan"
         read_timeout = idle_timeout or timeout_seconds + 30
         start = time.monotonic()
         connection_errors = _urllib3_errors()
         try:
-            resp = self._send("GET", res.path(namespace), query, None, None, (10, read_timeout))
+            resp = self._send(
+                "GET", res.path(namespace), query, None, None, (10, read_timeout), accept
+            )
         except connection_errors as exc:
             self._observe("watch", 0, start)
             raise ApiError(0, "ConnectionError", message=str(exc)) from exc
@@ -679,9 +714,13 @@ class Kube:
         try:
             buf = b""
             for chunk in raw.stream(amt=None, decode_content=False):
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
+                if b"\n" not in chunk:
+                    buf += chunk
+                    continue
+                # one split per chunk: linear in the chunk, however many events it holds
+                lines = (buf + chunk).split(b"\n")
+                buf = lines.pop()
+                for line in lines:
                     if line.strip():
                         yield decode_shared(line)
             if buf.strip():

@@ -1248,12 +1248,11 @@ def test_end_to_end_rbac_covers_related_types(tmp_path: Path) -> None:
         for r in operator_requests
         if r["resource"] in ("secrets", "namespaces")
     }
-    assert related_used == {
-        ("secrets", "list"),
-        ("secrets", "watch"),
-        ("namespaces", "list"),
-        ("namespaces", "watch"),
-    }
+    # Read through streaming lists, which are watch requests; `list` stays granted for API
+    # servers without them (the informers fall back to paged lists).
+    assert related_used == {("secrets", "watch"), ("namespaces", "watch")}
+    granted = {(g.group, g.resource, g.verb) for g in grants}
+    assert {("", "secrets", "list"), ("", "namespaces", "list")} <= granted
 
 
 # ---------------------------------------------------------------------------------------------

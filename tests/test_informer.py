@@ -104,7 +104,7 @@ def ns(kube, api):
 def start(kube, res):
     started: list[Informer] = []
 
-    def make(ns: str, mirror: Mirror, **kw) -> Informer:
+    def make(ns: str, mirror: Mirror, kube=kube, **kw) -> Informer:
         kw.setdefault("backoff_initial", 0.05)
         kw.setdefault("backoff_max", 0.4)
         inf = Informer(
@@ -230,7 +230,7 @@ def test_errors_back_off_and_recover(api, kube, res, ns, start):
     kube.create(res, cm("e0"), ns)
     api.faults.add_error(code=500, verbs=["list"], resources=["configmaps"])
     mirror = Mirror()
-    inf = start(ns, mirror, backoff_initial=0.05, backoff_max=0.4)
+    inf = start(ns, mirror, backoff_initial=0.05, backoff_max=0.4, streaming_list=False)
     wait_for(lambda: len(mirror.restarts) >= 6, message="6 failed lists")
     assert not inf.synced.is_set() and mirror.lists == []
     assert set(mirror.reasons()) == {"error"}
@@ -298,3 +298,202 @@ def test_a_429_on_opening_the_watch_waits_for_retry_after(api, kube, res, ns, st
     delivered = time.monotonic()
     assert mirror.reasons().count("error") == 1  # waited 1 s instead of retrying every 0.05 s
     assert delivered - refused >= 0.7
+
+
+# ---- streaming initial lists and metadata-only informers ----------------------------------
+
+
+@pytest.fixture
+def fresh_kube(api):
+    """An API client of its own: what an informer learns about the server (no streaming lists)
+    is remembered per client, so tests of the fallbacks must not share one."""
+    k = Kube(ClientSettings(kubeconfig=api.kubeconfig), max_attempts=2, backoff_initial=0.01)
+    yield k
+    k.close()
+
+
+def requests_in(api, ns: str) -> list[dict]:
+    """The informers' requests (lists and watches) of ConfigMaps in `ns`, oldest first."""
+    return [
+        r
+        for r in api.requests()
+        if r["namespace"] == ns and r["resource"] == "configmaps" and r["verb"] in ("list", "watch")
+    ]
+
+
+def test_the_initial_list_is_a_streaming_list(api, kube, res, ns, start):
+    for i in range(3):
+        kube.create(res, cm(f"s{i}", v=str(i)), ns)
+    mirror = Mirror()
+    inf = start(ns, mirror)
+    assert inf.synced.wait(10)
+    assert inf.last_list_streamed is True
+    rv = kube.create(res, cm("after"), ns)["metadata"]["resourceVersion"]
+    wait_for(lambda: rv in mirror.rvs(), message="an event after the streaming list")
+    assert mirror.events == [("ADDED", "after", rv)]  # none of the listed objects again
+    # the audit log: a streaming list, then the watch from its bookmark; no list
+    first, *rest = requests_in(api, ns)
+    assert first["verb"] == "watch" and "sendInitialEvents=true" in first["requestURI"]
+    assert "resourceVersionMatch=NotOlderThan" in first["requestURI"]
+    assert [r["verb"] for r in rest] == ["watch"] and "sendInitialEvents" not in rest[0][
+        "requestURI"
+    ]
+    full = server_state_objects(kube, res, ns)
+    del full["after"]
+    assert mirror.lists == [full]  # exactly what a list returns
+
+
+def server_state_objects(kube, res, ns) -> dict[str, dict]:
+    items, _ = kube.list(res, ns)
+    return {i["metadata"]["name"]: i for i in items}
+
+
+def test_a_failed_streaming_list_is_retried_as_one(api, kube, res, ns, start):
+    kube.create(res, cm("t0"), ns)
+    api.faults.add_error(code=500, verbs=["watch"], resources=["configmaps"], count=2)
+    mirror = Mirror()
+    inf = start(ns, mirror)
+    assert inf.synced.wait(10)
+    assert mirror.reasons() == ["error", "error"]
+    assert inf.last_list_streamed is True  # a 500 is no reason to give up streaming
+    assert list(mirror.lists[0]) == ["t0"]
+
+
+def test_a_server_that_refuses_streaming_lists_is_listed_in_pages(api, fresh_kube, res, ns, start):
+    fresh_kube.create(res, cm("r0"), ns)
+    api.faults.without_watch_list("reject")
+    mirror = Mirror()
+    inf = start(ns, mirror, kube=fresh_kube)
+    assert inf.synced.wait(10)
+    assert inf.last_list_streamed is False and list(mirror.lists[0]) == ["r0"]
+    assert mirror.restarts == []  # the refusal is a finding, not a failure
+    wait_for(lambda: len(requests_in(api, ns)) >= 3, message="the watch after the list")
+    calls = [(r["verb"], r["code"]) for r in requests_in(api, ns)]
+    assert calls[:3] == [("watch", 422), ("list", 200), ("watch", 200)]
+    rv = fresh_kube.create(res, cm("r1"), ns)["metadata"]["resourceVersion"]
+    wait_for(lambda: rv in mirror.rvs(), message="events after the paged list")
+    # remembered for the type: another informer on the same client does not ask again
+    api.faults.without_watch_list(None)
+    again = start(ns, Mirror(), kube=fresh_kube)
+    assert again.synced.wait(10) and again.last_list_streamed is False
+    refused = [r for r in requests_in(api, ns) if "sendInitialEvents" in r["requestURI"]]
+    assert len(refused) == 1
+
+
+def test_a_server_that_ignores_send_initial_events_is_detected_by_its_silence(
+    api, fresh_kube, res, ns, start
+):
+    for i in range(2):
+        fresh_kube.create(res, cm(f"q{i}"), ns)
+    api.faults.without_watch_list("ignore")
+    mirror = Mirror()
+    t0 = time.monotonic()
+    # the module's server sends bookmarks once a minute: only the silence can tell
+    inf = start(ns, mirror, kube=fresh_kube, initial_events_timeout=0.5)
+    assert inf.synced.wait(10)
+    assert time.monotonic() - t0 < 5
+    assert inf.last_list_streamed is False
+    assert mirror.log[0] == ("list", ["q0", "q1"]) and len(mirror.lists) == 1
+    rv = fresh_kube.create(res, cm("q2"), ns)["metadata"]["resourceVersion"]
+    wait_for(lambda: rv in mirror.rvs(), message="events after the fallback")
+    assert [e[1] for e in mirror.events] == ["q2"]
+
+
+def test_a_server_that_ignores_send_initial_events_is_detected_by_a_plain_bookmark():
+    with ApiServer(bookmark_interval=0.2, in_process=True) as server:
+        k = Kube(ClientSettings(kubeconfig=server.kubeconfig), max_attempts=2)
+        try:
+            res = k.resource("v1", "ConfigMap")
+            k.create(res, cm("b0"), "default")
+            server.faults.without_watch_list("ignore")
+            mirror = Mirror()
+            inf = Informer(
+                k,
+                res,
+                namespace="default",
+                on_list=mirror.on_list,
+                on_event=mirror.on_event,
+                initial_events_timeout=30,  # not the silence: the bookmark tells
+            )
+            inf.start()
+            try:
+                assert inf.synced.wait(5)
+                assert inf.last_list_streamed is False
+                assert list(mirror.lists[0]) == ["b0"]
+                assert [r["verb"] for r in server.requests() if r["resource"] == "configmaps"][
+                    1:3
+                ] == ["watch", "list"]
+            finally:
+                inf.stop()
+                inf.join(5)
+        finally:
+            k.close()
+
+
+MARKER = "s3cr3t-marker-value"
+
+
+def test_metadata_only_informer_never_delivers_data(api, kube, res, ns, start):
+    kube.create(res, cm("m0", token=MARKER), ns)
+    mirror = Mirror()
+    inf = start(ns, mirror, metadata_only=True)
+    assert inf.synced.wait(10)
+    assert inf.server_metadata is True and inf.last_list_streamed is True
+    kube.patch(res, "m0", {"metadata": {"labels": {"seen": "yes"}}, "data": {"more": MARKER}}, ns)
+    rv = kube.create(res, cm("m1", token=MARKER), ns)["metadata"]["resourceVersion"]
+    wait_for(lambda: rv in mirror.rvs(), message="metadata-only events")
+    delivered = [*mirror.lists[0].values(), *mirror.state.values()]
+    assert all(set(o) == {"apiVersion", "kind", "metadata"} for o in delivered)
+    assert {(o["apiVersion"], o["kind"]) for o in delivered} == {("v1", "ConfigMap")}
+    assert mirror.state["m0"]["metadata"]["labels"] == {"seen": "yes"}
+    assert MARKER not in repr(mirror.lists) + repr(mirror.state)
+    watches = [r for r in requests_in(api, ns) if r["verb"] == "watch"]
+    assert watches and all(r["code"] == 200 for r in watches)
+
+
+def test_metadata_only_paged_list(kube, res, ns, start):
+    kube.create(res, cm("p0", token=MARKER), ns)
+    mirror = Mirror()
+    inf = start(ns, mirror, metadata_only=True, streaming_list=False)
+    assert inf.synced.wait(10)
+    assert inf.server_metadata is True and inf.last_list_streamed is False
+    assert set(mirror.lists[0]["p0"]) == {"apiVersion", "kind", "metadata"}
+    assert MARKER not in repr(mirror.lists)
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_metadata_only_without_server_support_strips_objects_itself(
+    api, kube, res, ns, start, streaming
+):
+    kube.create(res, cm("f0", token=MARKER), ns)
+    api.faults.without_partial_metadata()
+    mirror = Mirror()
+    inf = start(ns, mirror, metadata_only=True, streaming_list=streaming)
+    assert inf.synced.wait(10)
+    assert inf.server_metadata is False and inf.last_list_streamed is streaming
+    rv = kube.create(res, cm("f1", token=MARKER), ns)["metadata"]["resourceVersion"]
+    wait_for(lambda: rv in mirror.rvs(), message="events without server support")
+    delivered = [*mirror.lists[0].values(), *mirror.state.values()]
+    assert all(set(o) == {"apiVersion", "kind", "metadata"} for o in delivered)
+    assert MARKER not in repr(mirror.lists) + repr(mirror.state)
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_transform_runs_on_every_object_as_it_arrives(kube, res, ns, start, streaming):
+    kube.create(res, cm("x0", big="1"), ns)
+    seen: list[str] = []
+
+    def trim(obj: dict) -> dict:
+        seen.append(obj["metadata"]["name"])
+        obj.pop("data", None)
+        obj["metadata"].pop("managedFields", None)
+        return obj
+
+    mirror = Mirror()
+    inf = start(ns, mirror, transform=trim, streaming_list=streaming)
+    assert inf.synced.wait(10) and inf.last_list_streamed is streaming
+    rv = kube.create(res, cm("x1", big="2"), ns)["metadata"]["resourceVersion"]
+    wait_for(lambda: rv in mirror.rvs(), message="a transformed event")
+    assert seen == ["x0", "x1"]
+    delivered = [*mirror.lists[0].values(), *mirror.state.values()]
+    assert all("data" not in o and "managedFields" not in o["metadata"] for o in delivered)

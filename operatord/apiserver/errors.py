@@ -130,7 +130,7 @@ def invalid(kind: str, name: str, group: str, causes: list[FieldError]) -> ApiEr
     out_causes = [
         {"reason": reason, "message": msg, "field": field} for reason, field, msg in causes
     ]
-    details: dict = {"name": name}
+    details: dict = {"name": name} if name else {}  # the real server omits an empty name
     if group:
         details["group"] = group
     details["kind"] = kind

@@ -154,6 +154,23 @@ class FaultsClient:
         ``shardSelector`` is ignored on lists and watches and no ``shardInfo`` is returned."""
         self._update(ignoreShardSelector=ignore)
 
+    def without_watch_list(self, how: str | None = "ignore") -> None:
+        """Act like an API server without streaming lists (WatchList, KEP-3157).
+
+        ``"ignore"``: ``sendInitialEvents`` and ``resourceVersionMatch`` of watches are
+        dropped, as by servers and proxies that do not know them: a plain watch (without a
+        resourceVersion it still starts with the current state as ADDED events), and no
+        ``k8s.io/initial-events-end`` bookmark. ``"reject"``: such watches are a 422 Invalid,
+        as kube-apiserver answers with the WatchList feature gate off. None: supported."""
+        self._update(withoutWatchList=how)
+
+    def without_partial_metadata(self, without: bool = True) -> None:
+        """Act like an API server without meta.k8s.io/v1 PartialObjectMetadata: the
+        ``as=PartialObjectMetadata`` and ``as=PartialObjectMetadataList`` media types are not
+        acceptable, so an ``Accept`` header with a plain ``application/json`` fallback gets
+        the full object and one without it gets 406 NotAcceptable."""
+        self._update(withoutPartialObjectMetadata=without)
+
     def compact(self) -> str:
         """Forget the event history: the next watch from any older resourceVersion (and any
         older continue token) gets 410 Expired. Returns the current resourceVersion."""

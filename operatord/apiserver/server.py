@@ -16,9 +16,11 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import openapi, reviews, scale, tables
+from . import listoptions, negotiation, openapi, reviews, scale, tables
 from . import patch as P
 from .errors import ApiError
+from .listoptions import INITIAL_EVENTS_END
+from .negotiation import Target
 from .objects import Matcher
 from .resources import Registry, ResourceType
 from .selectors import SelectorError, combine, parse_fields, parse_labels
@@ -76,6 +78,13 @@ class Faults:
         self.watch_drop_after: float | None = None
         # Behave like an API server without ShardedListAndWatch: ignore shardSelector.
         self.ignore_shard_selector = False
+        # Behave like an API server without WatchList: "ignore" drops sendInitialEvents and
+        # resourceVersionMatch of watches (a plain watch), "reject" answers 422 as
+        # kube-apiserver with the feature gate off.
+        self.without_watch_list: str | None = None
+        # Behave like an API server without meta.k8s.io PartialObjectMetadata: the
+        # `as=PartialObjectMetadata*` media types are not acceptable.
+        self.without_partial_metadata = False
 
     def to_dict(self) -> dict:
         return {
@@ -84,6 +93,8 @@ class Faults:
             "errors": [{k: v for k, v in e.items() if k != "rng"} for e in self.errors],
             "watchDropAfter": self.watch_drop_after,
             "ignoreShardSelector": self.ignore_shard_selector,
+            "withoutWatchList": self.without_watch_list,
+            "withoutPartialObjectMetadata": self.without_partial_metadata,
         }
 
     def configure(self, cfg: dict) -> None:
@@ -116,7 +127,12 @@ class Faults:
         self.errors = errors
         wda = cfg.get("watchDropAfter")
         self.watch_drop_after = float(wda) if wda is not None else None
+        without_watch_list = cfg.get("withoutWatchList") or None
+        if without_watch_list not in (None, "ignore", "reject"):
+            raise ValueError('withoutWatchList must be null, "ignore" or "reject"')
         self.ignore_shard_selector = bool(cfg.get("ignoreShardSelector") or False)
+        self.without_watch_list = without_watch_list
+        self.without_partial_metadata = bool(cfg.get("withoutPartialObjectMetadata") or False)
 
     def pick_error(self, verb: str, rt: ResourceType, sub: str) -> dict | None:
         for e in self.errors:
@@ -139,7 +155,7 @@ class Faults:
 
 
 class _Req:
-    __slots__ = ("method", "path", "query", "headers", "body")
+    __slots__ = ("method", "path", "query", "headers", "body", "uri")
 
     def __init__(
         self,
@@ -148,12 +164,14 @@ class _Req:
         query: dict[str, list[str]],
         headers: dict[str, str],
         body: bytes,
+        uri: str = "",
     ) -> None:
         self.method = method
         self.path = path
         self.query = query
         self.headers = headers
         self.body = body
+        self.uri = uri  # the request target as sent: path and query
 
     def q(self, name: str, default: str | None = None) -> str | None:
         v = self.query.get(name)
@@ -263,6 +281,7 @@ class ApiHttpServer:
                     parse_qs(parts.query, keep_blank_values=True),
                     headers,
                     body,
+                    target,
                 )
                 ok = await self._dispatch(req, reader, writer, keep)
                 if not (ok and keep):
@@ -499,6 +518,7 @@ class ApiHttpServer:
             "namespace": ns,
             "name": name,
             "code": 0,
+            "requestURI": req.uri,
         }
         try:
             fault = self.faults.pick_error(verb, rt, sub)
@@ -534,8 +554,9 @@ class ApiHttpServer:
                 # writes outside requests (the garbage collector's) prune silently
                 validator.field_validation = "Ignore"
         except ApiError as e:
+            if not entry["code"]:  # a watch refused after it was recorded is recorded once
+                self.audit.append(entry)
             entry["code"] = e.code
-            self.audit.append(entry)
             self._json(writer, e.code, e.status(), keep, e.headers)
             return True
         entry["code"] = code
@@ -584,6 +605,13 @@ class ApiHttpServer:
         except ShardSelectorError as e:
             raise ApiError(400, f"invalid shardSelector: {e}") from None
 
+    def _target(self, req: _Req) -> Target:
+        """The representation the request's `Accept` asks for (406 when none can be served)."""
+        return negotiation.negotiate(
+            req.headers.get("accept", ""),
+            partial_metadata=not self.faults.without_partial_metadata,
+        )
+
     def _handle_verb(
         self, req: _Req, verb: str, rt: ResourceType, version: str, ns: str, name: str, sub: str
     ) -> tuple[int, Any]:
@@ -602,10 +630,14 @@ class ApiHttpServer:
         if sub == "scale":
             return self._scale(req, verb, rt, version, ns, name, dry)
         if verb == "get":
+            target = self._target(req)
             obj = _as_version(s.get(rt, ns, name), rt, version)
-            if tables.wants_table(req.headers.get("accept", "")):
+            negotiation.check(target, is_list=False, kind=rt.kind, group=rt.group, custom=rt.custom)
+            if target.kind == negotiation.TABLE:
                 meta = {"resourceVersion": obj["metadata"]["resourceVersion"]}
                 return 200, tables.table(rt, version, [obj], meta, include=_include(req))
+            if target.partial:
+                return 200, negotiation.partial(obj, target.api_version)
             return 200, obj
         if verb == "list":
             return 200, self._list(req, rt, version, ns)
@@ -753,6 +785,8 @@ class ApiHttpServer:
         return 200, scale.scale_of(rt, out, spec)
 
     def _list(self, req: _Req, rt: ResourceType, version: str, ns: str) -> dict:
+        listoptions.parse(req.query, watch=False)
+        target = self._target(req)
         try:
             limit = int(req.q("limit") or 0)
         except ValueError:
@@ -767,8 +801,11 @@ class ApiHttpServer:
         if cont:
             meta["continue"] = cont
             meta["remainingItemCount"] = remaining
-        if tables.wants_table(req.headers.get("accept", "")):
+        negotiation.check(target, is_list=True, kind=rt.kind, group=rt.group, custom=rt.custom)
+        if target.kind == negotiation.TABLE:
             return tables.table(rt, version, items, meta, include=_include(req))
+        if target.partial:
+            return negotiation.partial_list(items, meta, target.api_version)
         out: dict[str, Any] = {
             "kind": f"{rt.kind}List",
             "apiVersion": rt.api_version(version),
@@ -794,6 +831,20 @@ class ApiHttpServer:
         version: str,
         ns: str,
     ) -> bool:
+        """Stream one watch. Without `sendInitialEvents`: the legacy start (no resourceVersion
+        or "0": the current state as ADDED events; otherwise the history after it). With
+        `sendInitialEvents=true` (WatchList): the current state as ADDED events, then, with
+        `allowWatchBookmarks`, a BOOKMARK at the state's resourceVersion annotated
+        `k8s.io/initial-events-end: "true"`, then the changes after it. With
+        `sendInitialEvents=false`: the changes after `resourceVersion` (or from now)."""
+        faults = self.faults
+        opts = listoptions.parse(
+            req.query, watch=True, watch_list=faults.without_watch_list != "reject"
+        )
+        send_initial = opts.send_initial_events
+        if faults.without_watch_list == "ignore":
+            send_initial = None  # an older server does not know the parameters
+        target = self._target(req)
         match = self._selectors(req, rt)
         try:
             timeout = float(req.q("timeoutSeconds") or 1800)
@@ -804,8 +855,13 @@ class ApiHttpServer:
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
             b"Cache-Control: no-cache, private\r\nConnection: close\r\n\r\n"
         )
+        since = req.q("resourceVersion")
+        if send_initial:
+            since = None  # NotOlderThan: the store is never behind, its current state will do
+        elif send_initial is False and since in (None, "", "0"):
+            since = str(self.store.rv)  # start at the most recent resourceVersion
         try:
-            w, initial = self.store.watch(rt, ns, match, req.q("resourceVersion"))
+            w, initial = self.store.watch(rt, ns, match, since)
         except ApiError as e:
             if e.code != 410:
                 raise
@@ -816,6 +872,7 @@ class ApiHttpServer:
             writer.write(head + _chunk(line) + b"0\r\n\r\n")
             await writer.drain()
             return False
+        snapshot_rv = self.store.rv  # `initial` is the state at this resourceVersion
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
         w.wake = wake.set
@@ -834,29 +891,63 @@ class ApiHttpServer:
         convert = version != rt.storage_version and len(rt.versions) > 1
         start = loop.time()
         deadline = start + timeout
-        if self.faults.watch_drop_after is not None:
-            drop_at = start + self.faults.watch_drop_after
+        if faults.watch_drop_after is not None:
+            drop_at = start + faults.watch_drop_after
         else:
             drop_at = None
         last_bookmark = start
+        event_line: Callable[[str, dict, str, bool], bytes] = _event_line
+        if target.kind == negotiation.TABLE:
+            include = _include(req)
+            headers = [True]
+
+            def table_line(t: str, o: dict, api_version: str, convert: bool) -> bytes:
+                # a Table of one row; column definitions with the first event only
+                meta = {"resourceVersion": o["metadata"]["resourceVersion"]}
+                tab = tables.table(rt, version, [o], meta, include=include, headers=headers[0])
+                headers[0] = False
+                return _event_line(t, tab, api_version, False)
+
+            event_line = table_line
+        elif target.partial:
+
+            def partial_line(t: str, o: dict, api_version: str, convert: bool) -> bytes:
+                if target.kind == negotiation.PARTIAL_LIST:
+                    raise _NotTransformable  # no single object is a list: the stream ends
+                return _event_line(t, negotiation.partial(o, target.api_version), "", False)
+
+            event_line = partial_line
+
+        def bookmark_line(rv: int, initial_end: bool = False) -> bytes:
+            meta: dict[str, Any] = {"resourceVersion": str(rv)}
+            if initial_end:
+                meta["annotations"] = {INITIAL_EVENTS_END: "true"}
+            obj = {"kind": rt.kind, "apiVersion": api_version, "metadata": meta}
+            if target.partial:
+                return event_line("BOOKMARK", obj, api_version, False)
+            return _event_line("BOOKMARK", obj, api_version, False)
+
         try:
             writer.write(head)
-            event_line: Callable[[str, dict, str, bool], bytes] = _event_line
-            if tables.wants_table(req.headers.get("accept", "")):
-                include = _include(req)
-                headers = [True]
-
-                def table_line(t: str, o: dict, api_version: str, convert: bool) -> bytes:
-                    # a Table of one row; column definitions with the first event only
-                    meta = {"resourceVersion": o["metadata"]["resourceVersion"]}
-                    tab = tables.table(rt, version, [o], meta, include=include, headers=headers[0])
-                    headers[0] = False
-                    return _event_line(t, tab, api_version, False)
-
-                event_line = table_line
-            buf = [event_line(t, o, api_version, convert) for t, o in initial]
+            buf: list[bytes] = []
+            size = 0
+            for t, o in initial:
+                line = event_line(t, o, api_version, convert)
+                buf.append(line)
+                size += len(line)
+                if size >= _INITIAL_CHUNK:
+                    # big initial states go out in bounded chunks, as they are encoded
+                    writer.write(_chunk(b"".join(buf)))
+                    buf, size = [], 0
+                    await writer.drain()
+                    if w.closed:
+                        return False
+            if send_initial and bookmarks:
+                buf.append(bookmark_line(snapshot_rv, initial_end=True))
+                last_bookmark = loop.time()
             if buf:
                 writer.write(_chunk(b"".join(buf)))
+            del initial, buf
             await writer.drain()
             while True:
                 if w.closed:
@@ -872,7 +963,7 @@ class ApiHttpServer:
                         lines.append(event_line(t, o, api_version, convert))
                     if bookmarks and loop.time() - last_bookmark >= self.bookmark_interval:
                         # a busy stream still gets its periodic bookmark, after the events
-                        lines.append(self._bookmark(rt, api_version))
+                        lines.append(bookmark_line(self.store.rv))
                         last_bookmark = loop.time()
                     writer.write(_chunk(b"".join(lines)))
                     await writer.drain()
@@ -884,7 +975,7 @@ class ApiHttpServer:
                 if now >= deadline:
                     break
                 if bookmarks and now - last_bookmark >= self.bookmark_interval:
-                    writer.write(_chunk(self._bookmark(rt, api_version)))
+                    writer.write(_chunk(bookmark_line(self.store.rv)))
                     await writer.drain()
                     last_bookmark = now
                     continue
@@ -902,7 +993,12 @@ class ApiHttpServer:
             if w.closed and (eof.done() or writer.transport.is_closing()):
                 return False
             if bookmarks:
-                writer.write(_chunk(self._bookmark(rt, api_version)))
+                writer.write(_chunk(bookmark_line(self.store.rv)))
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return False
+        except _NotTransformable:
+            # as the real server: an event it cannot transform ends the stream
             writer.write(b"0\r\n\r\n")
             await writer.drain()
             return False
@@ -914,15 +1010,12 @@ class ApiHttpServer:
             if not eof.done():
                 eof.cancel()
 
-    def _bookmark(self, rt: ResourceType, api_version: str) -> bytes:
-        obj = {
-            "kind": rt.kind,
-            "apiVersion": api_version,
-            "metadata": {"resourceVersion": str(self.store.rv)},
-        }
-        return (
-            json.dumps({"type": "BOOKMARK", "object": obj}, separators=(",", ":")).encode() + b"\n"
-        )
+
+_INITIAL_CHUNK = 1 << 18  # bytes of initial watch events per HTTP chunk
+
+
+class _NotTransformable(Exception):
+    """A watch event cannot be given the negotiated representation."""
 
 
 class _Raw(dict[str, Any]):

@@ -415,11 +415,3 @@ def table(
         out["columnDefinitions"] = [c.definition for c in cols]
     out["rows"] = rows
     return out
-
-
-def wants_table(accept: str) -> bool:
-    """Whether an `Accept` header asks for a Table (kubectl lists Table first, JSON last)."""
-    if "as=Table" not in accept:
-        return False
-    first = accept.split(",")[0]
-    return "as=Table" in first
