@@ -52,6 +52,7 @@ from operatord.config import (
 from operatord.controller import Controller
 from operatord.handler import HandlerImportError, load_handler
 from operatord.health import HealthServer
+from operatord.informer import configure as configure_informers
 from operatord.kube import ApiError, ClientSettings, Kube
 from operatord.logs import configure_logging
 from operatord.metrics import Metrics, ProcessSampler
@@ -340,6 +341,7 @@ def _run(
         return EXIT_OK
     check_access(kube, config, resources)
     kube.close()
+    configure_informers(silence_seconds=config.health_watch_silence_seconds)
     controller.append(Controller(config, settings, metrics))
     sampler = ProcessSampler(metrics, lambda: _worker_pids(controller[0]))
     sampler.start()
