@@ -277,6 +277,7 @@ class Config:
     health_port: int = 8081
     metrics_address: str = ""
     health_address: str = ""
+    health_watch_silence_seconds: float = 10.0
     controller_runtime_metrics: bool = False
     logging_format: str = "auto"
     logging_level: str = "info"
@@ -322,7 +323,7 @@ class Config:
             object.__setattr__(self, "controllers", ())
         _validate(self.to_dict())
         # Seconds are floats whatever the YAML said, so equal configs compare and print alike.
-        _floats(self, ("resync_seconds", "handler_timeout_seconds"))
+        _floats(self, ("resync_seconds", "handler_timeout_seconds", "health_watch_silence_seconds"))
         object.__setattr__(self, "backoff", _floats(self.backoff))
         object.__setattr__(self, "leader_election", _floats(self.leader_election))
         if self.parent is not None:
@@ -506,7 +507,11 @@ class Config:
                 "address": self.metrics_address,
                 "controllerRuntime": self.controller_runtime_metrics,
             },
-            "health": {"port": self.health_port, "address": self.health_address},
+            "health": {
+                "port": self.health_port,
+                "address": self.health_address,
+                "watchSilenceSeconds": self.health_watch_silence_seconds,
+            },
             "logging": {"format": self.logging_format, "level": self.logging_level},
         }
 
@@ -590,6 +595,9 @@ class Config:
             health_port=int(data.get("health", {}).get("port", cls.health_port)),
             metrics_address=data.get("metrics", {}).get("address", cls.metrics_address),
             health_address=data.get("health", {}).get("address", cls.health_address),
+            health_watch_silence_seconds=data.get("health", {}).get(
+                "watchSilenceSeconds", cls.health_watch_silence_seconds
+            ),
             controller_runtime_metrics=data.get("metrics", {}).get(
                 "controllerRuntime", cls.controller_runtime_metrics
             ),

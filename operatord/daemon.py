@@ -52,6 +52,7 @@ from operatord.config import (
 )
 from operatord.handler import HandlerImportError, load_handler
 from operatord.health import HealthServer
+from operatord.informer import configure as configure_informers
 from operatord.kube import ApiError, ClientSettings, Kube
 from operatord.logs import configure_logging
 from operatord.manager import Manager
@@ -352,6 +353,7 @@ def _run(
         return EXIT_OK
     check_access(kube, config, resources)
     kube.close()
+    configure_informers(silence_seconds=config.health_watch_silence_seconds)
     controller.append(Manager(config, settings, metrics))
     sampler = ProcessSampler(metrics, lambda: controller[0].pool.pids())
     sampler.start()

@@ -12,9 +12,10 @@ string when not. Guarantees:
   they must be fast and must not block (read a timestamp, a flag).
 - Unless constructed with ``watch_readiness=False``, ``/readyz`` also runs the check
   ``watches`` (:func:`operatord.informer.watch_readiness`): it fails while any informer running
-  in this process has heard nothing from the API server for longer than its liveness bound, so
-  a leader whose caches are going stale is reported not ready; a process without running
-  informers (a standby) passes it.
+  in this process is down (a request of its own, such as a watch liveness check, got no HTTP
+  answer and it has heard nothing since) or unconfirmed for 120 s, so a leader whose caches
+  are going stale is reported not ready; silence alone on a quiet server is not a failure, and
+  a process without running informers (a standby) passes it.
 - Bodies are ``text/plain``; any other path is 404. The server is a stdlib ``ThreadingHTTPServer``
   in a daemon thread and logs nothing per request.
 """

@@ -16,22 +16,40 @@ Guarantees:
   `server_sharded` tells after a list whether the server applied it (``metadata.shardInfo``
   echoes it). A server without the feature ignores it: filtering is then the caller's job.
 - Restart reasons reported to ``observe("restart", ...)``: "timeout" (the server ended the
-  watch), "closed" (the connection was lost), "idle" (nothing heard for the liveness bound),
-  "expired" (410: relist), "error" (anything else).
+  watch), "closed" (the connection was lost), "idle" (a liveness check got no answer),
+  "stalled" (a liveness check found events the watch had not delivered, or could not confirm
+  it), "expired" (410: relist), "error" (anything else).
 
-Liveness (a hung API server or a silently dropped connection):
-- *Activity* is anything heard from the API server: a completed list, an opened watch (HTTP 200)
-  or any watch message, bookmarks included. :meth:`Informer.idle_seconds` is the time since the
-  last activity on the monotonic clock.
-- The *liveness bound* (:meth:`Informer.liveness_bound`) is twice the spacing of the server's
-  bookmarks as last observed on this informer's watches, clamped to [``IDLE_FLOOR_SECONDS``,
-  ``IDLE_CEILING_SECONDS``] (5 s and 120 s); the ceiling until a first bookmark was seen; or
-  ``idle_timeout`` when given. kube-apiserver sends a bookmark about every minute, the
-  embedded API server after every ``bookmark_interval`` of idleness.
-- An open watch that hears nothing for the liveness bound is torn down (reason "idle") and
-  resumed from its resourceVersion, by a watchdog thread that does not depend on the socket.
-  Opening a watch has the liveness bound as its read timeout; a list has
-  ``max(liveness bound, 10 s)`` (at most 30 s) and no retries of its own.
+Liveness (a hung API server, or a connection that silently stopped carrying anything):
+- *Activity* is anything heard from the API server on the informer's own requests: a completed
+  list, an opened watch (HTTP 200) or any watch message, bookmarks included. The watch is
+  *confirmed* by activity or by a liveness check that passed; :meth:`Informer.idle_seconds` is
+  the time since it was last confirmed, on the monotonic clock. Nothing here depends on how
+  often the server sends bookmarks.
+- A *liveness check* runs once an open watch has been unconfirmed for ``silence_seconds``
+  (default ``SILENCE_SECONDS``, 10 s; the daemon sets ``health.watchSilenceSeconds`` through
+  :func:`configure`). It is a short watch on the watch's own path and selectors, from its
+  resourceVersion, that the server ends after ``CHECK_WINDOW_SECONDS`` (1 s); connect and every
+  read are bounded by ``CHECK_TIMEOUT_SECONDS`` (3 s). It is served from the API server's watch
+  cache and answers more than whether the server is up: an event in it that the open watch has
+  not delivered proves that the open watch's connection is dead while the server is fine.
+  - passed (only bookmarks, or the open watch spoke meanwhile): the watch is confirmed; the
+    next check comes ``silence_seconds`` later. A silent healthy watch therefore costs at most
+    one check request per ``silence_seconds``.
+  - no HTTP answer: the watch is *dead*; it is torn down (reason "idle") and resumed, probing
+    as below.
+  - events the watch had not delivered, or an answer other than 200/429/5xx: torn down
+    (reason "stalled", or "expired" for 410, which relists) and resumed.
+  - 429 or 5xx: the server answered but is busy; checked again ``silence_seconds`` later.
+- Opening a watch waits at most ``CHECK_TIMEOUT_SECONDS`` for its HTTP answer; once open, each
+  read of the stream waits at most ``watch_timeout + 30`` s (a backstop: the server ends the
+  watch after ``watch_timeout``). A list has ``max(liveness bound, 10 s)`` (at most 30 s) and
+  no retries of its own.
+- The *liveness bound* (:meth:`Informer.liveness_bound`), ``silence_seconds +
+  CHECK_TIMEOUT_SECONDS``: a connection that stops carrying anything is detected (torn down
+  and reported dead) within it, and a healthy watch is confirmed at least that often.
+- An informer is also *dead* from any list or watch request of its own that got no HTTP
+  answer (refused, reset, timed out) until it next hears from the server.
 - While waiting out a backoff after a failure without an HTTP answer (refused, reset, timed
   out) longer than ``PROBE_INTERVAL_SECONDS``, the informer probes ``GET /version`` once per
   interval (``PROBE_TIMEOUT_SECONDS`` timeout); as soon as the server answers, the backoff
@@ -39,10 +57,13 @@ Liveness (a hung API server or a silently dropped connection):
   their backoff, except that an answer with ``Retry-After`` is waited out exactly as asked
   without growing the backoff (the server paces; repeated 429s do not stretch into minutes).
   So an outage costs at most one probe per second per informer and recovery needs at most
-  about one liveness bound plus one probe interval after the server is back.
+  about one ``CHECK_TIMEOUT_SECONDS`` plus one probe interval after the server is back.
 - Every running informer of the process is visible to :func:`watch_readiness` (a /readyz check:
-  failing while any informer has been idle longer than its bound) and
-  :func:`watch_activity` (the ``watch_idle_seconds`` metric).
+  failing while any informer is dead, or unconfirmed for longer than
+  ``UNCONFIRMED_LIMIT_SECONDS``, 120 s, e.g. a server answering every request with an error),
+  :func:`watch_activity` (the ``watch_idle_seconds``, ``watch_idle_limit_seconds`` and
+  ``watch_up`` metrics) and :func:`check_counts` (``watch_checks_total``). Silence alone, on
+  a quiet server whose checks pass, never fails readiness.
 
 Initial list (streaming where the server supports it):
 - The full list is a streaming list (WatchList, KEP-3157: a watch with
@@ -80,6 +101,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -95,8 +117,10 @@ from operatord.kube import (
 
 log = structlog.get_logger("operatord.informer")
 
-IDLE_FLOOR_SECONDS = 5.0
-IDLE_CEILING_SECONDS = 120.0
+SILENCE_SECONDS = 10.0
+CHECK_TIMEOUT_SECONDS = 3.0
+CHECK_WINDOW_SECONDS = 1
+UNCONFIRMED_LIMIT_SECONDS = 120.0
 LIST_TIMEOUT_FLOOR_SECONDS = 10.0
 LIST_TIMEOUT_CEILING_SECONDS = 30.0
 PROBE_INTERVAL_SECONDS = 1.0
@@ -106,9 +130,19 @@ INITIAL_EVENTS_TIMEOUT_SECONDS = 10.0
 # Servers found not to support streaming lists: per API client, the resource keys.
 _no_streaming: weakref.WeakKeyDictionary[Kube, set[str]] = weakref.WeakKeyDictionary()
 _no_streaming_lock = threading.Lock()
+CHECK_RESULTS = ("ok", "unanswered", "behind", "busy", "expired", "error")
 
 _running_lock = threading.Lock()
 _running: dict[int, Informer] = {}  # id -> informer, from start() until its thread ends
+_checks: dict[tuple[str, str], int] = {}  # (resource key, result) -> liveness checks
+_defaults = {"silence_seconds": SILENCE_SECONDS}
+
+
+def configure(*, silence_seconds: float) -> None:
+    """Set the process-wide default ``silence_seconds`` of informers created afterwards."""
+    if not silence_seconds > 0:
+        raise ValueError(f"silence_seconds must be > 0, got {silence_seconds!r}")
+    _defaults["silence_seconds"] = float(silence_seconds)
 
 
 def running_informers() -> list[Informer]:
@@ -117,26 +151,52 @@ def running_informers() -> list[Informer]:
         return list(_running.values())
 
 
-def watch_activity() -> dict[str, tuple[float, float]]:
-    """``{resource key: (idle seconds, liveness bound)}`` over the running informers (the most
-    idle one when a resource has several)."""
-    out: dict[str, tuple[float, float]] = {}
+@dataclass(frozen=True)
+class WatchHealth:
+    """One resource's watch as /readyz and the metrics see it."""
+
+    idle: float  # seconds since the watch was last confirmed
+    limit: float  # the liveness bound
+    problem: str | None  # why /readyz fails for it; None while it is up
+
+
+def watch_activity() -> dict[str, WatchHealth]:
+    """``{resource key: WatchHealth}`` over the running informers (when a resource has
+    several, one with a problem, else the most idle one)."""
+    out: dict[str, WatchHealth] = {}
     for inf in running_informers():
-        idle, bound = inf.idle_seconds(), inf.liveness_bound()
-        if inf.name not in out or idle > out[inf.name][0]:
-            out[inf.name] = (idle, bound)
+        health = inf.health()
+        seen = out.get(inf.name)
+        if (
+            seen is None
+            or (health.problem is not None and seen.problem is None)
+            or ((health.problem is None) == (seen.problem is None) and health.idle > seen.idle)
+        ):
+            out[inf.name] = health
     return out
 
 
 def watch_readiness() -> str | None:
-    """A readiness check: a reason naming every running informer that has heard nothing from
-    the API server for longer than its liveness bound, else None."""
+    """A readiness check: a reason naming every running informer that is dead (a request of
+    its own got no HTTP answer and it has heard nothing since) or has not been confirmed for
+    ``UNCONFIRMED_LIMIT_SECONDS``, else None."""
     stale = [
-        f"{name} silent for {idle:.1f}s (limit {bound:g}s)"
-        for name, (idle, bound) in sorted(watch_activity().items())
-        if idle > bound
+        f"{name} {health.problem}"
+        for name, health in sorted(watch_activity().items())
+        if health.problem is not None
     ]
     return "stale watches: " + ", ".join(stale) if stale else None
+
+
+def check_counts() -> dict[tuple[str, str], int]:
+    """``{(resource key, result): liveness checks}`` since the process started; only grows."""
+    with _running_lock:
+        return dict(_checks)
+
+
+def _count_check(resource: str, result: str) -> None:
+    with _running_lock:
+        _checks[(resource, result)] = _checks.get((resource, result), 0) + 1
 
 
 ListCallback = Callable[[list[dict]], None]
@@ -157,7 +217,7 @@ class Informer:
         namespace: str | None = None,
         label_selector: str | None = None,
         watch_timeout: int = 300,
-        idle_timeout: float | None = None,
+        silence_seconds: float | None = None,
         backoff_initial: float = 0.2,
         backoff_max: float = 30.0,
         observe: Observer | None = None,
@@ -174,7 +234,8 @@ class Informer:
         self.namespace = namespace or None
         self.label_selector = label_selector
         self.watch_timeout = watch_timeout
-        self.idle_timeout = idle_timeout  # None: learned from the server's bookmarks
+        # An open watch unconfirmed this long gets a liveness check (None: the process default).
+        self.silence_seconds = float(silence_seconds or _defaults["silence_seconds"])
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.observe = observe
@@ -185,11 +246,12 @@ class Informer:
         self.synced = threading.Event()
         self.resource_version = ""
         self.last_activity = time.monotonic()
-        self.bookmark_spacing: float | None = None  # last observed time between bookmarks
+        self._confirmed_at = self.last_activity  # the last liveness check that passed
+        self._checked_at = 0.0  # when the last liveness check ended, whatever its result
+        self._dead_since: float | None = None  # a request got no answer; nothing heard since
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._response = None  # the open watch response, for stop() to interrupt
-        self._idle_tripped = False  # the watchdog tore the open watch down
         # Initial list and representation (see "Initial list" and "Metadata only" above).
         self.metadata_only = metadata_only
         self.streaming_list = streaming_list
@@ -197,25 +259,41 @@ class Informer:
         self.transform = transform  # applied to every object as it arrives
         self.server_metadata: bool | None = None  # the server sent PartialObjectMetadata
         self.last_list_streamed: bool | None = None  # how the last full list arrived
+        self._tripped: str | None = None  # why the watchdog tore the open watch down
 
     @property
     def name(self) -> str:
         return self.resource.key
 
     def liveness_bound(self) -> float:
-        """Seconds of silence after which the open watch is torn down and resumed."""
-        if self.idle_timeout:
-            return float(self.idle_timeout)
-        if self.bookmark_spacing is None:
-            return IDLE_CEILING_SECONDS
-        return min(max(2.0 * self.bookmark_spacing, IDLE_FLOOR_SECONDS), IDLE_CEILING_SECONDS)
+        """Seconds within which a watch whose connection stopped carrying anything is torn
+        down and reported dead; a healthy watch is confirmed at least this often."""
+        return self.silence_seconds + CHECK_TIMEOUT_SECONDS
 
     def idle_seconds(self) -> float:
-        """Seconds since anything was heard from the API server (see the module docstring)."""
-        return time.monotonic() - self.last_activity
+        """Seconds since the watch was last confirmed (see the module docstring)."""
+        return time.monotonic() - max(self.last_activity, self._confirmed_at)
+
+    def health(self) -> WatchHealth:
+        """This informer as /readyz and the metrics see it."""
+        idle = self.idle_seconds()
+        problem = None
+        if self._dead_since is not None:
+            problem = f"silent for {idle:.1f}s (no answer from the API server)"
+        elif idle > UNCONFIRMED_LIMIT_SECONDS:
+            problem = (
+                f"silent for {idle:.1f}s (unconfirmed for over {UNCONFIRMED_LIMIT_SECONDS:g}s)"
+            )
+        return WatchHealth(idle, self.liveness_bound(), problem)
 
     def _heard(self) -> None:
         self.last_activity = time.monotonic()
+        self._dead_since = None
+
+    def _unanswered(self) -> None:
+        """A request of this informer got no HTTP answer: dead until it hears something."""
+        if self._dead_since is None:
+            self._dead_since = time.monotonic()
 
     def start(self) -> None:
         self.last_activity = time.monotonic()
@@ -237,21 +315,80 @@ class Informer:
                 _running.pop(id(self), None)
 
     def _watchdog(self) -> None:
-        """Tear down an open watch that has been silent for the liveness bound."""
+        """Check an open watch once it has been unconfirmed for ``silence_seconds``."""
         while not self._stop.is_set():
-            bound = self.liveness_bound()
-            idle = self.idle_seconds()
-            if idle >= bound and self._response is not None and not self._idle_tripped:
-                log.warning(
-                    "watch silent; reconnecting",
-                    resource=self.name,
-                    silent_seconds=round(idle, 1),
-                    limit=bound,
-                )
-                self._idle_tripped = True
-                self._interrupt()
-            wait = bound - idle if idle < bound else bound / 4
+            response = self._response
+            due = max(self.last_activity, self._confirmed_at, self._checked_at)
+            due += self.silence_seconds
+            wait = due - time.monotonic()
+            if response is not None and self._tripped is None and wait <= 0:
+                try:
+                    self._check(response)
+                except Exception as exc:  # noqa: BLE001 - the watchdog must outlive any bug
+                    log.exception("watch liveness check failed", resource=self.name, error=str(exc))
+                finally:
+                    self._checked_at = time.monotonic()
+                continue
             self._stop.wait(min(max(wait, 0.05), 1.0))
+
+    def _check(self, response: Any) -> None:
+        """One liveness check of the open watch ``response`` (see the module docstring)."""
+        started = time.monotonic()
+        rv = self.resource_version
+        if not rv:
+            return
+        try:
+            events = self.kube.watch_window(
+                self.resource,
+                self.namespace,
+                resource_version=rv,
+                label_selector=self.label_selector,
+                shard_selector=self.shard_selector,
+                seconds=CHECK_WINDOW_SECONDS,
+                timeout=CHECK_TIMEOUT_SECONDS,
+            )
+        except ApiError as exc:
+            if exc.status == 0:
+                result = "unanswered"
+            elif exc.status == 429 or exc.status >= 500:
+                result = "busy"
+            else:
+                result = "expired" if exc.status == 410 else "error"
+            detail = exc.message
+        else:
+            result, detail = "ok", ""
+            for event in events:
+                etype = event.get("type")
+                if etype == "ERROR":
+                    code = (event.get("object") or {}).get("code")
+                    result, detail = ("expired" if code == 410 else "error"), str(code)
+                    break
+                if etype != "BOOKMARK":
+                    result, detail = "behind", f"{etype} at {_rv(event)} after {rv}"
+                    break
+        if self.last_activity >= started:
+            result = "ok"  # the open watch spoke meanwhile: its connection carries
+        _count_check(self.name, result)
+        if self._stop.is_set() or self._response is not response or self._tripped is not None:
+            return
+        if result == "ok":
+            self._confirmed_at = time.monotonic()
+            return
+        if result == "busy":
+            log.info("watch liveness check: server busy", resource=self.name, error=detail)
+            return
+        if result == "unanswered":
+            self._unanswered()
+        reason = {"unanswered": "idle", "expired": "expired"}.get(result, "stalled")
+        log.warning(
+            "watch liveness check failed; reconnecting",
+            resource=self.name,
+            result=result,
+            detail=detail,
+            silent_seconds=round(time.monotonic() - self.last_activity, 1),
+        )
+        self._tripped = reason
+        self._interrupt()
 
     def stop(self) -> None:
         """Stop the thread; a watch blocked on a quiet connection is interrupted."""
@@ -268,7 +405,7 @@ class Informer:
 
     def _opened(self, response: Any) -> None:
         self._heard()
-        self._idle_tripped = False
+        self._tripped = None
         self._response = response
         if self._stop.is_set():
             self._interrupt()
@@ -339,6 +476,8 @@ class Informer:
                 if exc.status == 410:
                     need_list = True
                 unanswered = exc.status == 0
+                if unanswered:
+                    self._unanswered()
                 self._note("restart", reason)
                 log.warning(
                     "watch failed", resource=self.name, status=exc.status, error=exc.message
@@ -388,10 +527,10 @@ class Informer:
         self.server_sharded = info.get("selector") == self.shard_selector
 
     def _watch(self) -> tuple[str, bool]:
-        """Watch until the stream ends; returns why ("timeout", "closed", "idle", "expired",
-        "stopped") and whether it delivered anything (an event or a bookmark)."""
+        """Watch until the stream ends; returns why ("timeout", "closed", "idle", "stalled",
+        "expired", "stopped") and whether it delivered anything (an event or a bookmark)."""
         progressed = False
-        self._idle_tripped = False
+        self._tripped = None
         stream = self.kube.watch(
             self.resource,
             self.namespace,
@@ -399,11 +538,10 @@ class Informer:
             label_selector=self.label_selector,
             shard_selector=self.shard_selector,
             timeout_seconds=self.watch_timeout,
-            idle_timeout=self.liveness_bound(),
+            open_timeout=CHECK_TIMEOUT_SECONDS,
             on_open=self._opened,
             accept=METADATA_ACCEPT if self.metadata_only else "application/json",
         )
-        last_bookmark = time.monotonic()
         try:
             for event in stream:
                 if self._stop.is_set():
@@ -423,9 +561,6 @@ class Informer:
                 self._note("event", etype)
                 progressed = True
                 if etype == "BOOKMARK":
-                    now = time.monotonic()
-                    self.bookmark_spacing = now - last_bookmark
-                    last_bookmark = now
                     continue
                 self.on_event(etype, self._shaped(obj))
         except ApiError as exc:
@@ -433,8 +568,8 @@ class Informer:
                 raise  # the watch could not be opened, or the server sent an ERROR event
             if self._stop.is_set():
                 return "stopped", progressed
-            if self._idle_tripped:
-                return "idle", progressed
+            if self._tripped is not None:
+                return self._tripped, progressed
             log.info("watch connection lost", resource=self.name, error=exc.message)
             return "closed", progressed
         finally:
@@ -444,7 +579,7 @@ class Informer:
                 close()
         if self._stop.is_set():
             return "stopped", progressed
-        return ("idle" if self._idle_tripped else "timeout"), progressed
+        return (self._tripped or "timeout"), progressed
 
     # ---- initial list: streaming where supported; metadata-only objects ---------------------
 
@@ -485,7 +620,7 @@ class Informer:
         """Run a streaming list and deliver it through ``on_list``. False (nothing delivered)
         when the server turns out not to support it; transient failures raise ApiError."""
         quiet = min(self.initial_events_timeout, self.liveness_bound())
-        self._idle_tripped = False
+        self._tripped = None
         stream = self.kube.watch(
             self.resource,
             self.namespace,
@@ -535,7 +670,7 @@ class Informer:
                     return self._no_streaming(f"refused with {exc.status}: {exc.message}")
                 raise
             silent = time.monotonic() - last
-            if exc.status == 0 and (self._idle_tripped or silent >= 0.9 * quiet):
+            if exc.status == 0 and (self._tripped is not None or silent >= 0.9 * quiet):
                 return self._no_streaming(
                     f"silent for {silent:.1f}s before the end of initial events"
                 )
@@ -548,3 +683,7 @@ class Informer:
         if self._stop.is_set():
             return True
         return self._no_streaming("the stream ended before the end of initial events")
+
+
+def _rv(event: dict) -> str:
+    return ((event.get("object") or {}).get("metadata") or {}).get("resourceVersion") or "?"

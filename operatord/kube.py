@@ -5,9 +5,11 @@ Guarantees:
   configurations (in-cluster, a kubeconfig with a token, token file, client certificate or
   basic auth) and from the official client for everything else (exec plugins, auth
   providers, merged kubeconfigs); bodies are plain JSON dicts either way: no typed models.
-- Every request has a read timeout: ``timeout`` when given, else ``default_timeout`` (30 s);
-  a watch has ``idle_timeout`` (default ``timeout_seconds + 30``). No request can wait forever
-  on a server that accepted the connection and never answers.
+- Every request has a connect timeout (10 s) and a read timeout: ``timeout`` when given, else
+  ``default_timeout`` (30 s); opening a watch waits ``open_timeout`` (default: its stream
+  timeout) for the answer, and each read of an open watch ``idle_timeout`` (default
+  ``timeout_seconds + 30``). No request can wait forever on a server that accepted the
+  connection and never answers.
 - Requests that fail with 429, 5xx (except 501) or a connection error are retried with capped
   exponential backoff, honouring ``Retry-After``; any other non-2xx answer raises `ApiError`
   at once, carrying the HTTP status, the Status reason and the body.
@@ -23,6 +25,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import builtins
 import json
 import random
 import ssl
@@ -400,7 +403,7 @@ class Kube:
         if isinstance(timeout, tuple):
             tmo = urllib3.Timeout(connect=timeout[0], read=timeout[1])
         else:
-            tmo = urllib3.Timeout(total=timeout)
+            tmo = urllib3.Timeout(total=timeout if timeout is not None else self.default_timeout)
         return self._pool.request(
             method,
             url,
@@ -665,15 +668,18 @@ class Kube:
         timeout_seconds: int = 300,
         allow_bookmarks: bool = True,
         idle_timeout: float | None = None,
+        open_timeout: float | None = None,
         on_open: Callable[[urllib3.BaseHTTPResponse], None] | None = None,
         send_initial_events: bool = False,
         accept: str = "application/json",
     ) -> Iterator[dict]:
         """Yield raw watch events (``{"type": ..., "object": {...}}``) until the server closes.
 
-        The socket read timeout is ``idle_timeout`` (default ``timeout_seconds + 30``), so a
-        half-open connection raises instead of hanging. Errors opening the watch raise ApiError;
-        a connection lost afterwards raises ApiError(0). ``ERROR`` events are yielded as they
+        Connecting and waiting for the answer take at most ``open_timeout`` each (default: 10 s
+        to connect, ``idle_timeout`` for the answer); once open, each socket read waits at most
+        ``idle_timeout`` (default ``timeout_seconds + 30``), so a half-open connection raises
+        instead of hanging. Errors opening the watch raise ApiError (status 0: no answer); a
+        connection lost afterwards raises ApiError(0). ``ERROR`` events are yielded as they
         are, for the caller to act on (e.g. 410). ``on_open`` receives the open urllib3
         response: another thread may call its ``shutdown()`` to end a blocked read.
         ``send_initial_events``: a streaming list (``sendInitialEvents=true``,
@@ -693,12 +699,11 @@ class Kube:
             query["sendInitialEvents"] = "true"
             query["resourceVersionMatch"] = "NotOlderThan"
         read_timeout = idle_timeout or timeout_seconds + 30
+        timeouts = (open_timeout or 10, open_timeout or read_timeout)
         start = time.monotonic()
         connection_errors = _urllib3_errors()
         try:
-            resp = self._send(
-                "GET", res.path(namespace), query, None, None, (10, read_timeout), accept
-            )
+            resp = self._send("GET", res.path(namespace), query, None, None, timeouts, accept)
         except connection_errors as exc:
             self._observe("watch", 0, start)
             raise ApiError(0, "ConnectionError", message=str(exc)) from exc
@@ -709,6 +714,10 @@ class Kube:
             decoded = _decode_status(data)
             raise ApiError(resp.status, decoded.get("reason") or resp.reason or "Error", decoded)
         raw = resp
+        if timeouts[1] != read_timeout:  # the answer came: reads of the stream get their own
+            sock = _stream_socket(raw)
+            if sock is not None:
+                sock.settimeout(read_timeout)
         if on_open is not None:
             on_open(raw)
         try:
@@ -729,6 +738,58 @@ class Kube:
             raise ApiError(0, "ConnectionError", message=str(exc)) from exc
         finally:
             raw.release_conn()
+
+    def watch_window(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        resource_version: str,
+        label_selector: str | None = None,
+        shard_selector: str | None = None,
+        seconds: int = 1,
+        timeout: float = 3.0,
+    ) -> builtins.list[dict]:
+        """The events a watch from ``resource_version`` gets within ``seconds``: one watch
+        request that the server ends itself, its answer read whole (a cheap check that the
+        watch path answers and of what an open watch should have delivered).
+
+        Connect and every read wait at most ``timeout``; no retries. No answer raises
+        ApiError(0); a non-200 answer raises ApiError with its status, a body that is not watch
+        events ValueError. Bookmarks are not asked for; ``ERROR`` events are returned as they
+        are."""
+        query = {
+            "watch": "true",
+            "resourceVersion": resource_version or None,
+            "labelSelector": label_selector,
+            "shardSelector": shard_selector or None,
+            "timeoutSeconds": seconds,
+        }
+        start = time.monotonic()
+        try:
+            status, reason, data, _ = self._exchange(
+                "GET", res.path(namespace), query, None, None, timeout
+            )
+        except _RETRYABLE_CONNECTION_ERRORS as exc:
+            self._observe("watchcheck", 0, start)
+            raise ApiError(0, "ConnectionError", message=str(exc)) from exc
+        self._observe("watchcheck", status, start)
+        if status != 200:
+            decoded = _decode_status(data)
+            raise ApiError(status, decoded.get("reason") or reason or "Error", decoded)
+        return [decode_shared(line) for line in data.splitlines() if line.strip()]
+
+
+def _stream_socket(resp: urllib3.BaseHTTPResponse) -> Any:
+    """The socket an open urllib3 response reads from. http.client hands a connection that
+    will close (a watch usually is one) over to the response, so the connection's ``sock`` is
+    None then and the socket is the one under the response's file. None when neither is found
+    (the stream then keeps the open timeout: tests/test_watch_liveness.py fails)."""
+    sock = getattr(getattr(resp, "connection", None), "sock", None)
+    if sock is None:
+        fp = getattr(getattr(resp, "_fp", None), "fp", None)  # http.client's buffered file
+        sock = getattr(getattr(fp, "raw", None), "_sock", None)  # socket.SocketIO
+    return sock
 
 
 def _shared_keys(pairs: list[tuple[str, Any]]) -> dict:

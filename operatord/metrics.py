@@ -37,7 +37,7 @@ log = structlog.get_logger("operatord.metrics")
 
 if TYPE_CHECKING:  # imported where used: worker processes record deltas without it
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-    from prometheus_client.core import GaugeMetricFamily, Metric
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 PREFIX = "operatord_"
 
@@ -188,16 +188,35 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec(
         "watch_idle_seconds",
         "gauge",
-        "Seconds since the informer of this resource last heard from the API server (an event, "
-        "a bookmark, a list or an opened watch); computed at scrape time.",
+        "Seconds since the watch of this resource was last confirmed: it heard from the API "
+        "server (an event, a bookmark, a list or an opened watch) or a liveness check passed; "
+        "computed at scrape time.",
         ("resource",),
     ),
     MetricSpec(
         "watch_idle_limit_seconds",
         "gauge",
-        "The informer's liveness bound: a watch silent this long is torn down and resumed, and "
-        "/readyz fails while watch_idle_seconds exceeds it.",
+        "The informer's liveness bound, health.watchSilenceSeconds plus the 3 s check timeout: "
+        "a watch whose connection stopped carrying anything is torn down and reported down "
+        "within it, and a healthy one is confirmed at least this often.",
         ("resource",),
+    ),
+    MetricSpec(
+        "watch_up",
+        "gauge",
+        "1 while the watch of this resource is up, 0 while /readyz fails for it: a request of "
+        "its own (liveness check, list, watch) got no HTTP answer and nothing was heard since, "
+        "or it has not been confirmed for 120 s; computed at scrape time.",
+        ("resource",),
+    ),
+    MetricSpec(
+        "watch_checks_total",
+        "counter",
+        "Liveness checks of silent watches (a short watch from the watch's resourceVersion), by "
+        "resource and result: ok, unanswered (no HTTP answer: torn down, down), behind (events "
+        "the watch had not delivered: torn down), busy (429/5xx), expired (410: relist), "
+        "error (another answer: torn down).",
+        ("resource", "result"),
     ),
     MetricSpec(
         "cached_objects",
@@ -566,29 +585,40 @@ class Metrics:
 
 
 #: Gauges computed when scraped, from the informers running in this process.
-_SCRAPE_TIME = ("watch_idle_seconds", "watch_idle_limit_seconds")
+_SCRAPE_TIME = (
+    "watch_idle_seconds",
+    "watch_idle_limit_seconds",
+    "watch_up",
+    "watch_checks_total",
+)
 
 
 class _WatchActivityCollector:
-    """Yields the watch_idle_* gauges from :func:`operatord.informer.watch_activity`."""
+    """Yields the watch_* series of :data:`_SCRAPE_TIME` from the informers of this process
+    (:func:`operatord.informer.watch_activity` and :func:`operatord.informer.check_counts`)."""
 
     def describe(self) -> list:
         return [self._family(name) for name in _SCRAPE_TIME]
 
     def collect(self) -> list:
-        from operatord.informer import watch_activity
+        from operatord.informer import check_counts, watch_activity
 
-        idle, limit = (self._family(name) for name in _SCRAPE_TIME)
-        for resource, (seconds, bound) in sorted(watch_activity().items()):
-            idle.add_metric([resource], seconds)
-            limit.add_metric([resource], bound)
-        return [idle, limit]
+        idle, limit, up, checks = (self._family(name) for name in _SCRAPE_TIME)
+        for resource, health in sorted(watch_activity().items()):
+            idle.add_metric([resource], health.idle)
+            limit.add_metric([resource], health.limit)
+            up.add_metric([resource], 0.0 if health.problem else 1.0)
+        for (resource, result), count in sorted(check_counts().items()):
+            checks.add_metric([resource, result], count)
+        return [idle, limit, up, checks]
 
     @staticmethod
-    def _family(name: str) -> GaugeMetricFamily:
-        from prometheus_client.core import GaugeMetricFamily
+    def _family(name: str) -> GaugeMetricFamily | CounterMetricFamily:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         m = _BY_NAME[name]
+        if m.type == "counter":
+            return CounterMetricFamily(m.full_name[: -len("_total")], m.help, labels=m.labels)
         return GaugeMetricFamily(m.full_name, m.help, labels=list(m.labels))
 
 

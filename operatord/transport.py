@@ -7,9 +7,16 @@ Guarantees:
 - Idle connections are kept (at most ``pool_size``) and reused in last-in first-out order;
   a connection the server closed or that has unread bytes is discarded before reuse, and one
   that failed mid-request is closed, never reused.
-- Every socket operation has a timeout: ``connect_timeout`` to connect, the request's
-  ``timeout`` for each read and write. Failures raise `TransportError` (an ``OSError``), so
-  callers treat them like any other connection error.
+- Every socket operation has a timeout: ``connect_timeout`` to connect (and for the TLS
+  handshake), the request's ``timeout`` (``default_timeout`` when None) for each read and
+  write. Failures raise `TransportError` (an ``OSError``), so callers treat them like any
+  other connection error.
+- A request that fails on its connection (reset, closed, timed out) also closes every idle
+  connection: they were opened before the failure, over the same path, and one that a NAT or
+  load balancer silently dropped would only fail the next request after its full timeout.
+- A GET, HEAD or OPTIONS that fails on a reused connection other than by a timeout (reset or
+  closed before the answer) is sent once more on a new connection; other methods are never
+  resent here (`operatord.kube` decides about their retries).
 - TLS follows the connection settings: the CA file (or the system's), an optional client
   certificate, hostname checking against ``server_hostname`` (or the host); ``verify=False``
   turns certificate checks off.
@@ -30,6 +37,7 @@ from urllib.parse import urlsplit
 
 MAX_LINE = 65536  # longest status or header line accepted
 MAX_HEADERS = 200
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class TransportError(OSError):
@@ -82,6 +90,7 @@ class HttpClient:
         server_hostname: str | None = None,
         pool_size: int = 32,
         connect_timeout: float = 10.0,
+        default_timeout: float = 30.0,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -95,6 +104,7 @@ class HttpClient:
         self.host_header = host if self.port == default_port else f"{host}:{self.port}"
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
+        self.default_timeout = default_timeout
         self._idle: deque[_Conn] = deque()
         self._closed = False
         self._ssl: ssl.SSLContext | None = None
@@ -111,6 +121,9 @@ class HttpClient:
     def close(self) -> None:
         """Close every idle connection; connections in use close when their request ends."""
         self._closed = True
+        self._close_idle()
+
+    def _close_idle(self) -> None:
         while self._idle:
             try:
                 self._idle.pop().close()
@@ -134,13 +147,25 @@ class HttpClient:
         lines.append("\r\n")
         head = "".join(lines).encode("latin-1")
         data = head + body if body else head
-        conn = self._take()
+        conn, reused = self._take()
         try:
-            conn.sock.settimeout(timeout)
+            return self._exchange(conn, data, method, timeout)
+        except TransportError as exc:
+            if not reused or method not in _IDEMPOTENT or isinstance(exc.__cause__, TimeoutError):
+                raise
+        # A kept-alive connection that a server or a middlebox dropped without telling us:
+        # an idempotent request goes once more, on a new connection.
+        return self._exchange(self._connect(), data, method, timeout)
+
+    def _exchange(self, conn: _Conn, data: bytes, method: str, timeout: float | None) -> Response:
+        try:
+            conn.sock.settimeout(timeout if timeout is not None else self.default_timeout)
             conn.sock.sendall(data)
             resp, reusable = _read_response(conn.rfile, method)
         except BaseException as exc:
             conn.close()
+            if isinstance(exc, OSError | ValueError):
+                self._close_idle()
             if isinstance(exc, TransportError):
                 raise
             if isinstance(exc, OSError | ValueError | ssl.SSLError):
@@ -152,16 +177,17 @@ class HttpClient:
             conn.close()
         return resp
 
-    def _take(self) -> _Conn:
+    def _take(self) -> tuple[_Conn, bool]:
+        """An idle connection (reused: True) or a new one."""
         while True:
             try:
                 conn = self._idle.pop()
             except IndexError:
-                return self._connect()
+                return self._connect(), False
             if conn.stale():
                 conn.close()
                 continue
-            return conn
+            return conn, True
 
     def _connect(self) -> _Conn:
         try:

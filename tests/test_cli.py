@@ -130,7 +130,7 @@ def test_every_override_flag_and_variable(tmp_path):
     assert shown["inFlightPerWorker"] == 4
     assert shown["logging"]["format"] == "console"
     assert shown["metrics"] == {"port": 9100, "address": "127.0.0.1", "controllerRuntime": True}
-    assert shown["health"] == {"port": 9101, "address": ""}
+    assert shown["health"] == {"port": 9101, "address": "", "watchSilenceSeconds": 10.0}
     assert shown["leaderElection"]["enabled"] is False
     env = {
         "OPERATORD_NAMESPACE": "team-b",

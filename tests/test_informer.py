@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from operatord.informer import Informer
+from operatord.informer import Informer, check_counts
 from operatord.kube import ClientSettings, Kube
 from operatord.testing import ApiServer
 from operatord.testing.waiting import wait_for as _wait_for
@@ -245,13 +245,18 @@ def test_errors_back_off_and_recover(api, kube, res, ns, start):
     wait_for(lambda: rv in mirror.rvs(), message="events after recovery")
 
 
-def test_a_silent_connection_is_reconnected_after_idle_timeout(kube, res, ns, start):
+def test_a_silent_healthy_watch_is_checked_and_kept(kube, res, ns, start):
     mirror = Mirror()
-    inf = start(ns, mirror, idle_timeout=0.5)
+    before = check_counts().get(("configmaps", "ok"), 0)
+    inf = start(ns, mirror, silence_seconds=0.5)
     assert inf.synced.wait(10)
-    wait_for(lambda: len(mirror.restarts) >= 2, message="idle reconnects")
+    wait_for(
+        lambda: check_counts().get(("configmaps", "ok"), 0) >= before + 2,
+        message="two passed liveness checks",
+    )
+    assert mirror.restarts == []  # checked, never torn down
     rv = kube.create(res, cm("i0"), ns)["metadata"]["resourceVersion"]
-    wait_for(lambda: rv in mirror.rvs(), message="an event after reconnecting")
+    wait_for(lambda: rv in mirror.rvs(), message="an event on the same watch")
 
 
 def test_stop_ends_the_thread_even_on_a_quiet_watch(kube, res, ns, start):
