@@ -204,6 +204,8 @@ class Config:
     logging_level: str = "info"
     related: tuple[RelatedType, ...] = ()
     sharding: ShardingConfig = field(default_factory=ShardingConfig)
+    # Maintain the standard Ready/Reconciling/Stalled conditions in every parent's status.
+    conditions: bool = True
 
     def __post_init__(self) -> None:
         # Normalize sequences to tuples and relative paths to absolute ones, then validate the
@@ -328,6 +330,7 @@ class Config:
                 for r in self.related
             ],
             "sharding": {"shards": self.sharding.shards},
+            "conditions": self.conditions,
         }
 
     @classmethod
@@ -413,6 +416,7 @@ class Config:
             sharding=ShardingConfig(
                 shards=int(data.get("sharding", {}).get("shards", ShardingConfig.shards))
             ),
+            conditions=bool(data.get("conditions", cls.conditions)),
         )
 
 

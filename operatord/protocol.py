@@ -74,6 +74,9 @@ class SyncTask:
     # fences the task's writes with that shard's lease (`LeaseUpdate` with this shard). None:
     # the single leader lease.
     shard: int | None = None
+    # Consecutive failed attempts of this parent before this one (the leader's backoff count):
+    # a failure that makes it `conditions.STALLED_AFTER` marks the parent Stalled.
+    retry: int = 0
 
     @property
     def finalizing(self) -> bool:
@@ -106,6 +109,10 @@ class SyncResult:
     # The selection differs from the one the task was built with: nothing was synced or
     # written; the leader records the selection and dispatches the parent again at once.
     reselect: bool = False
+    # Dry run (a `Connection` with dry_run): every write the task sent with dryRun=All, in
+    # order: {"operation", "apiVersion", "kind", "namespace", "name", "live", "answer"} with
+    # the object before (None for a create) and as the server answered (None for a delete).
+    plan: tuple = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,12 +165,30 @@ class Results:
 
 # ---- wire form ------------------------------------------------------------------------------
 
-_TASK_FIELDS = ("uid", "parent", "children", "lease_valid_until", "related", "selection", "shard")
+_TASK_FIELDS = (
+    "uid",
+    "parent",
+    "children",
+    "lease_valid_until",
+    "related",
+    "selection",
+    "shard",
+    "retry",
+)
 _RESULT_FIELDS = tuple(SyncResult.__dataclass_fields__)
 
 
 def _task_wire(t: SyncTask) -> tuple:
-    return (t.uid, t.parent, t.children, t.lease_valid_until, t.related, t.selection, t.shard)
+    return (
+        t.uid,
+        t.parent,
+        t.children,
+        t.lease_valid_until,
+        t.related,
+        t.selection,
+        t.shard,
+        t.retry,
+    )
 
 
 def _result_wire(r: SyncResult) -> tuple:
