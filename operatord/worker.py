@@ -282,6 +282,26 @@ class Worker:
         self.shard_fences: dict[int, float] = {}
         self._fence_local = threading.local()
         self.applier = Applier(self.kube, config, guard=self._guard)
+        # The server dropped the conditions from a status write (the parent's CRD schema does
+        # not declare status.conditions): adding them again would rewrite the status on every
+        # sync, so this process stops maintaining them.
+        self.conditions_dropped = False
+
+    @property
+    def maintains_conditions(self) -> bool:
+        return self.config.conditions and not self.conditions_dropped
+
+    def _check_kept(self, sent: dict, updated: dict | None) -> None:
+        """Stop maintaining conditions once the server drops them from a status write."""
+        if updated is None or "conditions" not in sent or self.conditions_dropped:
+            return
+        if "conditions" not in (updated.get("status") or {}):
+            self.conditions_dropped = True
+            log.warning(
+                "the server dropped status.conditions from a status write: the parent's CRD "
+                "schema does not declare them; not maintaining the standard conditions (declare "
+                "status.conditions, or set conditions: false)"
+            )
 
     @property
     def wedged(self) -> bool:
@@ -395,7 +415,7 @@ class Worker:
                     outcome=protocol.ERROR, error=f"{type(exc).__name__}: {exc}", error_kind="error"
                 )
                 log.exception("unexpected error")
-            if fields["outcome"] == protocol.ERROR and self.config.conditions and not finalizing:
+            if fields["outcome"] == protocol.ERROR and self.maintains_conditions and not finalizing:
                 self._failure_conditions(task, fields, outcome)
             duration = time.monotonic() - start
             self._record(fields, finalizing, duration, outcome)
@@ -463,6 +483,7 @@ class Worker:
         except (ApiError, Fenced, ParentChanged) as exc:
             log.info("failure conditions not written", error=str(exc))
             return
+        self._check_kept(status, updated)
         if updated is not None:
             outcome.upsert(updated)
             outcome.status_written = True
@@ -532,13 +553,14 @@ class Worker:
                 break
             children = _children_after(children, wrote)
         status = response.status
-        if self.config.conditions:
+        if self.maintains_conditions:
             state = (
                 conditions.PROGRESSING if fields.get("children_changed") else conditions.CONVERGED
             )
             status = with_conditions(parent, status, state)
         if status is not None:
             updated = self.applier.write_status(res, parent, status, outcome)
+            self._check_kept(status, updated)
             if updated is not None:
                 outcome.upsert(updated)
                 outcome.status_written = True
@@ -570,7 +592,7 @@ class Worker:
             )
         )
         status = response.status
-        if status is not None and self.config.conditions:
+        if status is not None and self.maintains_conditions:
             status = with_conditions(parent, status, conditions.FINALIZING)
         if status is not None:
             updated = self.applier.write_status(res, parent, status, outcome)

@@ -259,3 +259,55 @@ def test_the_key_turns_it_off(api):
     parent = widget(api, "plain", size=1)
     assert worker.handle(SyncTask(parent["metadata"]["uid"], parent, [])).outcome == "ok"
     assert "conditions" not in _read(api, "plain")["status"]
+
+
+def test_a_schema_that_drops_conditions_turns_them_off_instead_of_rewriting(api):
+    """A CRD whose status schema does not declare conditions prunes them: maintaining them
+    anyway would rewrite the status on every sync; the worker stops after the first write."""
+    api.apply_crd(
+        "pruned.example.com",
+        "v1",
+        "Widget",
+        schema={
+            "type": "object",
+            "properties": {
+                "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                "status": {
+                    "type": "object",
+                    "properties": {
+                        "ready": {"type": "boolean"},
+                        "children": {"type": "integer"},
+                        "observedGeneration": {"type": "integer"},
+                    },
+                },
+            },
+        },
+    )
+    config = Config.from_dict(
+        {
+            "name": "unit",
+            "handler": "handlers:Driven",
+            "pythonPath": [str(E2E)],
+            "parent": {"apiVersion": "pruned.example.com/v1", "kind": "Widget"},
+            "children": [{"apiVersion": "v1", "kind": "ConfigMap"}],
+            "leaderElection": {"enabled": False},
+        }
+    )
+    worker = Worker(0, config, ClientSettings(kubeconfig=api.kubeconfig))
+    custom = client.CustomObjectsApi(api.client())
+    parent = custom.create_namespaced_custom_object(
+        "pruned.example.com",
+        "v1",
+        "default",
+        "widgets",
+        {"apiVersion": "pruned.example.com/v1", "kind": "Widget", "metadata": {"name": "p"}},
+    )
+    first = worker.handle(SyncTask(parent["metadata"]["uid"], parent, []))
+    assert first.outcome == "ok" and worker.conditions_dropped
+    now = custom.get_namespaced_custom_object("pruned.example.com", "v1", "default", "widgets", "p")
+    assert now["status"] == {"ready": True, "children": 1, "observedGeneration": 1}  # pruned
+    cm = client.CoreV1Api(api.client()).read_namespaced_config_map("p", "default")
+    child = api.client().sanitize_for_serialization(cm)
+    child.update(apiVersion="v1", kind="ConfigMap")
+    again = worker.handle(SyncTask(now["metadata"]["uid"], now, [child]))
+    assert again.outcome == "ok" and again.written == ()  # no status rewrite per sync

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import threading
+from pathlib import Path
 
 from kubernetes import client, watch
 
@@ -152,3 +153,51 @@ def test_the_config_key_turns_it_off(kube, operator, ns):
     create(kube, ns, "off", {"size": 1})
     wait_for(lambda: (get(kube, ns, "off").get("status") or {}).get("ready") is True, 30)
     assert "conditions" not in get(kube, ns, "off")["status"]
+
+
+def _writes_per_parent(api, kube, operator, ns: str, conditions: bool) -> tuple[float, float]:
+    """API writes per parent made by `run` with the example Widget handler (bench/vs_kopf's
+    job): (converge, update wave)."""
+    n = 5
+    op = operator(
+        namespace=ns,
+        handler="examples.widgets:Widgets",
+        pythonPath=[str(Path(__file__).resolve().parents[2])],
+        conditions=conditions,
+    )
+    op.wait_ready()
+
+    def writes() -> int:
+        verbs = ("create", "update", "patch", "delete")
+        return len([r for r in api.requests() if r["namespace"] == ns and r["verb"] in verbs])
+
+    def all_ready(generation: int) -> bool:
+        items = widgets(kube).list_namespaced_custom_object("example.com", "v1", ns, "widgets")
+        return len(items["items"]) == n and all(
+            (w.get("status") or {}).get("ready") is True
+            and w["status"].get("observedGeneration") == generation
+            for w in items["items"]
+        )
+
+    api.clear_requests()
+    for i in range(n):
+        create(kube, ns, f"p{i}", {"size": 1})
+    wait_for(lambda: all_ready(1), 30)
+    converge = writes() - n  # not the test's own creates
+    api.clear_requests()
+    for i in range(n):
+        patch_spec(kube, ns, f"p{i}", {"size": 2})
+    wait_for(lambda: all_ready(2), 30)
+    update = writes() - n  # not the test's own spec patches
+    op.stop()
+    return converge / n, update / n
+
+
+def test_conditions_cost_no_extra_write_per_parent(api, kube, operator, ns):
+    """The vs_kopf job's writes per parent do not move: the conditions ride in the status
+    write the handler's status needs anyway."""
+    on = _writes_per_parent(api, kube, operator, ns, conditions=True)
+    other = f"{ns}-off"
+    client.CoreV1Api(kube).create_namespace({"metadata": {"name": other}})
+    off = _writes_per_parent(api, kube, operator, other, conditions=False)
+    assert on == off == (3.0, 2.0)  # finalizer, ConfigMap create, status; ConfigMap, status
