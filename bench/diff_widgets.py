@@ -13,6 +13,11 @@ from operatord import SyncRequest, SyncResponse
 class Widgets(_Widgets):
     def sync(self, request: SyncRequest) -> SyncResponse:
         response = super().sync(request)
-        for child in response.children:
-            child["data"]["version"] = "2"
-        return response
+        (config_map,) = response.children
+        config_map["data"]["version"] = "2"
+        name = config_map["metadata"]["name"]
+        observed = request.children.of_type("v1", "ConfigMap").get(name)
+        ready = observed is not None and observed.get("data") == config_map["data"]
+        return SyncResponse(
+            status={**(response.status or {}), "ready": ready}, children=[config_map]
+        )
