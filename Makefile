@@ -63,6 +63,7 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python bench/latency.py
 	$(BENCH_VENV)/bin/python bench/related.py
 	$(BENCH_VENV)/bin/python bench/crashers.py
+	$(BENCH_VENV)/bin/python bench/diff.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info .pytest_cache

@@ -20,6 +20,11 @@ Guarantees:
   parent still has the resourceVersion the sync saw (`ParentChanged` otherwise): a status is
   never computed from one version of a parent and written over a newer one.
 - Every object written is returned as the API server answered, for the leader's cache.
+- Dry run (a `Kube` whose connection has ``dry_run``): the same requests go out with
+  ``dryRun=All``; each write that would change something is recorded in `Outcome.plan` with
+  the object before and the server's answer. An update is a change when the answer differs
+  from the observed object beyond `SERVER_FIELDS` (a dry run never moves resourceVersions).
+  A recreate's create is sent with ``generateName`` (the object it replaces still exists).
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ class Outcome:
     )  # {"action": "upsert"|"delete", "object": {...}}
     writes: list[tuple[str, str]] = field(default_factory=list)  # (kind, operation)
     status_written: bool = False
+    # Dry run: {"operation", "apiVersion", "kind", "namespace", "name", "live", "answer"}
+    plan: list[dict] = field(default_factory=list)
 
     def upsert(self, obj: dict) -> None:
         self.written.append({"action": "upsert", "object": obj})
@@ -69,6 +76,27 @@ class Outcome:
 
 def _meta(obj: dict) -> dict:
     return obj.setdefault("metadata", {})
+
+
+# Metadata the server fills in on every write; not part of what a write changes.
+SERVER_FIELDS = (
+    "managedFields",
+    "resourceVersion",
+    "uid",
+    "creationTimestamp",
+    "generation",
+    "selfLink",
+)
+
+
+def without_server_fields(obj: dict | None) -> dict | None:
+    """``obj`` without the metadata in `SERVER_FIELDS` (a copy; the input is not modified)."""
+    if obj is None:
+        return None
+    out = dict(obj)
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in SERVER_FIELDS}
+    out["metadata"] = meta
+    return out
 
 
 def is_subset(desired: Any, observed: Any) -> bool:
@@ -138,6 +166,27 @@ class Applier:
         self.guard = guard or (lambda: None)
         self.strategies = {(c.api_version, c.kind): c.update_strategy for c in config.children}
         self._status_subresource: dict[str, bool] = {}
+        self.dry_run = bool(getattr(kube, "dry_run", False))
+
+    def _plan(
+        self, outcome: Outcome, operation: str, res: Resource, live: dict | None, answer: Any
+    ) -> None:
+        """Record one dry-run write (nothing outside a dry run)."""
+        if not self.dry_run:
+            return
+        obj = live if live is not None else answer
+        meta = obj.get("metadata") or {}
+        outcome.plan.append(
+            {
+                "operation": operation,
+                "apiVersion": res.api_version,
+                "kind": res.kind,
+                "namespace": meta.get("namespace") or "",
+                "name": meta.get("name") or "",
+                "live": live,
+                "answer": answer if isinstance(answer, dict) else None,
+            }
+        )
 
     # ---- children -------------------------------------------------------------------------
 
@@ -256,6 +305,7 @@ class Applier:
         created.setdefault("kind", res.kind)
         outcome.upsert(created)
         outcome.writes.append((res.kind, op))
+        self._plan(outcome, op, res, None, created)
 
     def _update(self, res: Resource, child: dict, current: dict, outcome: Outcome) -> None:
         self.guard()
@@ -275,18 +325,38 @@ class Applier:
             op = "apply"
         else:  # Recreate
             self._delete(res, current, outcome, operation="recreate")
-            updated = self.kube.create(res, child)
+            updated = self._recreate(res, child)
             op = "create"
         updated.setdefault("apiVersion", res.api_version)
         updated.setdefault("kind", res.kind)
-        if op != "create" and (updated.get("metadata") or {}).get("resourceVersion") == current[
-            "metadata"
-        ].get("resourceVersion"):
+        if op != "create" and self._unchanged(updated, current):
             # The server found nothing to change (its defaulting or normalization differs from
             # what the handler wrote): not a change, so no re-sync is caused by it.
             return
         outcome.upsert(updated)
         outcome.writes.append((res.kind, op))
+        self._plan(outcome, "recreate" if strategy == "Recreate" else op, res, current, updated)
+
+    def _unchanged(self, updated: dict, current: dict) -> bool:
+        if self.dry_run:  # a dry run moves no resourceVersion: compare what was sent back
+            return without_server_fields(updated) == without_server_fields(current)
+        return (updated.get("metadata") or {}).get("resourceVersion") == current["metadata"].get(
+            "resourceVersion"
+        )
+
+    def _recreate(self, res: Resource, child: dict) -> dict:
+        """The create half of a recreate. In a dry run the object being replaced still exists,
+        so the create is validated under a generated name and answered under its own."""
+        if not self.dry_run:
+            return self.kube.create(res, child)
+        meta = child["metadata"]
+        body = dict(child)
+        body["metadata"] = {k: v for k, v in meta.items() if k != "name"}
+        body["metadata"]["generateName"] = f"{meta['name'][:50]}-"
+        answer = self.kube.create(res, body, meta.get("namespace"))
+        answer["metadata"]["name"] = meta["name"]
+        answer["metadata"].pop("generateName", None)
+        return answer
 
     def _server_side_apply(self, res: Resource, child: dict) -> dict:
         self.guard()
@@ -319,12 +389,21 @@ class Applier:
                 raise
         outcome.delete(obj)
         outcome.writes.append((res.kind, operation))
+        if operation != "recreate":  # a recreate is recorded once, with its create
+            self._plan(outcome, operation, res, obj, None)
 
     # ---- parent -------------------------------------------------------------------------
 
-    def write_status(self, parent_res: Resource, parent: dict, status: dict) -> dict | None:
+    def write_status(
+        self,
+        parent_res: Resource,
+        parent: dict,
+        status: dict,
+        outcome: Outcome | None = None,
+    ) -> dict | None:
         """Replace the parent's status (plus observedGeneration) when it differs; returns the
-        updated parent or None when nothing was written."""
+        updated parent or None when nothing was written. A dry run records the write in
+        ``outcome``."""
         desired = dict(status)
         generation = parent["metadata"].get("generation")
         if generation is not None:
@@ -372,6 +451,8 @@ class Applier:
                 raise
         updated.setdefault("apiVersion", parent_res.api_version)
         updated.setdefault("kind", parent_res.kind)
+        if outcome is not None:
+            self._plan(outcome, "status", parent_res, parent, updated)
         return updated
 
     def _changed(self, parent_res: Resource, parent: dict, exc: ApiError) -> ParentChanged:
@@ -386,9 +467,16 @@ class Applier:
             current = None
         return ParentChanged(f"status not written: {exc.message}", current)
 
-    def set_finalizer(self, parent_res: Resource, parent: dict, present: bool) -> dict | None:
+    def set_finalizer(
+        self,
+        parent_res: Resource,
+        parent: dict,
+        present: bool,
+        outcome: Outcome | None = None,
+    ) -> dict | None:
         """Add or remove the operator's finalizer with optimistic concurrency; returns the
-        updated parent, or None when nothing had to change."""
+        updated parent, or None when nothing had to change. A dry run records the write in
+        ``outcome``."""
         fin = self.config.finalizer
         obj = parent
         for _attempt in range(5):
@@ -421,5 +509,7 @@ class Applier:
                 continue
             updated.setdefault("apiVersion", parent_res.api_version)
             updated.setdefault("kind", parent_res.kind)
+            if outcome is not None:
+                self._plan(outcome, "finalizer", parent_res, obj, updated)
             return updated
         raise ApiError(409, "Conflict", message="finalizer update kept conflicting")

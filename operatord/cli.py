@@ -1,4 +1,4 @@
-"""The `operatord` console script: run, check-config, apiserver, demo."""
+"""The `operatord` console script: run, diff, check-config, apiserver, demo."""
 
 from __future__ import annotations
 
@@ -58,6 +58,31 @@ def _parser() -> argparse.ArgumentParser:
         "or ~/.kube/config)",
     )
 
+    diff = sub.add_parser(
+        "diff",
+        help="show every write `run` would make now, as a dry run (exit 0 same, 1 changes, "
+        "2 error)",
+    )
+    _add_overrides(diff)
+    diff.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="kubeconfig file (env OPERATORD_KUBECONFIG; default as for run)",
+    )
+    diff.add_argument(
+        "--parent", default=None, metavar="NAMESPACE/NAME", help="diff this parent only"
+    )
+    diff.add_argument(
+        "--controller", default=None, metavar="NAME", help="diff this controller only (its name)"
+    )
+    diff.add_argument(
+        "-o",
+        "--output",
+        choices=("diff", "json"),
+        default="diff",
+        help="unified diffs (default) or one JSON plan",
+    )
+
     chk = sub.add_parser("check-config", help="validate a config and import its handler")
     _add_overrides(chk)
     chk.add_argument(
@@ -84,6 +109,18 @@ def main(argv: list[str] | None = None) -> int:
 
         kubeconfig = args.kubeconfig or os.environ.get("OPERATORD_KUBECONFIG") or None
         return run(_config_path(parser, args), kubeconfig=kubeconfig, flags=_flags(args))
+    if args.command == "diff":
+        from operatord.diff import main as diff_main
+
+        kubeconfig = args.kubeconfig or os.environ.get("OPERATORD_KUBECONFIG") or None
+        return diff_main(
+            _config_path(parser, args),
+            kubeconfig=kubeconfig,
+            flags=_flags(args),
+            parent=args.parent,
+            controller=args.controller,
+            output=args.output,
+        )
     if args.command == "check-config":
         from operatord.config import check_config_command
 

@@ -181,6 +181,7 @@ class ControllerConfig:
     handler_timeout_seconds: float = 30.0
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
     in_flight_share: float = 1.0
+    conditions: bool = True  # maintain Ready/Reconciling/Stalled in the parents' status
     finalizer: str = ""
     field_manager: str = ""
     managed_by: str = ""  # the daemon's name: the managed-by label value of every child
@@ -235,6 +236,7 @@ class ControllerConfig:
                 "jitter": b.jitter,
             },
             "inFlightShare": self.in_flight_share,
+            "conditions": self.conditions,
         }
 
 
@@ -283,6 +285,9 @@ class Config:
     logging_level: str = "info"
     related: tuple[RelatedType, ...] = ()
     sharding: ShardingConfig = field(default_factory=ShardingConfig)
+    # Maintain the standard Ready/Reconciling/Stalled conditions in every parent's status (the
+    # default of every controller; each may override it).
+    conditions: bool = True
     namespaces: tuple[str, ...] = ()
     namespace_selector: str = ""
     # Every controller of the daemon. A single-controller config (top-level handler and
@@ -341,6 +346,7 @@ class Config:
                         resync_seconds=self.resync_seconds,
                         handler_timeout_seconds=self.handler_timeout_seconds,
                         backoff=self.backoff,
+                        conditions=self.conditions,
                         finalizer=f"operatord.io/{self.name}",
                         field_manager=f"operatord-{self.name}",
                         managed_by=self.name,
@@ -513,6 +519,7 @@ class Config:
                 "watchSilenceSeconds": self.health_watch_silence_seconds,
             },
             "logging": {"format": self.logging_format, "level": self.logging_level},
+            "conditions": self.conditions,
         }
 
     @classmethod
@@ -565,6 +572,7 @@ class Config:
                     handler_timeout_seconds=float(c.get("handlerTimeoutSeconds", timeout)),
                     backoff=_backoff_from(c.get("backoff", {}), backoff),
                     in_flight_share=float(c.get("inFlightShare", 1.0)),
+                    conditions=bool(c.get("conditions", data.get("conditions", True))),
                 )
                 for c in data.get("controllers", [])
             ),
@@ -607,6 +615,7 @@ class Config:
             sharding=ShardingConfig(
                 shards=int(data.get("sharding", {}).get("shards", ShardingConfig.shards))
             ),
+            conditions=bool(data.get("conditions", cls.conditions)),
         )
 
 

@@ -156,6 +156,7 @@ class Controller:
             **self.related.task_fields(uid),
             shard=shard,
             controller=self.name,
+            retry=q.num_requeues(uid),
         )
 
     def returned(self, uid: str, slot: int) -> None:

@@ -152,9 +152,13 @@ class Connection:
     tls_server_name: str | None = None
     proxy: str | None = None
     pool_size: int = 32
+    # Every write of a `Kube` built from this connection carries dryRun=All: the server
+    # validates and defaults it and persists nothing (`operatord diff`).
+    dry_run: bool = False
 
     def to_dict(self) -> dict:
         return {
+            "dryRun": self.dry_run,
             "host": self.host,
             "headers": dict(self.headers),
             "userAgent": self.user_agent,
@@ -180,6 +184,7 @@ class Connection:
             tls_server_name=d.get("tlsServerName"),
             proxy=d.get("proxy"),
             pool_size=int(d.get("poolSize", 32)),
+            dry_run=bool(d.get("dryRun", False)),
         )
 
     def http_client(self) -> HttpClient | None:
@@ -249,6 +254,16 @@ class Resource:
         return base
 
 
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _with_dry_run(query: dict | list | None) -> dict | list:
+    """``query`` plus ``dryRun=All`` (any dryRun it had is replaced)."""
+    if isinstance(query, list):
+        return [(k, v) for k, v in query if k != "dryRun"] + [("dryRun", "All")]
+    return {**(query or {}), "dryRun": "All"}
+
+
 class Kube:
     """A thread-safe JSON client for the Kubernetes API."""
 
@@ -292,6 +307,8 @@ class Kube:
             self._base_headers = {"User-Agent": self.api_client.user_agent}
         # Request/answer calls go through the lean client; watches (streams) through urllib3.
         self._http = self.connection().http_client()
+        # Every POST, PUT, PATCH and DELETE carries dryRun=All (a dry-run `Connection`).
+        self.dry_run = isinstance(self.settings, Connection) and self.settings.dry_run
 
     @property
     def host(self) -> str:
@@ -433,6 +450,8 @@ class Kube:
         ``shared_keys``: decode with `decode_shared` (for objects that are kept in a cache).
         ``accept``: the ``Accept`` header (e.g. a PartialObjectMetadata media type)."""
         verb = verb or _verb_for(method, path)
+        if self.dry_run and method in _WRITE_METHODS:
+            query = _with_dry_run(query)
         attempts = self.max_attempts if retry else 1
         delay = self.backoff_initial
         for attempt in range(1, attempts + 1):

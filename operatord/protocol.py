@@ -77,6 +77,9 @@ class SyncTask:
     # The controller the parent belongs to (config ``controllers[].name``); "" means the
     # daemon's first (its only one in a single-controller config).
     controller: str = ""
+    # Consecutive failed attempts of this parent before this one (the leader's backoff count):
+    # a failure that makes it `conditions.STALLED_AFTER` marks the parent Stalled.
+    retry: int = 0
 
     @property
     def finalizing(self) -> bool:
@@ -109,6 +112,10 @@ class SyncResult:
     # The selection differs from the one the task was built with: nothing was synced or
     # written; the leader records the selection and dispatches the parent again at once.
     reselect: bool = False
+    # Dry run (a `Connection` with dry_run): every write the task sent with dryRun=All, in
+    # order: {"operation", "apiVersion", "kind", "namespace", "name", "live", "answer"} with
+    # the object before (None for a create) and as the server answered (None for a delete).
+    plan: tuple = ()
 
 
 @dataclass(frozen=True, slots=True)

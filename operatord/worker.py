@@ -47,7 +47,7 @@ from typing import Any
 import structlog
 from multiprocess import parent_process
 
-from operatord import protocol
+from operatord import conditions, protocol
 from operatord.apply import Applier, Outcome, ParentChanged, ResponseError
 from operatord.cache import child_key, slim
 from operatord.config import Config, ControllerConfig
@@ -60,7 +60,7 @@ from operatord.handler import (
     validate_sync_response,
 )
 from operatord.kube import ApiError, ClientSettings, Connection, Kube, Resource
-from operatord.logs import bind_parent, configure_logging
+from operatord.logs import bind_parent, configure_logging, redact
 from operatord.metrics import DeltaRecorder
 from operatord.protocol import SyncResult, SyncTask
 
@@ -271,6 +271,10 @@ class _Unit:
     config: ControllerConfig
     handler: Any  # the loaded handler (operatord.handler.LoadedHandler)
     applier: Applier | None
+    # The server dropped the conditions from a status write (the parent's CRD schema does not
+    # declare status.conditions): adding them again would rewrite the status on every sync,
+    # so this process stops maintaining them for this controller.
+    conditions_dropped: bool = False
 
 
 class Worker:
@@ -323,6 +327,23 @@ class Worker:
         if not task.controller:
             return next(iter(self.units.values()))
         return self.units[task.controller]
+
+    @staticmethod
+    def maintains_conditions(unit: _Unit) -> bool:
+        return unit.config.conditions and not unit.conditions_dropped
+
+    def _check_kept(self, unit: _Unit, sent: dict, updated: dict | None) -> None:
+        """Stop maintaining conditions once the server drops them from a status write."""
+        if updated is None or "conditions" not in sent or unit.conditions_dropped:
+            return
+        if "conditions" not in (updated.get("status") or {}):
+            unit.conditions_dropped = True
+            log.warning(
+                "the server dropped status.conditions from a status write: the parent's CRD "
+                "schema does not declare them; not maintaining the standard conditions (declare "
+                "status.conditions, or set conditions: false)",
+                controller=unit.config.name,
+            )
 
     @property
     def wedged(self) -> bool:
@@ -438,6 +459,12 @@ class Worker:
                     outcome=protocol.ERROR, error=f"{type(exc).__name__}: {exc}", error_kind="error"
                 )
                 log.exception("unexpected error")
+            if (
+                fields["outcome"] == protocol.ERROR
+                and self.maintains_conditions(unit)
+                and not finalizing
+            ):
+                self._failure_conditions(task, fields, outcome)
             duration = time.monotonic() - start
             self._record(unit, fields, finalizing, duration, outcome)
             if fields["outcome"] != protocol.ERROR:
@@ -448,6 +475,7 @@ class Worker:
             uid=task.uid,
             written=tuple(outcome.written),
             duration=duration,
+            plan=tuple(outcome.plan),
             **fields,
         )
 
@@ -482,6 +510,42 @@ class Worker:
             )
         if outcome.status_written:
             self.recorder.inc("status_writes_total", {"controller": c})
+
+    def _failure_conditions(self, task: SyncTask, fields: dict, outcome: Outcome) -> None:
+        """After a failed sync: write the failing (or, after `conditions.STALLED_AFTER`
+        consecutive failures, stalled) conditions into the parent's live status, only when
+        that is a transition (so at most one write per transition, at the backoff's pace).
+        A write that fails is given up: the sync has failed already."""
+        unit = self.unit(task)
+        assert unit.applier is not None
+        parent = task.parent
+        key = child_key(parent)
+        for w in outcome.written:  # the parent as this sync left it (e.g. its finalizer added)
+            if w["action"] == "upsert" and child_key(w["object"]) == key:
+                parent = w["object"]
+        failures = task.retry + 1
+        state = conditions.failure_state(failures)
+        message = str(redact(fields.get("error") or ""))[:1024]
+        if state == conditions.STALLED_STATE:
+            message = f"{failures} consecutive failed syncs, backing off: {message}"
+        reason = conditions.FAILURE_REASONS.get(fields.get("error_kind") or "error", "HandlerError")
+        status = with_conditions(parent, None, state, reason=reason, message=message)
+        live = (parent.get("status") or {}).get("conditions")
+        if status is None or conditions.transition_key(
+            status.get("conditions")
+        ) == conditions.transition_key(live if isinstance(live, list) else None):
+            return
+        try:
+            updated = unit.applier.write_status(
+                self._parent_resource(unit), parent, status, outcome
+            )
+        except (ApiError, Fenced, ParentChanged) as exc:
+            log.info("failure conditions not written", error=str(exc))
+            return
+        self._check_kept(unit, status, updated)
+        if updated is not None:
+            outcome.upsert(updated)
+            outcome.status_written = True
 
     def _parent_resource(self, unit: _Unit) -> Resource:
         return self.kube.resource(unit.config.parent.api_version, unit.config.parent.kind)
@@ -526,7 +590,7 @@ class Worker:
         assert applier is not None
         res = self._parent_resource(unit)
         if cfg.finalizer not in (parent["metadata"].get("finalizers") or []):
-            updated = applier.set_finalizer(res, parent, True)
+            updated = applier.set_finalizer(res, parent, True, outcome)
             if updated is not None:
                 outcome.upsert(updated)
                 parent = updated
@@ -561,8 +625,15 @@ class Worker:
                 fields["children_changed"] = True
                 break
             children = _children_after(children, wrote)
-        if response.status is not None:
-            updated = applier.write_status(res, parent, response.status)
+        status = response.status
+        if self.maintains_conditions(unit):
+            state = (
+                conditions.PROGRESSING if fields.get("children_changed") else conditions.CONVERGED
+            )
+            status = with_conditions(parent, status, state)
+        if status is not None:
+            updated = applier.write_status(res, parent, status, outcome)
+            self._check_kept(unit, status, updated)
             if updated is not None:
                 outcome.upsert(updated)
                 outcome.status_written = True
@@ -600,15 +671,18 @@ class Worker:
                 cfg.handler_timeout_seconds,
             )
         )
-        if response.status is not None:
-            updated = applier.write_status(res, parent, response.status)
+        status = response.status
+        if status is not None and self.maintains_conditions(unit):
+            status = with_conditions(parent, status, conditions.FINALIZING)
+        if status is not None:
+            updated = applier.write_status(res, parent, status, outcome)
             if updated is not None:
                 outcome.upsert(updated)
                 outcome.status_written = True
                 parent = updated
         fields["events"] = tuple((e.type, e.reason, e.message) for e in response.events)
         if response.finalized:
-            updated = applier.set_finalizer(res, parent, False)
+            updated = applier.set_finalizer(res, parent, False, outcome)
             if updated is not None:
                 outcome.upsert(updated)
                 self.recorder.inc(
@@ -618,6 +692,40 @@ class Worker:
         else:
             fields["outcome"] = protocol.FINALIZE_PENDING
             fields["retry_after"] = response.retry_after
+
+
+def with_conditions(
+    parent: dict,
+    status: dict | None,
+    state: str,
+    *,
+    reason: str = "",
+    message: str = "",
+) -> dict | None:
+    """The status to write for ``parent`` in ``state`` with the standard conditions merged in
+    (`conditions.maintain`). ``status`` None (the handler returned none, or failed): the live
+    status. None when the conditions cannot be merged (a status whose ``conditions`` is not a
+    list stays the handler's)."""
+    found = parent.get("status")
+    live_status: dict = found if isinstance(found, dict) else {}
+    live = live_status.get("conditions")
+    live = live if isinstance(live, list) else None
+    if status is None:
+        base, handler = dict(live_status), None
+    else:
+        base = dict(status)
+        handler = base.get("conditions", [])
+        if not isinstance(handler, list):
+            return status
+    base["conditions"] = conditions.maintain(
+        live,
+        state,
+        handler=handler,
+        reason=reason,
+        message=message,
+        generation=(parent.get("metadata") or {}).get("generation"),
+    )
+    return base
 
 
 def plain_copy(value: Any) -> Any:

@@ -30,6 +30,7 @@ def make_worker(api, related=({"apiVersion": "v1", "kind": "Secret"},)) -> Worke
     config = Config.from_dict(
         {
             "name": "unit",
+            "conditions": False,  # a failed sync writes nothing at all then
             "handler": "related_handlers:Selecting",
             "pythonPath": [str(E2E)],
             "parent": {"apiVersion": "example.com/v1", "kind": "Widget"},

@@ -58,7 +58,7 @@ def widget(api, name, **spec):
 
 
 def test_a_failed_sync_writes_nothing_but_the_finalizer(api):
-    worker = make_worker(api)
+    worker = make_worker(api, conditions=False)
     parent = widget(api, "nothing", fail=True)
     result = worker.handle(SyncTask(parent["metadata"]["uid"], parent, []))
     written = [(w["action"], w["object"]["kind"]) for w in result.written]

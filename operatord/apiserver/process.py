@@ -353,7 +353,9 @@ class ApiServer:
 
     def requests(self) -> list[dict]:
         """The audit log, oldest first: dicts with verb, apiGroup, resource, subresource,
-        namespace, name and code (the last 100,000 resource requests)."""
+        namespace, name and code (the last 100,000 resource requests); writes (create,
+        update, patch, delete, deletecollection) also carry ``dryRun`` (sent with
+        ``dryRun=All``)."""
         return self._ctl().call("GET", "/_operatord/requests")
 
     def clear_requests(self) -> None:

@@ -520,6 +520,8 @@ class ApiHttpServer:
             "code": 0,
             "requestURI": req.uri,
         }
+        if verb in _WRITE_VERBS:
+            entry["dryRun"] = req.q("dryRun") == "All"
         try:
             fault = self.faults.pick_error(verb, rt, sub)
             if fault is not None:
@@ -616,7 +618,7 @@ class ApiHttpServer:
         self, req: _Req, verb: str, rt: ResourceType, version: str, ns: str, name: str, sub: str
     ) -> tuple[int, Any]:
         s = self.store
-        dry = req.q("dryRun") == "All"
+        dry = _dry_run(req, verb)
         if rt.namespaced and not ns and verb not in ("list", "watch", "deletecollection"):
             raise ApiError(404, "the server could not find the requested resource", "NotFound", {})
         if rt.virtual:
@@ -1026,6 +1028,32 @@ class _Raw(dict[str, Any]):
     def __init__(self, raw: bytes) -> None:
         super().__init__()
         self.raw = raw
+
+
+_WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+_OPTIONS_KIND = {
+    "create": "CreateOptions",
+    "delete": "DeleteOptions",
+    "deletecollection": "DeleteOptions",
+}
+
+
+def _dry_run(req: _Req, verb: str) -> bool:
+    """Whether a write is a dry run: ``dryRun=All``, the one value the API accepts (absent or
+    empty: a real write). Any other value is refused with 422, as the real server does,
+    rather than risk persisting what the client meant not to."""
+    values = [v for v in req.query.get("dryRun", []) if v]
+    if not values:
+        return False
+    if verb in _WRITE_VERBS and values != ["All"]:
+        kind = _OPTIONS_KIND.get(verb, "UpdateOptions" if verb == "update" else "PatchOptions")
+        raise ApiError(
+            422,
+            f'{kind}.meta.k8s.io "" is invalid: dryRun: Unsupported value: {values!r}: '
+            'supported values: "All"',
+            "Invalid",
+        )
+    return True
 
 
 def _warning(text: str) -> str:

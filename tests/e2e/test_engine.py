@@ -97,7 +97,12 @@ def test_failing_parent_backs_off_while_others_converge(operator, kube, ns, api)
     assert all(later > earlier * 1.4 for earlier, later in zip(gaps, gaps[1:], strict=False)), gaps
     assert gaps[0] >= 0.15, gaps
     assert configmap(kube, ns, "bad") is None
-    assert "status" not in get_widget(kube, ns, "bad") or not get_widget(kube, ns, "bad")["status"]
+    # No handler status; only the failure's conditions (written once per transition).
+    status = get_widget(kube, ns, "bad")["status"]
+    assert set(status) == {"conditions", "observedGeneration"}
+    assert ("Ready", "False", "HandlerError") in {
+        (c["type"], c["status"], c["reason"]) for c in status["conditions"]
+    }
     events = client.CoreV1Api(kube).list_namespaced_event(ns).items
     bad_events = [e for e in events if e.involved_object.name == "bad"]
     assert bad_events and bad_events[0].reason == "SyncFailed" and bad_events[0].type == "Warning"
@@ -121,7 +126,9 @@ def test_invalid_responses_mark_only_that_parent(operator, kube, ns):
     # Nothing written for the invalid ones: not even the valid ConfigMap of "undeclared".
     assert configmap(kube, ns, "garbage") is None
     assert configmap(kube, ns, "undeclared") is None
-    assert not (get_widget(kube, ns, "undeclared").get("status") or {})
+    status = get_widget(kube, ns, "undeclared").get("status") or {}
+    assert set(status) <= {"conditions", "observedGeneration"}  # the failure's conditions only
+    assert all(c["reason"] == "InvalidResponse" for c in status.get("conditions", []))
     out = op.output()
     assert "invalid handler response" in out and "not a configured child type" in out
     assert "differs from the parent's" in out
@@ -222,8 +229,18 @@ def test_cluster_scoped_parent_with_function_handler(operator, kube, ns):
         },
     )
     wait_for(lambda: configmap(kube, ns, name), 30, message="child of cluster-scoped parent")
-    g = custom(kube).get_cluster_custom_object(GROUP, VERSION, "gadgets", name)
+    g = wait_for(
+        lambda: (
+            (o := custom(kube).get_cluster_custom_object(GROUP, VERSION, "gadgets", name))
+            .get("status", {})
+            .get("conditions")
+            and o
+        ),
+        30,
+    )
+    conditions = g["status"].pop("conditions")
     assert g["status"] == {"ok": True, "observedGeneration": 1}
+    assert [(c["type"], c["status"]) for c in conditions][0] == ("Ready", "True")
     assert configmap(kube, ns, name).metadata.owner_references[0].uid == g["metadata"]["uid"]
     custom(kube).delete_cluster_custom_object(GROUP, VERSION, "gadgets", name)
     wait_for(lambda: configmap(kube, ns, name) is None, 30, message="child collected")

@@ -185,7 +185,9 @@ def test_an_undeclared_related_type_fails_only_that_parent(operator, kube, ns):
 
     (event,) = wait_for(failed_event, 30, message="SyncFailed event on bad")
     assert "v1/Service, which is not a configured related type" in event.message
-    assert status(kube, ns, "bad") == {}
+    failed = status(kube, ns, "bad")  # no handler status: only the failure's conditions
+    assert set(failed) <= {"conditions", "observedGeneration"}
+    assert {c["reason"] for c in failed.get("conditions", [])} <= {"InvalidResponse"}
     assert not [
         e
         for e in client.CoreV1Api(kube).list_namespaced_event(ns).items
