@@ -326,8 +326,12 @@ class WorkerPool:
         m.set("workers_alive", sum(1 for s in self.slots if s.proc.alive()))
         for s in self.slots:
             m.set("in_flight", len(s.inflight), {"worker": str(s.index)})
-            depth = sum(len(f.queue(s.index)) for f in self.feeds)
-            m.set("queue_depth", depth, {"worker": str(s.index)})
+            for f in self.feeds:  # per controller: the dashboard lists controllers by it
+                m.set(
+                    "queue_depth",
+                    len(f.queue(s.index)),
+                    {"worker": str(s.index), "controller": f.name},
+                )
 
     # ---- dispatch -------------------------------------------------------------------------
 

@@ -303,7 +303,7 @@ def test_a_schema_that_drops_conditions_turns_them_off_instead_of_rewriting(api)
         {"apiVersion": "pruned.example.com/v1", "kind": "Widget", "metadata": {"name": "p"}},
     )
     first = worker.handle(SyncTask(parent["metadata"]["uid"], parent, []))
-    assert first.outcome == "ok" and worker.conditions_dropped
+    assert first.outcome == "ok" and next(iter(worker.units.values())).conditions_dropped
     now = custom.get_namespaced_custom_object("pruned.example.com", "v1", "default", "widgets", "p")
     assert now["status"] == {"ready": True, "children": 1, "observedGeneration": 1}  # pruned
     cm = client.CoreV1Api(api.client()).read_namespaced_config_map("p", "default")
