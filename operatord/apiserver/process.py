@@ -336,7 +336,7 @@ class ApiServer:
 
     def requests(self) -> list[dict]:
         """The audit log, oldest first: dicts with verb, apiGroup, resource, subresource,
-        namespace, name and code (the last 100,000 resource requests)."""
+        namespace, name, code and userAgent (the last 100,000 resource requests)."""
         return self._ctl().call("GET", "/_operatord/requests")
 
     def clear_requests(self) -> None:

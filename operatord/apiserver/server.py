@@ -499,6 +499,8 @@ class ApiHttpServer:
             "namespace": ns,
             "name": name,
             "code": 0,
+            # who asked: tells apart clients that share the server (e.g. an operator and a test)
+            "userAgent": req.headers.get("user-agent", ""),
         }
         try:
             fault = self.faults.pick_error(verb, rt, sub)
