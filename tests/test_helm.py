@@ -1753,6 +1753,16 @@ def test_notes_describe_the_deployment() -> None:
     assert "namespace team-a (Role)" in notes
 
 
+def test_chart_readme_values_blocks_render_and_their_configs_validate() -> None:
+    text = (CHART / "README.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.S)]
+    values_blocks = [b for b in blocks if isinstance(b, dict) and ("config" in b or "image" in b)]
+    assert len(values_blocks) >= 3
+    for values in values_blocks:
+        objects = render_objects(values)
+        validate_config(rendered_config(objects))
+
+
 def test_chart_readme_documents_every_top_level_value() -> None:
     readme = (CHART / "README.md").read_text()
     values = yaml.safe_load((CHART / "values.yaml").read_text())
