@@ -1493,6 +1493,86 @@ def test_end_to_end_rbac_covers_every_request_operatord_makes(tmp_path: Path, sh
     assert unexplained == set(), f"granted but never used: {unexplained}"
 
 
+def test_end_to_end_rbac_of_literal_namespaces_covers_every_request(tmp_path: Path) -> None:
+    """`namespaces` of names only: operatord works with the per-namespace Roles alone (no
+    request needs a cluster-wide grant), and a parent in another namespace is never touched."""
+    schema = json.loads((ROOT / "config" / "config.schema.json").read_text())
+    if "namespaces" not in schema["properties"]:
+        pytest.skip(
+            "operatord does not know `namespaces` yet: needs issue 22's config and engine "
+            "change (per-namespace watches)"
+        )
+    from kubernetes import client
+    from kubernetes import config as kube_config
+
+    from operatord import testing
+
+    watched = ["apps", "team-a"]
+    values = {"replicaCount": 1, "config": {"namespaces": watched}}
+    objects = render_objects(values)
+    assert not find(objects, "ClusterRole") and not find(objects, "ClusterRoleBinding")
+    grants = rbac_grants(objects, one(objects, "ServiceAccount")["metadata"]["name"], NAMESPACE)
+    config = rendered_config(objects)
+    config.update(workers=1, pythonPath=[str(ROOT)])
+    config["metrics"]["port"] = 0
+    config["health"]["port"] = 0
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+
+    with testing.ApiServer() as api:
+        kubeconfig = str(api.kubeconfig)
+        kclient = kube_config.new_client_from_config(config_file=kubeconfig)
+        crd = yaml.safe_load((ROOT / "examples" / "widget-crd.yaml").read_text())
+        client.ApiextensionsV1Api(kclient).create_custom_resource_definition(crd)
+        core = client.CoreV1Api(kclient)
+        custom = client.CustomObjectsApi(kclient)
+        for ns in (NAMESPACE, *watched, "outside"):
+            core.create_namespace({"metadata": {"name": ns}})
+        for ns in (*watched, "outside"):
+            widget = {
+                "apiVersion": "example.com/v1",
+                "kind": "Widget",
+                "metadata": {"name": "w", "namespace": ns},
+                "spec": {"size": 2},
+            }
+            custom.create_namespaced_custom_object("example.com", "v1", ns, "widgets", widget)
+        before = len(api.requests())
+        env = dict(os.environ, POD_NAMESPACE=NAMESPACE, PYTHONPATH=str(ROOT))
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "operatord", "run", "--config", str(config_path)]
+            + ["--kubeconfig", kubeconfig],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+
+            def ready(ns: str) -> bool:
+                w = custom.get_namespaced_custom_object("example.com", "v1", ns, "widgets", "w")
+                return bool((w.get("status") or {}).get("ready"))
+
+            for ns in watched:
+                _wait(lambda ns=ns: ready(ns), 60, f"the Widget in {ns} to become ready")
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            output, _ = daemon.communicate(timeout=60)
+        assert daemon.returncode == 0, output
+        recorded = api.requests()[before:]  # before the test reads the other namespace
+        outside = custom.get_namespaced_custom_object(
+            "example.com", "v1", "outside", "widgets", "w"
+        )
+        assert not outside.get("status") and not outside["metadata"].get("finalizers")
+        assert core.list_namespaced_config_map("outside").items == []
+    # Everything but discovery; the test's own polling GETs need the same grant as the daemon's.
+    operator_requests = [r for r in recorded if r["resource"]]
+    denied = [r for r in operator_requests if not allowed(grants, r)]
+    assert denied == [], denied
+    assert not [r for r in operator_requests if r.get("namespace") == "outside"]
+    watches = {(r["resource"], r["namespace"]) for r in operator_requests if r["verb"] == "watch"}
+    assert watches >= {(res, ns) for res in ("widgets", "configmaps") for ns in watched}
+
+
 # ---- related types: read-only grants, and what a run with related objects asks for
 
 READ_VERBS = {"get", "list", "watch"}
