@@ -404,6 +404,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=600, help="deadline per phase (s)")
     ap.add_argument("--json", help="also write the rows as JSON to this file")
     args = ap.parse_args()
+    load_start = load_average()
 
     print(
         f"# operatord vs kopf: {args.parents} parents, "
@@ -433,11 +434,17 @@ def main() -> int:
     pool = kopf_pool_line(rows)
     if pool:
         print(f"\n{pool}")
-    print(f"\nload average at the end: {load_average()}")
+    load_end = load_average()
+    print(f"\nload average at the end: {load_end}")
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({"machine": machine(), "parents": args.parents, "rows": rows}, indent=2)
-        )
+        result = {
+            "machine": machine(),
+            "parents": args.parents,
+            "load_start": load_start,
+            "load_end": load_end,
+            "rows": rows,
+        }
+        Path(args.json).write_text(json.dumps(result, indent=2))
     return 1 if any(r.get("missing") for r in rows) else 0
 
 

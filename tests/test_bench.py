@@ -162,3 +162,35 @@ def test_the_benchmarks_own_late_watch_does_not_make_kopf_ready():
             watch.stop()
     finally:
         api.stop()
+
+
+def test_repeats_reports_medians_ranges_and_each_runs_ratio():
+    from repeats import summarize
+
+    def run(op: float, kopf: float, floor: float, load: str) -> dict:
+        rows = [
+            {"scenario": "none", "system": "raw-write floor (2x8 HTTP)", "converge_s": floor},
+            {"scenario": "none", "system": "operatord (workers=2)", "converge_s": op, "calls": 40},
+            {"scenario": "none", "system": "kopf", "converge_s": kopf, "kopf_threads": 6},
+        ]
+        machine = {"cpus": "2", "model": "x", "python": "3.11", "kopf": "1.45.2"}
+        return {
+            "machine": machine,
+            "parents": 20,
+            "load_start": load,
+            "load_end": load,
+            "rows": rows,
+        }
+
+    lines = summarize(
+        [run(1.0, 4.0, 0.5, "0.5"), run(3.0, 4.0, 1.0, "4.0"), run(2.0, 5.0, 1.0, "1.0")]
+    )
+    text = "\n".join(lines)
+    # medians with the range; a column that never moves is one number
+    assert "| none | operatord (workers=2) | 2.0 (1.0-3.0) |" in text
+    assert "| 40 |" in text
+    # ratios are per run (0.25, 0.75, 0.40), then their median and range: not 2.0 / 4.0
+    assert "converge 0.40x (0.25-0.75x) [0.25 / 0.75 / 0.40]" in text
+    assert "of the raw-write floor" in text
+    assert "0.5 -> 0.5, 4.0 -> 4.0, 1.0 -> 1.0" in text
+    assert "thread pool of 6 threads" in text
