@@ -1833,6 +1833,18 @@ def test_notes_describe_the_deployment() -> None:
     assert "namespace team-a (Role)" in notes
 
 
+def test_notes_name_each_controller_and_the_watched_namespaces() -> None:
+    def notes(values: dict) -> str:
+        return next(t for p, t in render(values).items() if p.endswith("NOTES.txt"))
+
+    text = notes(SHOP_LITERAL)
+    assert "Controller: orders: shop.orders:Orders, parent shop.example.com/v1 Order" in text
+    assert "Controller: carts: shop.carts:sync" in text and "child Secret" in text
+    assert "Watching:  namespaces shop, team-a (a Role in each)" in text
+    assert "Handler:" not in text and "CustomResourceDefinitions of the parent types" in text
+    assert "(ClusterRole; Namespaces watched)" in notes(SHOP_VALUES)
+
+
 def test_chart_readme_values_blocks_render_and_their_configs_validate() -> None:
     text = (CHART / "README.md").read_text()
     blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.S)]
