@@ -1,13 +1,18 @@
-"""Shared pieces of bench/vs_kopf.py and bench/latency.py (a helper module, not a benchmark).
+"""Shared pieces of the benchmarks under bench/ (a helper module, not a benchmark).
 
 - `new_api`: a fresh embedded API server with the Widget CRD and the namespace ``bench``;
 - `Http`: plain keep-alive HTTP (http.client, one connection per thread) and a thread pool, so
   the benchmark's own creates and spec changes are fast and concurrent;
 - `WidgetWatch`: a list+watch of every Widget in a thread: when did every Widget's status
   reach a generation, and a hook per event (latency);
-- `ProcTree`: CPU seconds and peak RSS of a process and all its descendants, from /proc;
+- `ProcTree`: CPU seconds, peak RSS and peak PSS of a process and all its descendants, from
+  /proc;
 - `Operatord`, `Kopf`: the two systems under test, started as subprocesses, with the same
-  interface (start, wait_ready, handled, stop).
+  interface (start, wait_ready, handled, calls, stop).
+
+The benchmark's own requests carry the User-Agent `BENCH_AGENT`, kopf's carry ``kopf/<version>``:
+the API server's audit log records it (`userAgent`), so whose request an entry is never depends
+on timing.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ CONFIGMAPS = f"/api/v1/namespaces/{NS}/configmaps"
 READ_VERBS = {"get", "list", "watch"}
 MERGE_PATCH = "application/merge-patch+json"
 AUDIT_LIMIT = 100_000  # the embedded server keeps the last 100,000 requests
+BENCH_AGENT = "operatord-bench"  # User-Agent of the benchmark's own requests and watch
+KOPF_AGENT = "kopf/"  # kopf's User-Agent is kopf/<version>
 
 
 def machine() -> dict[str, str]:
@@ -117,6 +124,18 @@ def audit(api: ApiServer) -> list[dict]:
     return reqs
 
 
+def watch_opened(reqs: Iterable[dict], agent_prefix: str, resource: str = PLURAL) -> bool:
+    """Whether a client whose User-Agent starts with ``agent_prefix`` opened a watch on
+    ``resource`` in these audit entries; other clients' watches (the benchmark's own) never
+    count."""
+    return any(
+        r["verb"] == "watch"
+        and r["resource"] == resource
+        and (r.get("userAgent") or "").startswith(agent_prefix)
+        for r in reqs
+    )
+
+
 def writes(reqs: Iterable[dict]) -> int:
     return sum(1 for r in reqs if r["verb"] not in READ_VERBS)
 
@@ -158,7 +177,9 @@ class Http:
         if conn is None:
             conn = self._local.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": ctype} if data is not None else {}
+        headers = {"User-Agent": BENCH_AGENT}
+        if data is not None:
+            headers["Content-Type"] = ctype
         try:
             conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
@@ -286,7 +307,8 @@ class WidgetWatch:
 
     def _list_and_watch(self) -> None:
         conn = self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=None)
-        conn.request("GET", f"/apis/{GROUP}/{VERSION}/{PLURAL}")
+        agent = {"User-Agent": BENCH_AGENT}
+        conn.request("GET", f"/apis/{GROUP}/{VERSION}/{PLURAL}", headers=agent)
         resp = conn.getresponse()
         listed = json.loads(resp.read())
         t = time.monotonic()
@@ -294,7 +316,8 @@ class WidgetWatch:
             self._update(obj, t)
         self._listed.set()
         rv = listed["metadata"]["resourceVersion"]
-        conn.request("GET", f"/apis/{GROUP}/{VERSION}/{PLURAL}?watch=true&resourceVersion={rv}")
+        path = f"/apis/{GROUP}/{VERSION}/{PLURAL}?watch=true&resourceVersion={rv}"
+        conn.request("GET", path, headers=agent)
         resp = conn.getresponse()
         while True:
             line = resp.readline()
@@ -409,6 +432,20 @@ class ProcTree:
         self._thread.join(2)
 
 
+def kopf_pool_line(rows: Iterable[dict]) -> str | None:
+    """The sentence stating kopf's thread-pool size next to results (None without kopf rows)."""
+    sizes = sorted({r["kopf_threads"] for r in rows if r.get("kopf_threads")})
+    if not sizes:
+        return None
+    cpus = os.cpu_count() or 1
+    return (
+        f"kopf ran its synchronous handlers on a thread pool of "
+        f"{' / '.join(str(s) for s in sizes)} threads "
+        f"(settings.execution.max_workers; kopf's default is min(32, CPUs + 4) = "
+        f"{min(32, cpus + 4)} here)"
+    )
+
+
 def wait_idle(tree: ProcTree, timeout: float, window: float = 0.5, cores: float = 0.1) -> None:
     """Wait until ``tree`` used less than ``cores`` CPUs over a ``window`` (seconds): the system
     finished the work it still had after the last status was seen (e.g. its own echoes)."""
@@ -467,11 +504,13 @@ class Operatord:
         self.op.wait_ready(timeout)
 
     def handled(self) -> int:
-        """Syncs so far (every result)."""
+        """Syncs finished so far, whatever their result (`operatord_syncs_total`)."""
         return int(self.op.metric("operatord_syncs_total"))
 
     def calls(self) -> int:
-        """Calls of the handler's sync (a sync that wrote children runs it twice)."""
+        """Calls of the handler's `sync` so far: two per sync that wrote children (the
+        follow-up run observes them before the status is written), one per sync that wrote
+        none."""
         return int(self.op.metric("operatord_handler_calls_total", method="sync"))
 
     def stop(self) -> None:
@@ -483,29 +522,46 @@ class Operatord:
 
 
 class Kopf:
-    """The kopf twin (bench/kopf_widgets.py), `kopf run --standalone --all-namespaces -q`."""
+    """The kopf twin (bench/kopf_widgets.py), `kopf run --standalone --all-namespaces -q`.
+
+    kopf runs synchronous handlers on a thread pool: ``threads`` sets its size
+    (`settings.execution.max_workers`); None keeps kopf's default, a `ThreadPoolExecutor()`
+    of min(32, CPUs + 4) threads. `pool_size` is the size kopf actually ran with."""
 
     label = "kopf"
 
-    def __init__(self, api: ApiServer, burn: float = 0.0, workdir: Path | None = None) -> None:
+    def __init__(
+        self,
+        api: ApiServer,
+        burn: float = 0.0,
+        workdir: Path | None = None,
+        threads: int | None = None,
+    ) -> None:
         self.api = api
         self.burn = burn
+        self.threads = threads
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="bench-kopf-"))
         self.proc: subprocess.Popen | None = None
         self.calls_path = self.workdir / "calls"
+        self.pool_path = self.workdir / "pool"
         self.log_path = self.workdir / "kopf.log"
+        self.pool_size: int | None = None
         self._log = None
 
     def start(self) -> int:
         self.calls_path.write_text("")
+        self.pool_path.write_text("")
         self._log = open(self.log_path, "a")  # noqa: SIM115 - closed in stop()
         env = {
             **os.environ,
             "KUBECONFIG": self.api.kubeconfig,
             "BENCH_KOPF_CALLS": str(self.calls_path),
+            "BENCH_KOPF_POOL": str(self.pool_path),
             "BENCH_BURN_SECONDS": str(self.burn),
             "PYTHONUNBUFFERED": "1",
         }
+        if self.threads is not None:
+            env["BENCH_KOPF_THREADS"] = str(self.threads)
         cmd = [sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces", "-q"]
         self.proc = subprocess.Popen(
             [*cmd, str(BENCH / "kopf_widgets.py")],
@@ -517,17 +573,18 @@ class Kopf:
         return self.proc.pid
 
     def wait_ready(self, timeout: float = 120) -> None:
-        """kopf has no readiness probe: ready once it has opened its watch on Widgets (seen in
-        the API server's audit log, which the caller clears before starting)."""
+        """kopf has no readiness probe: ready once kopf itself (User-Agent ``kopf/...``) has
+        opened its watch on Widgets, as the API server's audit log shows. The benchmark's own
+        watch (another User-Agent) never counts, however late it reaches the server."""
 
         def watching() -> bool:
             if self.proc.poll() is not None:
                 raise SystemExit(f"kopf exited with {self.proc.returncode}:\n{self.output()}")
-            return any(
-                r["verb"] == "watch" and r["resource"] == PLURAL for r in self.api.requests()
-            )
+            return watch_opened(self.api.requests(), KOPF_AGENT)
 
         wait(watching, timeout, "kopf watching Widgets", 0.05)
+        text = self.pool_path.read_text().strip()
+        self.pool_size = int(text) if text else None
 
     def _letters(self) -> str:
         return self.calls_path.read_text()

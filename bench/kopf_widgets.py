@@ -19,7 +19,11 @@ Environment (set by the benchmark):
 - ``KUBECONFIG``: the embedded API server (kopf logs in through the kubernetes client);
 - ``BENCH_BURN_SECONDS``: CPU each handler call burns (the ``cpu`` scenario), default 0;
 - ``BENCH_KOPF_CALLS``: a file that gets one letter per handler call (``c`` create, ``u``
-  update, ``r`` resume, ``d`` delete): how the benchmark counts handler calls.
+  update, ``r`` resume, ``d`` delete): how the benchmark counts handler calls;
+- ``BENCH_KOPF_THREADS``: the size of kopf's thread pool for synchronous handlers
+  (``settings.execution.max_workers``); unset keeps kopf's default (a ``ThreadPoolExecutor()``:
+  min(32, CPUs + 4) threads);
+- ``BENCH_KOPF_POOL``: a file that gets the size of the pool kopf runs with, at start-up.
 
     KUBECONFIG=... python -m kopf run bench/kopf_widgets.py --standalone --all-namespaces -q
 """
@@ -68,6 +72,12 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     # operatord posts only Warning events (failures); kopf by default also posts an Info event
     # per handler success, which would be one more write per change.
     settings.posting.level = logging.WARNING
+    if os.environ.get("BENCH_KOPF_THREADS"):
+        settings.execution.max_workers = int(os.environ["BENCH_KOPF_THREADS"])
+    if os.environ.get("BENCH_KOPF_POOL"):
+        pool = getattr(settings.execution.executor, "_max_workers", None)
+        with open(os.environ["BENCH_KOPF_POOL"], "w") as f:
+            f.write(str(pool or ""))
     _api()
 
 

@@ -8,14 +8,18 @@ changes twice in a run of 5,000 parents at 50/s for 30 s), and measure per chang
 
 - status: from the change request's answer (which carries the new generation) until a watch
   on the Widgets sees status.observedGeneration reach that generation;
-- ready: until it sees status.ready with that observedGeneration (operatord writes the status
-  once before and once after the ConfigMap update; kopf's twin writes it once).
+- ready: until it sees status.ready with that observedGeneration (both systems write the
+  status once per change, after the ConfigMap update, so the two usually agree).
+
+kopf runs its synchronous handlers on its default thread pool (min(32, CPUs + 4) threads)
+unless ``--kopf-threads`` is given; the size it ran with is printed after the table.
 
 Reports p50, p99 and max of each, the rate actually achieved, and changes whose status never
 came (missing, after ``--timeout`` seconds).
 
     python bench/latency.py [--parents 5000] [--rate 50] [--seconds 30]
                             [--systems operatord kopf] [--workers 2] [--in-flight 16]
+                            [--kopf-threads N]
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from harness import (  # noqa: E402
     WidgetWatch,
     change_spec,
     create_widgets,
+    kopf_pool_line,
     load_average,
     machine,
     machine_line,
@@ -99,6 +104,8 @@ def run(make, args: argparse.Namespace) -> dict[str, Any]:
         api.clear_requests()
         tree = ProcTree(system.start())
         system.wait_ready()
+        if getattr(system, "pool_size", None):
+            row["kopf_threads"] = system.pool_size
         watch.expect(1, args.parents)
         create_widgets(http_, args.parents)
         wait(lambda: watch.done_at is not None, args.timeout, "converge", 0.05)
@@ -184,6 +191,12 @@ def main() -> int:
         default=None,
         help="operatord's inFlightPerWorker (passed only when given)",
     )
+    ap.add_argument(
+        "--kopf-threads",
+        type=int,
+        default=None,
+        help="kopf's thread pool for sync handlers (default: kopf's, min(32, CPUs + 4))",
+    )
     ap.add_argument("--client-threads", type=int, default=32, help="benchmark's HTTP threads")
     ap.add_argument("--timeout", type=float, default=600, help="deadline per phase (s)")
     ap.add_argument("--json", help="also write the rows as JSON to this file")
@@ -197,13 +210,16 @@ def main() -> int:
     print("|" + "---|" * len(COLUMNS), flush=True)
     makers = {
         "operatord": lambda api: Operatord(api, workers=args.workers, in_flight=args.in_flight),
-        "kopf": lambda api: Kopf(api),
+        "kopf": lambda api: Kopf(api, threads=args.kopf_threads),
     }
     rows = []
     for name in args.systems:
         row = run(makers[name], args)
         rows.append(row)
         print("| " + " | ".join(_cell(k, row.get(k)) for k, _ in COLUMNS) + " |", flush=True)
+    pool = kopf_pool_line(rows)
+    if pool:
+        print(f"\n{pool}")
     print(f"\nload average at the end: {load_average()}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))

@@ -10,10 +10,17 @@ embedded API server (`operatord.testing.ApiServer`), in this one run:
   patch; per update: the spec patch, the ConfigMap patch, the status patch), one handler's CPU
   burn per Widget in the ``cpu`` scenario: the API server's limit, not the client's;
 - operatord (`operatord run`, leader + ``--workers`` worker processes), once per worker count;
-- kopf (`python -m kopf run bench/kopf_widgets.py --standalone --all-namespaces -q`).
+- kopf (`python -m kopf run bench/kopf_widgets.py --standalone --all-namespaces -q`), its
+  synchronous handlers on kopf's default thread pool (min(32, CPUs + 4) threads) unless
+  ``--kopf-threads`` sets ``settings.execution.max_workers``; the size it ran with is printed
+  after the table.
 
 Scenarios: ``none`` (no added latency), ``latency`` (10 ms added to every API request by the
 server's fault injection), ``cpu`` (the handler burns 10 ms of CPU per call).
+
+Each system is ready before anything is timed: operatord's /readyz answers 200; kopf has
+opened its own watch on Widgets (its User-Agent in the API server's audit log, so the
+benchmark's watch never stands in for it).
 
 Per system: converge (s) from the first create of N Widgets until every one is ready with
 observedGeneration = generation (seen by a watch); update wave (s) from the first of N spec
@@ -24,7 +31,8 @@ RSS of the operator's process tree (/proc) over converge + update wave; API writ
 operator's non-read requests in the server's audit log) and 409 answers.
 
     python bench/vs_kopf.py [--parents 1000] [--scenarios none latency cpu] [--workers 1 2]
-                            [--in-flight 16] [--systems floor operatord kopf] [--json FILE]
+                            [--in-flight 16] [--systems floor operatord kopf]
+                            [--kopf-threads N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ from harness import (  # noqa: E402
     change_spec,
     conflicts,
     create_widgets,
+    kopf_pool_line,
     load_average,
     machine,
     machine_line,
@@ -120,6 +129,8 @@ def run_system(make, scenario: dict, parents: int, threads: int, timeout: float)
         wait_idle(tree, timeout)  # the CPU of work done after the last status counts too
         row["cpu_s"] = tree.cpu() - cpu0
         row["calls"] = system.calls()
+        if getattr(system, "pool_size", None):
+            row["kopf_threads"] = system.pool_size
         system.stop()
         tree.stop()
         row["rss_mb"] = tree.peak_rss / 1e6
@@ -355,7 +366,7 @@ def system_factories(args: argparse.Namespace, sc: dict) -> list:
                 )
             )
     if "kopf" in args.systems:
-        out.append(lambda api: Kopf(api, burn=sc["burn"]))
+        out.append(lambda api: Kopf(api, burn=sc["burn"], threads=args.kopf_threads))
     return out
 
 
@@ -376,6 +387,12 @@ def main() -> int:
         choices=["floor", "operatord", "kopf"],
         default=["floor", "operatord", "kopf"],
     )
+    ap.add_argument(
+        "--kopf-threads",
+        type=int,
+        default=None,
+        help="kopf's thread pool for sync handlers (default: kopf's, min(32, CPUs + 4))",
+    )
     ap.add_argument("--client-threads", type=int, default=32, help="benchmark's HTTP threads")
     ap.add_argument("--floor-procs", type=int, default=2, help="raw-write floor processes")
     ap.add_argument(
@@ -387,6 +404,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=600, help="deadline per phase (s)")
     ap.add_argument("--json", help="also write the rows as JSON to this file")
     args = ap.parse_args()
+    load_start = load_average()
 
     print(
         f"# operatord vs kopf: {args.parents} parents, "
@@ -413,11 +431,20 @@ def main() -> int:
     print()
     for line in ratio_lines(rows):
         print(line)
-    print(f"\nload average at the end: {load_average()}")
+    pool = kopf_pool_line(rows)
+    if pool:
+        print(f"\n{pool}")
+    load_end = load_average()
+    print(f"\nload average at the end: {load_end}")
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({"machine": machine(), "parents": args.parents, "rows": rows}, indent=2)
-        )
+        result = {
+            "machine": machine(),
+            "parents": args.parents,
+            "load_start": load_start,
+            "load_end": load_end,
+            "rows": rows,
+        }
+        Path(args.json).write_text(json.dumps(result, indent=2))
     return 1 if any(r.get("missing") for r in rows) else 0
 
 

@@ -1253,13 +1253,22 @@ def isolate_import_path() -> None:
 
 
 def _summary(cfg: Config) -> str:
-    children = ",".join(f"{c}({c.update_strategy})" for c in cfg.children) or "none"
-    line = f"ok: {cfg.name} handler={cfg.handler} parent={cfg.parent} children={children}"
-    if cfg.related:
-        line += " related=" + ",".join(
-            f"{r}({r.label_selector})" if r.label_selector else str(r) for r in cfg.related
-        )
-    return line
+    lines = []
+    for ctl in cfg.controllers:
+        children = ",".join(f"{c}({c.update_strategy})" for c in ctl.children) or "none"
+        who = cfg.name if cfg.single else f"{cfg.name}/{ctl.name}"
+        line = f"ok: {who} handler={ctl.handler} parent={ctl.parent} children={children}"
+        if ctl.related:
+            line += " related=" + ",".join(
+                f"{r}({r.label_selector})" if r.label_selector else str(r) for r in ctl.related
+            )
+        lines.append(line)
+    if cfg.namespace_patterns or cfg.namespace_selector:
+        scope = ",".join(cfg.namespace_patterns)
+        if cfg.namespace_selector:
+            scope += f" selector={cfg.namespace_selector}"
+        lines.append(f"ok: {cfg.name} namespaces={scope.strip()}")
+    return "\n".join(lines)
 
 
 def check_config_command(
@@ -1288,10 +1297,15 @@ def check_config_command(
         for message in e.errors:
             print(f"error: {message}", file=sys.stderr)
         return 1
-    try:
-        load_handler(cfg.handler, cfg.python_path)
-    except HandlerImportError as e:
-        print(f"error: handler: {e}", file=sys.stderr)
+    failed = False
+    for ctl in cfg.controllers:  # every worker imports every handler
+        try:
+            load_handler(ctl.handler, ctl.python_path)
+        except HandlerImportError as e:
+            where = "handler" if cfg.single else f"controllers[{ctl.name}].handler"
+            print(f"error: {where}: {e}", file=sys.stderr)
+            failed = True
+    if failed:
         return 1
     print(show_config(cfg, sources) if show else _summary(cfg), end="" if show else "\n")
     return 0

@@ -4,6 +4,7 @@ end to end, both systems. They check that the benchmarks work, not how fast anyt
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,11 @@ def test_vs_kopf_runs_both_systems_and_the_floor(tmp_path):
         assert row["restart_s"] > 0 and row["cpu_s"] > 0 and row["rss_mb"] > 0, row
         assert 0 < row["pss_mb"] <= row["rss_mb"], row
     assert kopf["calls"] == 40  # one create and one update handler call per Widget
+    # a sync that wrote children runs the handler twice: create and update each write one
+    assert operatord["calls"] == 80
+    # kopf's default pool for sync handlers, stated next to the results
+    assert kopf["kopf_threads"] == min(32, (os.cpu_count() or 1) + 4)
+    assert f"thread pool of {kopf['kopf_threads']} threads" in stdout
     assert "| none | operatord (workers=2) |" in stdout
     assert "| none | kopf |" in stdout
     assert "- none: operatord (workers=2)/kopf: converge " in stdout
@@ -126,3 +132,65 @@ def test_floor_ratio_repeats_floor_and_operatord_and_reports_each_ratio_and_the_
     line = next(x for x in proc.stdout.splitlines() if x.startswith("- converge: median "))
     assert float(line.split()[3].rstrip("x")) == pytest.approx(median, abs=0.011)
     assert f"range {min(ratios):.2f}-{max(ratios):.2f}x over 2 runs" in line
+
+
+def test_kopf_readiness_counts_only_kopfs_own_watch():
+    from harness import BENCH_AGENT, KOPF_AGENT, watch_opened
+
+    def entry(agent: str, verb: str = "watch", resource: str = "widgets") -> dict:
+        return {"verb": verb, "resource": resource, "userAgent": agent}
+
+    assert not watch_opened([entry(BENCH_AGENT)], KOPF_AGENT)
+    assert not watch_opened([entry("kopf/1.45.2", verb="list")], KOPF_AGENT)
+    assert not watch_opened([entry("kopf/1.45.2", resource="configmaps")], KOPF_AGENT)
+    assert watch_opened([entry(BENCH_AGENT), entry("kopf/1.45.2")], KOPF_AGENT)
+
+
+def test_the_benchmarks_own_late_watch_does_not_make_kopf_ready():
+    """Under added latency the benchmark's watch reaches the server after the audit log was
+    cleared for the system's start: it is in the log, and still does not count as kopf's."""
+    from harness import BENCH_AGENT, KOPF_AGENT, WidgetWatch, new_api, wait, watch_opened
+
+    api = new_api(10, latency=0.2)
+    try:
+        api.clear_requests()
+        watch = WidgetWatch(api.port).start()  # returns once listed; the watch is still on its way
+        try:
+            wait(lambda: watch_opened(api.requests(), BENCH_AGENT), 10, "the benchmark's watch")
+            assert not watch_opened(api.requests(), KOPF_AGENT)
+        finally:
+            watch.stop()
+    finally:
+        api.stop()
+
+
+def test_repeats_reports_medians_ranges_and_each_runs_ratio():
+    from repeats import summarize
+
+    def run(op: float, kopf: float, floor: float, load: str) -> dict:
+        rows = [
+            {"scenario": "none", "system": "raw-write floor (2x8 HTTP)", "converge_s": floor},
+            {"scenario": "none", "system": "operatord (workers=2)", "converge_s": op, "calls": 40},
+            {"scenario": "none", "system": "kopf", "converge_s": kopf, "kopf_threads": 6},
+        ]
+        machine = {"cpus": "2", "model": "x", "python": "3.11", "kopf": "1.45.2"}
+        return {
+            "machine": machine,
+            "parents": 20,
+            "load_start": load,
+            "load_end": load,
+            "rows": rows,
+        }
+
+    lines = summarize(
+        [run(1.0, 4.0, 0.5, "0.5"), run(3.0, 4.0, 1.0, "4.0"), run(2.0, 5.0, 1.0, "1.0")]
+    )
+    text = "\n".join(lines)
+    # medians with the range; a column that never moves is one number
+    assert "| none | operatord (workers=2) | 2.0 (1.0-3.0) |" in text
+    assert "| 40 |" in text
+    # ratios are per run (0.25, 0.75, 0.40), then their median and range: not 2.0 / 4.0
+    assert "converge 0.40x (0.25-0.75x) [0.25 / 0.75 / 0.40]" in text
+    assert "of the raw-write floor" in text
+    assert "0.5 -> 0.5, 4.0 -> 4.0, 1.0 -> 1.0" in text
+    assert "thread pool of 6 threads" in text

@@ -147,12 +147,55 @@ def test_required_panels_are_present(dashboard):
     assert quantiles == {"0.5", "0.9", "0.99"}
 
 
+# Series of one controller of the daemon: they carry its name as `controller` (several
+# controllers per daemon each have their own). Every other operatord series is the daemon's
+# (leader, workers, API requests, shared watches and caches, shards, build info).
+PER_CONTROLLER = {
+    "operatord_syncs_total",
+    "operatord_handler_calls_total",
+    "operatord_sync_duration_seconds_bucket",
+    "operatord_finalizes_total",
+    "operatord_finalize_duration_seconds_bucket",
+    "operatord_queue_depth",
+    "operatord_in_flight",
+    "operatord_queue_wait_seconds_bucket",
+    "operatord_parents_backing_off",
+    "operatord_retries_total",
+    "operatord_child_writes_total",
+    "operatord_status_writes_total",
+    "operatord_finalizer_writes_total",
+    "operatord_events_total",
+}
+
+
+def test_per_controller_sets_name_exported_metrics():
+    assert PER_CONTROLLER <= set(EXPORTED)
+
+
+def test_controller_variable_lists_each_controller_of_the_daemon(dashboard):
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert {"namespace", "job", "controller", "pod"} <= set(variables)
+    query = variables["controller"]["query"]["query"]
+    # from a series every controller has (its own work queue), not from the daemon's build info,
+    # which names the daemon once
+    (metric,) = METRIC_RE.findall(query)
+    assert metric in PER_CONTROLLER and metric.endswith("queue_depth")
+    assert query.endswith(", controller)")
+    assert variables["controller"]["multi"] and variables["controller"]["includeAll"]
+    # the pods of the daemon serve every controller: the pod list does not depend on it
+    assert "$controller" not in variables["pod"]["query"]["query"]
+
+
 def test_controller_and_pod_variables_filter_every_operatord_query(dashboard):
-    variables = {v["name"] for v in dashboard["templating"]["list"]}
-    assert {"namespace", "job", "controller", "pod"} <= variables
+    seen = set()
     for title, expr in exprs(dashboard):
         if title.startswith("variable"):
             continue
-        for selector in re.findall(r"operatord_[a-z_]+\{([^}]*)\}", expr):
-            assert 'controller=~"$controller"' in selector, title
+        for name, selector in re.findall(r"(operatord_[a-z_]+)\{([^}]*)\}", expr):
             assert 'pod=~"$pod"' in selector, title
+            if name in PER_CONTROLLER:
+                assert 'controller=~"$controller"' in selector, title
+            else:  # the daemon's series: choosing a controller must not hide them
+                assert "controller" not in selector, title
+            seen.add(name in PER_CONTROLLER)
+    assert seen == {True, False}

@@ -167,11 +167,53 @@ def test_readme_starts_with_the_two_commands():
     assert readme.index("## Two commands") < readme.index("## A handler")
 
 
-def test_contributing_covers_build_test_bench_release_and_the_module_map():
+def test_contributing_covers_build_test_bench_release_and_links_the_module_map():
     text = (ROOT / "CONTRIBUTING.md").read_text()
     for section in ("## Build and test", "## Benchmarks", "## Release", "## Module map"):
         assert section in text
-    for module in sorted((ROOT / "operatord").glob("*.py")):
-        if module.name not in ("__main__.py",):
-            assert module.name in text or f"`operatord/{module.name}`" in text, module.name
+    assert "](docs/ARCHITECTURE.md" in text
+    # one module map: CONTRIBUTING links to it and has no table of modules of its own
+    assert "| `operatord/" not in text
     assert "make test" in text
+
+
+def test_the_architecture_module_map_names_every_module_of_the_package():
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    # the first cell of each row: `operatord/<path>.py`, possibly with more files of the same
+    # directory (`scale.py`, `reviews.py`) or a group (`{patch,selectors}.py`)
+    cells = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| `operatord/")]
+    named = set()
+    for cell in cells:
+        paths = re.findall(r"`operatord/([^`]*)`", cell)
+        directory = paths[0].rpartition("/")[0] + "/" if "/" in paths[0] else ""
+        for path in paths:
+            group = re.fullmatch(r"(.*/)?\{([^}]*)\}\.py", path)
+            if group:
+                named |= {f"{group.group(1) or ''}{m}.py" for m in group.group(2).split(",")}
+            else:
+                named.add(path)
+        named |= {directory + f for f in re.findall(r"`(\w+\.py)`", cell)}
+    missing = []
+    for package in ("", "apiserver/", "testing/"):
+        for module in sorted((ROOT / "operatord" / package).glob("*.py")):
+            if module.name == "__main__.py" or (package and module.name == "__init__.py"):
+                continue
+            if f"{package}{module.name}" not in named:
+                missing.append(f"operatord/{package}{module.name}")
+    assert missing == []
+
+
+def _importlinter_layers() -> list[set[str]]:
+    ini = (ROOT / ".importlinter").read_text()
+    block = ini.split("layers =", 1)[1].split(";", 1)[0].split("exhaustive", 1)[0]
+    return [{m.strip() for m in line.split("|")} for line in block.split("\n") if line.strip()]
+
+
+def test_the_architecture_layer_table_is_the_import_contract():
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    table = []
+    for line in text.splitlines():
+        m = re.match(r"\s*\| (\d+) \| (.*) \|$", line)
+        if m:  # the modules of a layer, without the remark in parentheses
+            table.append(set(re.findall(r"`(\w+)`", m.group(2).split("(")[0])))
+    assert table == _importlinter_layers()

@@ -97,6 +97,31 @@ def sync(request):
 
 CUSTOM_IMAGE = ROOT / "examples" / "custom-image"
 
+# The multi-controller config of issue 22's design, as a config file states it; the chart's
+# `config.controllers` and `config.namespaces` values render to exactly this.
+SHOP = yaml.safe_load(
+    """
+name: shop-operator
+workers: 2
+namespaces: [shop, "team-*", "!team-archive"]
+controllers:
+  - name: orders
+    handler: shop.orders:Orders
+    parent: {apiVersion: shop.example.com/v1, kind: Order}
+    children: [{apiVersion: v1, kind: ConfigMap}]
+  - name: carts
+    handler: shop.carts:sync
+    parent: {apiVersion: shop.example.com/v1, kind: Cart}
+    children: [{apiVersion: v1, kind: ConfigMap}, {apiVersion: v1, kind: Secret}]
+    related: [{apiVersion: v1, kind: Secret, labelSelector: "shop.example.com/payment"}]
+    backoff: {initialSeconds: 1}
+"""
+)
+SHOP_VALUES = {"config": SHOP}
+SHOP_LITERAL = merge(SHOP_VALUES, {"config": {"namespaces": ["shop", "team-a"]}})
+
+PACKAGE_INIT = "from dbop.handler import sync  # noqa: F401\n"
+
 VARIANTS: dict[str, dict] = {
     "default": {},
     "namespaced": {"config": {"namespace": "team-a"}},
@@ -127,6 +152,16 @@ VARIANTS: dict[str, dict] = {
                 {"apiVersion": "v1", "kind": "Namespace", "labelSelector": "team"},
             ],
         }
+    },
+    "controllers": SHOP_VALUES,
+    "controllers-literal-namespaces": SHOP_LITERAL,
+    "namespace-selector": {"config": {"namespaceSelector": "team=shop"}},
+    "handler-package": {
+        "handlerCode": {
+            "enabled": True,
+            "files": {"dbop/__init__.py": PACKAGE_INIT, "dbop/handler.py": HANDLER_SOURCE},
+        },
+        "config": {"handler": "dbop.handler:sync"},
     },
 }
 
@@ -192,6 +227,30 @@ BAD_VALUES = {
     "pdb-string": {"podDisruptionBudget": {"minAvailable": "half"}},
     "relative-mount-path": {"handlerCode": {"mountPath": "handler"}},
     "grace-period-string": {"terminationGracePeriodSeconds": "60s"},
+    "controller-without-handler": {
+        "config": {"controllers": [{"name": "a", "parent": {"apiVersion": "v1", "kind": "Pod"}}]}
+    },
+    "controller-name-not-dns-label": {
+        "config": {
+            "controllers": [
+                {"name": "A_b", "handler": "m:f", "parent": {"apiVersion": "v1", "kind": "Pod"}}
+            ]
+        }
+    },
+    "controller-unknown-key": {
+        "config": {
+            "controllers": [
+                {
+                    "name": "a",
+                    "handler": "m:f",
+                    "parent": {"apiVersion": "v1", "kind": "Pod"},
+                    "workers": 3,
+                }
+            ]
+        }
+    },
+    "namespaces-uppercase": {"config": {"namespaces": ["Team-*"]}},
+    "namespaces-not-a-list": {"config": {"namespaces": "shop"}},
 }
 
 
@@ -239,6 +298,49 @@ GUARDED = {
             "config": {"leaderElection": {"enabled": False}, "sharding": {"shards": 2}},
         },
         "config.sharding.shards > 1 needs config.leaderElection.enabled=true",
+    ),
+    "namespace-and-namespaces": (
+        {"config": {"namespace": "a", "namespaces": ["b"]}},
+        "config.namespace cannot be combined with config.namespaces",
+    ),
+    "controller-names-twice": (
+        {
+            "config": {
+                "controllers": [
+                    {"name": "a", "handler": "m:f", "parent": {"apiVersion": "v1", "kind": "Pod"}},
+                    {"name": "a", "handler": "m:g", "parent": {"apiVersion": "v1", "kind": "Node"}},
+                ]
+            }
+        },
+        'config.controllers: the name "a" is used twice',
+    ),
+    "two-controllers-one-parent": (
+        {
+            "config": {
+                "controllers": [
+                    {"name": "a", "handler": "m:f", "parent": {"apiVersion": "v1", "kind": "Pod"}},
+                    {"name": "b", "handler": "m:g", "parent": {"apiVersion": "v1", "kind": "Pod"}},
+                ]
+            }
+        },
+        '"a" and "b" both reconcile v1 Pod',
+    ),
+    "handler-path-escapes-the-mount": (
+        {"handlerCode": {"enabled": True, "files": {"../evil.py": "x"}}},
+        'handlerCode.files: "../evil.py" is not a usable file path. Use a file name (hello.py) '
+        "or a path inside a package directory (dbop/handler.py",
+    ),
+    "handler-path-absolute": (
+        {"handlerCode": {"enabled": True, "files": {"/etc/x.py": "x"}}},
+        'handlerCode.files: "/etc/x.py" is not a usable file path',
+    ),
+    "handler-path-hidden": (
+        {"handlerCode": {"enabled": True, "files": {"dbop/.x.py": "x"}}},
+        'handlerCode.files: "dbop/.x.py" is not a usable file path',
+    ),
+    "handler-paths-share-a-key": (
+        {"handlerCode": {"enabled": True, "files": {"a/b.py": "x", "a.b.py": "y"}}},
+        'handlerCode.files: "a.b.py" and "a/b.py" would share the ConfigMap key "a.b.py"',
     ),
 }
 
@@ -544,6 +646,93 @@ def test_handler_from_configmap_is_mounted_and_importable(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
 
 
+def kubelet_mount(objects: list[dict], mount: Path) -> None:
+    """What the kubelet does with the handler volume: each ConfigMap key becomes a file in the
+    mount directory, or, with `items`, the file at each item's path."""
+    code = one(objects, "ConfigMap", "-handler")["data"]
+    volumes = one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    (volume,) = [v for v in volumes if v["name"] == "handler"]
+    items = volume["configMap"].get("items") or [{"key": k, "path": k} for k in code]
+    for item in items:
+        target = mount / item["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(code[item["key"]])
+
+
+def test_handler_package_is_mounted_at_its_paths_and_importable(tmp_path: Path) -> None:
+    """issue 21: `dbop/handler.py` in handlerCode.files is a package module: stored under a
+    ConfigMap key without '/', mounted back at its path, and importable by check-config."""
+    pytest.importorskip("operatord.config")
+    mount = tmp_path / "handler"
+    values = merge(VARIANTS["handler-package"], {"handlerCode": {"mountPath": str(mount)}})
+    objects = render_objects(values)
+    code = one(objects, "ConfigMap", "-handler")
+    assert set(code["data"]) == {"dbop.__init__.py", "dbop.handler.py"}
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "handler"]
+    assert volume["configMap"]["items"] == [
+        {"key": "dbop.__init__.py", "path": "dbop/__init__.py"},
+        {"key": "dbop.handler.py", "path": "dbop/handler.py"},
+    ]
+    # the `helm test` pod mounts the same files at the same paths
+    test_pod = one(objects, "Pod", "-test-config")
+    (test_volume,) = [v for v in test_pod["spec"]["volumes"] if v["name"] == "handler"]
+    assert test_volume["configMap"] == volume["configMap"]
+    kubelet_mount(objects, mount)
+    assert (mount / "dbop" / "handler.py").read_text() == HANDLER_SOURCE
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(rendered_config(objects)))
+    result = _check_config(path, tmp_path / "empty")
+    assert result.returncode == 0, result.stderr
+
+
+def test_flat_handler_files_need_no_items() -> None:
+    objects = render_objects(VARIANTS["handler-configmap"])
+    volumes = one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    (volume,) = [v for v in volumes if v["name"] == "handler"]
+    assert "items" not in volume["configMap"]
+
+
+def test_several_controllers_with_handlers_in_the_configmap_pass_check_config(
+    tmp_path: Path,
+) -> None:
+    """Every controller's handler module ships in the handler ConfigMap (a package with two
+    modules) and check-config imports them all."""
+    pytest.importorskip("operatord.config")
+    schema = json.loads((ROOT / "config" / "config.schema.json").read_text())
+    mount = tmp_path / "handler"
+    shop = "from operatord import SyncResponse\n\n\ndef sync(request):\n    return SyncResponse()\n"
+    values = merge(
+        SHOP_VALUES,
+        {
+            "handlerCode": {
+                "enabled": True,
+                "mountPath": str(mount),
+                "files": {
+                    "shop/__init__.py": "",
+                    "shop/orders.py": shop + "\n\nOrders = sync\n",
+                    "shop/carts.py": shop,
+                },
+            }
+        },
+    )
+    objects = render_objects(values)
+    kubelet_mount(objects, mount)
+    config = rendered_config(objects)
+    assert config["pythonPath"] == [str(mount)]
+    validate_config(config)
+    if "controllers" not in schema["properties"]:
+        pytest.skip(
+            "operatord check-config does not know `controllers` yet: needs issue 22's config "
+            "change (config.py and config.schema.json)"
+        )
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = _check_config(path, tmp_path / "empty")
+    assert result.returncode == 0, result.stderr
+    assert "shop.orders:Orders" in result.stdout and "shop.carts:sync" in result.stdout
+
+
 def test_existing_handler_configmap_is_mounted_without_creating_one() -> None:
     objects = render_objects(
         {
@@ -566,11 +755,106 @@ def test_custom_image_example_values_render_a_valid_config(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
 
 
+DNS_LABEL = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def validate_config(config: dict) -> None:
+    """Validate a rendered config against config/config.schema.json. While that schema does
+    not know `controllers`, `namespaces` or `namespaceSelector` (issue 22's config change),
+    those keys are checked against a local schema built from the schema's own definitions of
+    the per-controller keys, and the rest against the schema itself."""
+    schema = json.loads((ROOT / "config" / "config.schema.json").read_text())
+    props = schema["properties"]
+    rest = dict(config)
+    if "controllers" in rest and "controllers" not in props:
+        keys = ("handler", "pythonPath", "parent", "children", "related")
+        keys += ("resyncSeconds", "handlerTimeoutSeconds")
+        item = {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name", "handler", "parent"],
+            "properties": {
+                "name": {"type": "string", "pattern": DNS_LABEL, "maxLength": 63},
+                **{k: props[k] for k in keys},
+                "backoff": {**props["backoff"], "required": []},
+            },
+        }
+        controllers = rest.pop("controllers")
+        jsonschema.validate(controllers, {"type": "array", "minItems": 1, "items": item})
+        names = [c["name"] for c in controllers]
+        assert len(set(names)) == len(names), names
+        # a file with `controllers` has no top-level handler and parent
+        schema = {**schema, "required": [r for r in schema["required"] if r in ("name",)]}
+    if "namespaces" in rest and "namespaces" not in props:
+        pattern = r"^!?[a-z0-9*?]([-a-z0-9*?]*[a-z0-9*?])?$"
+        ns_schema = {"type": "array", "items": {"type": "string", "pattern": pattern}}
+        jsonschema.validate(rest.pop("namespaces"), ns_schema)
+    if "namespaceSelector" in rest and "namespaceSelector" not in props:
+        assert isinstance(rest.pop("namespaceSelector"), str)
+    jsonschema.validate(rest, schema)
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_rendered_config_matches_the_config_json_schema(variant: str) -> None:
-    schema = json.loads((ROOT / "config" / "config.schema.json").read_text())
-    config = rendered_config(render_objects(VARIANTS[variant]))
-    jsonschema.validate(config, schema)
+    validate_config(rendered_config(render_objects(VARIANTS[variant])))
+
+
+def test_config_validation_would_catch_a_broken_controller() -> None:
+    config = rendered_config(render_objects(SHOP_VALUES))
+    config["controllers"][0]["parent"]["plural"] = "orders"  # chart-only: never rendered
+    with pytest.raises(jsonschema.ValidationError):
+        validate_config(config)
+
+
+def test_controllers_and_namespaces_render_as_the_config_file_states_them() -> None:
+    config = rendered_config(render_objects(SHOP_VALUES))
+    assert config["controllers"] == SHOP["controllers"]
+    assert config["namespaces"] == SHOP["namespaces"]
+    assert config["name"] == "shop-operator" and config["workers"] == 2
+    # the single-controller keys give way to the list; `namespace` to `namespaces`
+    for key in ("handler", "parent", "children", "related", "namespace"):
+        assert key not in config, key
+    # the daemon-wide keys and the defaults of the per-controller keys stay at the top
+    assert config["backoff"]["initialSeconds"] == 0.5 and config["resyncSeconds"] == 600
+
+
+def test_chart_only_keys_of_controllers_stay_out_of_the_config() -> None:
+    controller = {
+        "name": "orders",
+        "handler": "shop.orders:Orders",
+        "pythonPath": ["/opt/shop"],
+        "parent": {"apiVersion": "shop.example.com/v1", "kind": "Order", "plural": "orderz"},
+        "children": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "plural": "configmaps"},
+            {"apiVersion": "apps/v1", "kind": "Deployment", "updateStrategy": "Apply"},
+        ],
+        "related": [{"apiVersion": "v1", "kind": "Namespace", "clusterScoped": True}],
+        "resyncSeconds": 0,
+        "handlerTimeoutSeconds": 5,
+        "backoff": {"maxSeconds": 60, "jitter": 0},
+    }
+    (rendered,) = rendered_config(render_objects({"config": {"controllers": [controller]}}))[
+        "controllers"
+    ]
+    assert rendered == {
+        "name": "orders",
+        "handler": "shop.orders:Orders",
+        "pythonPath": ["/opt/shop"],
+        "parent": {"apiVersion": "shop.example.com/v1", "kind": "Order"},
+        "children": [
+            {"apiVersion": "v1", "kind": "ConfigMap"},
+            {"apiVersion": "apps/v1", "kind": "Deployment", "updateStrategy": "Apply"},
+        ],
+        "related": [{"apiVersion": "v1", "kind": "Namespace"}],
+        "resyncSeconds": 0,
+        "handlerTimeoutSeconds": 5,
+        "backoff": {"maxSeconds": 60, "jitter": 0},
+    }
+
+
+def test_namespace_selector_replaces_namespace_in_the_config() -> None:
+    config = rendered_config(render_objects(VARIANTS["namespace-selector"]))
+    assert config["namespaceSelector"] == "team=shop" and "namespace" not in config
 
 
 def test_config_values_reach_the_config_file() -> None:
@@ -960,6 +1244,109 @@ def test_namespaced_rbac_denies_other_namespaces() -> None:
     assert not allowed(grants, {**watch_here, "namespace": None})
 
 
+# ---- several controllers and namespace sets
+
+
+# one lease for the daemon, whatever its controllers: as today, in the release namespace
+SHOP_LEASE = {
+    Grant(NAMESPACE, "coordination.k8s.io", "leases", "create"),
+    Grant(NAMESPACE, "coordination.k8s.io", "leases", "get", "shop-operator-leader"),
+    Grant(NAMESPACE, "coordination.k8s.io", "leases", "update", "shop-operator-leader"),
+}
+
+
+def shop_grants(scope: str | None) -> set[Grant]:
+    """The union of what the shop's two controllers need in one scope (no lease)."""
+    out = expected_grants(scope, ("shop.example.com", "orders"), [("", "configmaps")], None)
+    out |= expected_grants(
+        scope, ("shop.example.com", "carts"), [("", "configmaps"), ("", "secrets")], None
+    )
+    return out  # the related Secret is a child of carts already: no narrower grant
+
+
+def test_several_controllers_get_the_union_of_their_types_cluster_wide() -> None:
+    objects = render_objects(SHOP_VALUES)
+    expected = shop_grants(None)
+    # globs and negations: namespaces come and go at run time, so they are watched
+    expected |= {Grant(None, "", "namespaces", v) for v in ("list", "watch")}
+    assert default_grants(SHOP_VALUES) == expected | SHOP_LEASE
+    role = one(objects, "ClusterRole")
+    # a child type two controllers share is one rule
+    configmap_rules = [r for r in role["rules"] if r["resources"] == ["configmaps"]]
+    assert len(configmap_rules) == 1
+    assert not find(objects, "Role", "operatord")  # only the lease Role is namespaced
+
+
+def test_literal_namespaces_get_a_role_each_and_nothing_cluster_wide() -> None:
+    objects = render_objects(SHOP_LITERAL)
+    roles = find(objects, "Role", "operatord")
+    bindings = find(objects, "RoleBinding", "operatord")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["shop", "team-a"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["shop", "team-a"]
+    assert not find(objects, "ClusterRole") and not find(objects, "ClusterRoleBinding")
+    assert default_grants(SHOP_LITERAL) == (
+        shop_grants("shop") | shop_grants("team-a") | SHOP_LEASE
+    )
+    grants = default_grants(SHOP_LITERAL)
+    watch = {"verb": "watch", "apiGroup": "shop.example.com", "resource": "orders"}
+    assert allowed(grants, {**watch, "namespace": "shop"})
+    assert allowed(grants, {**watch, "namespace": "team-a"})
+    assert not allowed(grants, {**watch, "namespace": "team-b"})
+    assert not allowed(grants, {**watch, "namespace": None})  # no cluster-wide read
+    assert not allowed(grants, {"verb": "list", "apiGroup": "", "resource": "namespaces"})
+
+
+def test_one_literal_namespace_in_namespaces_renders_like_namespace() -> None:
+    def rbac(values: dict) -> list[dict]:
+        kinds = ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
+        return [o for o in render_objects(values) if o["kind"] in kinds]
+
+    assert rbac({"config": {"namespaces": ["team-a"]}}) == rbac(VARIANTS["namespaced"])
+
+
+@pytest.mark.parametrize(
+    "namespaces",
+    [["team-*"], ["a", "!b"], ["team-?"], ["!kube-system"]],
+)
+def test_globs_and_negations_grant_cluster_wide_and_watch_namespaces(namespaces: list) -> None:
+    values = {"config": {"namespaces": namespaces}}
+    objects = render_objects(values)
+    assert one(objects, "ClusterRole") and one(objects, "ClusterRoleBinding")
+    grants = default_grants(values)
+    assert Grant(None, "", "namespaces", "list") in grants
+    assert Grant(None, "", "namespaces", "watch") in grants
+    assert Grant(None, "example.com", "widgets", "watch") in grants
+
+
+def test_a_namespace_selector_grants_cluster_wide_and_watches_namespaces() -> None:
+    grants = default_grants(VARIANTS["namespace-selector"])
+    assert Grant(None, "", "namespaces", "watch") in grants
+    assert Grant(None, "example.com", "widgets", "watch") in grants
+
+
+def test_literal_namespaces_with_a_cluster_scoped_related_type() -> None:
+    values = merge(SHOP_LITERAL, {})
+    values["config"]["controllers"][1]["related"].append(
+        {"apiVersion": "v1", "kind": "Namespace", "labelSelector": "shop"}
+    )
+    objects = render_objects(values)
+    # a Role cannot grant a cluster-scoped type: the read-only -related ClusterRole does
+    related = one(objects, "ClusterRole", "-related")
+    assert [r["resources"] for r in related["rules"]] == [["namespaces"]]
+    assert not find(objects, "ClusterRole", "operatord")
+
+
+def test_aggregated_roles_cover_every_parent_type() -> None:
+    objects = render_objects(merge(SHOP_VALUES, {"rbac": {"aggregateToDefaultRoles": True}}))
+    view = one(objects, "ClusterRole", "-view")
+    assert [r["resources"] for r in view["rules"]] == [
+        ["orders", "orders/status"],
+        ["carts", "carts/status"],
+    ]
+    edit = one(objects, "ClusterRole", "-edit")
+    assert [r["resources"] for r in edit["rules"]] == [["orders"], ["carts"]]
+
+
 # ---- end to end: operatord against the embedded API server, its requests against the RBAC
 
 
@@ -1104,6 +1491,86 @@ def test_end_to_end_rbac_covers_every_request_operatord_makes(tmp_path: Path, sh
     granted = {(g.group, g.resource, g.verb) for g in grants}
     unexplained = granted - used - set(NOT_EXERCISED_BY_THE_EXAMPLE)
     assert unexplained == set(), f"granted but never used: {unexplained}"
+
+
+def test_end_to_end_rbac_of_literal_namespaces_covers_every_request(tmp_path: Path) -> None:
+    """`namespaces` of names only: operatord works with the per-namespace Roles alone (no
+    request needs a cluster-wide grant), and a parent in another namespace is never touched."""
+    schema = json.loads((ROOT / "config" / "config.schema.json").read_text())
+    if "namespaces" not in schema["properties"]:
+        pytest.skip(
+            "operatord does not know `namespaces` yet: needs issue 22's config and engine "
+            "change (per-namespace watches)"
+        )
+    from kubernetes import client
+    from kubernetes import config as kube_config
+
+    from operatord import testing
+
+    watched = ["apps", "team-a"]
+    values = {"replicaCount": 1, "config": {"namespaces": watched}}
+    objects = render_objects(values)
+    assert not find(objects, "ClusterRole") and not find(objects, "ClusterRoleBinding")
+    grants = rbac_grants(objects, one(objects, "ServiceAccount")["metadata"]["name"], NAMESPACE)
+    config = rendered_config(objects)
+    config.update(workers=1, pythonPath=[str(ROOT)])
+    config["metrics"]["port"] = 0
+    config["health"]["port"] = 0
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+
+    with testing.ApiServer() as api:
+        kubeconfig = str(api.kubeconfig)
+        kclient = kube_config.new_client_from_config(config_file=kubeconfig)
+        crd = yaml.safe_load((ROOT / "examples" / "widget-crd.yaml").read_text())
+        client.ApiextensionsV1Api(kclient).create_custom_resource_definition(crd)
+        core = client.CoreV1Api(kclient)
+        custom = client.CustomObjectsApi(kclient)
+        for ns in (NAMESPACE, *watched, "outside"):
+            core.create_namespace({"metadata": {"name": ns}})
+        for ns in (*watched, "outside"):
+            widget = {
+                "apiVersion": "example.com/v1",
+                "kind": "Widget",
+                "metadata": {"name": "w", "namespace": ns},
+                "spec": {"size": 2},
+            }
+            custom.create_namespaced_custom_object("example.com", "v1", ns, "widgets", widget)
+        before = len(api.requests())
+        env = dict(os.environ, POD_NAMESPACE=NAMESPACE, PYTHONPATH=str(ROOT))
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "operatord", "run", "--config", str(config_path)]
+            + ["--kubeconfig", kubeconfig],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+
+            def ready(ns: str) -> bool:
+                w = custom.get_namespaced_custom_object("example.com", "v1", ns, "widgets", "w")
+                return bool((w.get("status") or {}).get("ready"))
+
+            for ns in watched:
+                _wait(lambda ns=ns: ready(ns), 60, f"the Widget in {ns} to become ready")
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            output, _ = daemon.communicate(timeout=60)
+        assert daemon.returncode == 0, output
+        recorded = api.requests()[before:]  # before the test reads the other namespace
+        outside = custom.get_namespaced_custom_object(
+            "example.com", "v1", "outside", "widgets", "w"
+        )
+        assert not outside.get("status") and not outside["metadata"].get("finalizers")
+        assert core.list_namespaced_config_map("outside").items == []
+    # Everything but discovery; the test's own polling GETs need the same grant as the daemon's.
+    operator_requests = [r for r in recorded if r["resource"]]
+    denied = [r for r in operator_requests if not allowed(grants, r)]
+    assert denied == [], denied
+    assert not [r for r in operator_requests if r.get("namespace") == "outside"]
+    watches = {(r["resource"], r["namespace"]) for r in operator_requests if r["verb"] == "watch"}
+    assert watches >= {(res, ns) for res in ("widgets", "configmaps") for ns in watched}
 
 
 # ---- related types: read-only grants, and what a run with related objects asks for
@@ -1363,6 +1830,28 @@ def test_notes_describe_the_deployment() -> None:
     assert f"helm test {RELEASE}" in notes
     notes = render(VARIANTS["namespaced"])["operatord/templates/NOTES.txt"]
     assert "namespace team-a (Role)" in notes
+
+
+def test_notes_name_each_controller_and_the_watched_namespaces() -> None:
+    def notes(values: dict) -> str:
+        return next(t for p, t in render(values).items() if p.endswith("NOTES.txt"))
+
+    text = notes(SHOP_LITERAL)
+    assert "Controller: orders: shop.orders:Orders, parent shop.example.com/v1 Order" in text
+    assert "Controller: carts: shop.carts:sync" in text and "child Secret" in text
+    assert "Watching:  namespaces shop, team-a (a Role in each)" in text
+    assert "Handler:" not in text and "CustomResourceDefinitions of the parent types" in text
+    assert "(ClusterRole; Namespaces watched)" in notes(SHOP_VALUES)
+
+
+def test_chart_readme_values_blocks_render_and_their_configs_validate() -> None:
+    text = (CHART / "README.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.S)]
+    values_blocks = [b for b in blocks if isinstance(b, dict) and ("config" in b or "image" in b)]
+    assert len(values_blocks) >= 3
+    for values in values_blocks:
+        objects = render_objects(values)
+        validate_config(rendered_config(objects))
 
 
 def test_chart_readme_documents_every_top_level_value() -> None:

@@ -269,6 +269,52 @@ def test_promtool_accepts_the_rules(tmp_path):
     assert f"SUCCESS: {len(ALERTS)} rules found" in r.stdout
 
 
+def test_alerts_on_controller_series_cover_every_controller(tmp_path):
+    """With config.controllers the series of syncs, queue and backoff name each controller:
+    those alerts select them all (and group by controller); the daemon's own series keep
+    config.name."""
+    shop = {
+        "config": {
+            "name": "shop-operator",
+            "controllers": [
+                {"name": n, "handler": "shop:sync", "parent": {"apiVersion": "v1", "kind": k}}
+                for n, k in (("orders", "ConfigMap"), ("carts", "Secret"))
+            ],
+        }
+    }
+    groups = yaml.safe_load(rule_file(tmp_path, shop).read_text())["groups"]
+    exprs = {r["alert"]: r["expr"] for r in groups[0]["rules"]}
+    each = 'controller=~"orders|carts",namespace="operators"'
+    daemon = 'controller="shop-operator",namespace="operators"'
+    for alert in (
+        "OperatordSyncErrorRatioHigh",
+        "OperatordQueueBacklogGrowing",
+        "OperatordParentsStuckInBackoff",
+    ):
+        assert each in exprs[alert] and daemon not in exprs[alert], alert
+        assert "by (namespace, controller)" in exprs[alert], alert
+    for alert in ("OperatordNoLeader", "OperatordWorkerCrashLooping", "OperatordApiErrors"):
+        assert daemon in exprs[alert] and each not in exprs[alert], alert
+
+
+def test_promtool_accepts_the_rules_of_several_controllers(tmp_path):
+    shop = {
+        "config": {
+            "controllers": [
+                {"name": n, "handler": "shop:sync", "parent": {"apiVersion": "v1", "kind": k}}
+                for n, k in (("orders", "ConfigMap"), ("carts", "Secret"))
+            ],
+        }
+    }
+    r = subprocess.run(
+        [promtool(), "check", "rules", str(rule_file(tmp_path, shop))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_promtool_would_reject_a_broken_expression(tmp_path):
     bad = {"prometheusRule": {"enabled": True, "thresholds": {"syncErrorRatio": 0.1}}}
     path = rule_file(tmp_path, bad)

@@ -519,6 +519,8 @@ class ApiHttpServer:
             "name": name,
             "code": 0,
             "requestURI": req.uri,
+            # who asked: tells apart clients that share the server (e.g. an operator and a test)
+            "userAgent": req.headers.get("user-agent", ""),
         }
         if verb in _WRITE_VERBS:
             entry["dryRun"] = req.q("dryRun") == "All"

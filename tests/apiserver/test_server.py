@@ -64,6 +64,20 @@ def test_audit_log(api, core, custom, widgets, ns):
     assert api.requests() == []
 
 
+def test_audit_log_names_each_requests_user_agent(api, ns):
+    """Two clients of one server are told apart by their User-Agent (e.g. an operator's watch
+    and a test's own watch of the same type)."""
+    api.clear_requests()
+    for agent in ("kopf/1.45.2", None):
+        headers = {"User-Agent": agent} if agent else {}
+        url = f"http://127.0.0.1:{api.port}/api/v1/namespaces/{ns}/configmaps"
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as resp:
+            assert resp.status == 200
+    agents = [r["userAgent"] for r in api.requests()]
+    assert agents[0] == "kopf/1.45.2"
+    assert agents[1].startswith("Python-urllib/")  # urllib's own default
+
+
 def test_starts_fast_and_stops_cleanly():
     start = time.monotonic()
     server = ApiServer().start()

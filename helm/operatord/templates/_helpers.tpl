@@ -130,6 +130,125 @@ from the kind: lowercase, then "es" after s/x/ch/sh, consonant+"y" -> "ies", els
 {{- default (printf "%s-handler" (include "operatord.fullname" .)) .Values.handlerCode.existingConfigMap }}
 {{- end }}
 
+{{/* The ConfigMap key of a handler file path: ConfigMap keys cannot hold "/", so a package
+path "dbop/handler.py" is stored under "dbop.handler.py" and mounted back at its path. */}}
+{{- define "operatord.handlerKey" -}}
+{{- replace "/" "." . }}
+{{- end }}
+
+{{/* The `items` of the handler volume (indented for a configMap volume source): only when a
+file of handlerCode.files lives in a package directory; flat files are mounted under their
+keys as they are. */}}
+{{- define "operatord.handlerItems" -}}
+{{- $hc := .Values.handlerCode }}
+{{- if and (not $hc.existingConfigMap) (regexMatch "/" (join "," (keys $hc.files))) }}
+items:
+  {{- range $path := keys $hc.files | sortAlpha }}
+  - key: {{ include "operatord.handlerKey" $path | quote }}
+    path: {{ $path | quote }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The controllers the chart grants RBAC for, as a YAML list of {name, parent, children,
+related}: config.controllers, or the one controller of the single-controller keys
+(config.parent, children, related). */}}
+{{- define "operatord.controllers" -}}
+{{- $c := .Values.config }}
+{{- if $c.controllers }}
+{{- toYaml $c.controllers }}
+{{- else }}
+{{- toYaml (list (dict "name" $c.name "parent" $c.parent "children" ($c.children | default list) "related" ($c.related | default list))) }}
+{{- end }}
+{{- end }}
+
+{{/* The types of a field ("children" or "related") over every controller, each
+(apiGroup, plural) once, in the order of first appearance: RBAC is their union. */}}
+{{- define "operatord.unionTypes" -}}
+{{- $controllers := index . 0 }}
+{{- $field := index . 1 }}
+{{- $seen := dict }}
+{{- $out := list }}
+{{- range $controllers }}
+{{- range (index . $field | default list) }}
+{{- $key := printf "%s/%s" (include "operatord.apiGroup" .) (include "operatord.plural" .) }}
+{{- if not (hasKey $seen $key) }}
+{{- $_ := set $seen $key true }}
+{{- $out = append $out . }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/* Where the watched types are granted, as YAML {clusterWide, namespaces, watchNamespaces}:
+- config.namespaces of literal names only (no glob, no "!", no namespaceSelector): a Role in
+  each of them, nothing cluster-wide;
+- config.namespaces with a glob or a negation, or config.namespaceSelector: cluster-wide, and
+  list/watch on Namespaces (matching namespaces come and go at run time);
+- else config.namespace: a Role there; "" is cluster-wide. */}}
+{{- define "operatord.rbacScope" -}}
+{{- $c := .Values.config }}
+{{- $names := $c.namespaces | default list }}
+{{- $selector := $c.namespaceSelector | default "" }}
+{{- $literal := true }}
+{{- range $names }}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" .) }}
+{{- $literal = false }}
+{{- end }}
+{{- end }}
+{{- if or $selector (and $names (not $literal)) }}
+{{- toYaml (dict "clusterWide" true "namespaces" list "watchNamespaces" true) }}
+{{- else if $names }}
+{{- toYaml (dict "clusterWide" false "namespaces" (uniq $names) "watchNamespaces" false) }}
+{{- else if $c.namespace }}
+{{- toYaml (dict "clusterWide" false "namespaces" (list $c.namespace) "watchNamespaces" false) }}
+{{- else }}
+{{- toYaml (dict "clusterWide" true "namespaces" list "watchNamespaces" false) }}
+{{- end }}
+{{- end }}
+
+{{/* One controller of config.controllers as the config file holds it: the keys given, without
+the chart-only ones (plural, clusterScoped); defaults are the daemon's (or the top-level
+keys'), not the chart's. */}}
+{{- define "operatord.controllerConfig" -}}
+{{- $out := dict "name" .name "handler" .handler "parent" (dict "apiVersion" .parent.apiVersion "kind" .parent.kind) }}
+{{- if hasKey . "pythonPath" }}
+{{- $_ := set $out "pythonPath" .pythonPath }}
+{{- end }}
+{{- if hasKey . "children" }}
+{{- $children := list }}
+{{- range .children }}
+{{- $child := dict "apiVersion" .apiVersion "kind" .kind }}
+{{- if .updateStrategy }}
+{{- $_ := set $child "updateStrategy" .updateStrategy }}
+{{- end }}
+{{- $children = append $children $child }}
+{{- end }}
+{{- $_ := set $out "children" $children }}
+{{- end }}
+{{- if .related }}
+{{- $related := list }}
+{{- range .related }}
+{{- $r := dict "apiVersion" .apiVersion "kind" .kind }}
+{{- if .labelSelector }}
+{{- $_ := set $r "labelSelector" .labelSelector }}
+{{- end }}
+{{- $related = append $related $r }}
+{{- end }}
+{{- $_ := set $out "related" $related }}
+{{- end }}
+{{- range $key := list "resyncSeconds" "handlerTimeoutSeconds" }}
+{{- if hasKey $ $key }}
+{{- $_ := set $out $key (index $ $key) }}
+{{- end }}
+{{- end }}
+{{- if .backoff }}
+{{- $_ := set $out "backoff" (pick .backoff "initialSeconds" "maxSeconds" "multiplier" "jitter") }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
 {{/* The operatord config file. Built key by key so chart-only keys (plural) never reach it:
 operatord rejects unknown keys. */}}
 {{- define "operatord.config" -}}
@@ -152,11 +271,7 @@ operatord rejects unknown keys. */}}
 {{- $le := $c.leaderElection }}
 {{- $cfg := dict
   "name" $c.name
-  "handler" $c.handler
   "pythonPath" $pythonPath
-  "parent" (dict "apiVersion" $c.parent.apiVersion "kind" $c.parent.kind)
-  "children" $children
-  "namespace" $c.namespace
   "inFlightPerWorker" $c.inFlightPerWorker
   "workerMemoryLimitMB" $c.workerMemoryLimitMB
   "resyncSeconds" $c.resyncSeconds
@@ -168,8 +283,28 @@ operatord rejects unknown keys. */}}
   "health" (dict "port" $c.health.port)
   "logging" (pick $c.logging "format" "level")
 }}
+{{- if $c.controllers }}
+{{- $controllers := list }}
+{{- range $c.controllers }}
+{{- $controllers = append $controllers (fromYaml (include "operatord.controllerConfig" .)) }}
+{{- end }}
+{{- $_ := set $cfg "controllers" $controllers }}
+{{- else }}
+{{- $_ := set $cfg "handler" $c.handler }}
+{{- $_ := set $cfg "parent" (dict "apiVersion" $c.parent.apiVersion "kind" $c.parent.kind) }}
+{{- $_ := set $cfg "children" $children }}
 {{- if $related }}
 {{- $_ := set $cfg "related" $related }}
+{{- end }}
+{{- end }}
+{{- if $c.namespaces }}
+{{- $_ := set $cfg "namespaces" $c.namespaces }}
+{{- end }}
+{{- if $c.namespaceSelector }}
+{{- $_ := set $cfg "namespaceSelector" $c.namespaceSelector }}
+{{- end }}
+{{- if not (or $c.namespaces $c.namespaceSelector) }}
+{{- $_ := set $cfg "namespace" $c.namespace }}
 {{- end }}
 {{- if not (kindIs "invalid" $c.workers) }}
 {{- $_ := set $cfg "workers" $c.workers }}
@@ -195,6 +330,36 @@ operatord rejects unknown keys. */}}
 {{- if and .Values.handlerCode.enabled (not .Values.handlerCode.files) (not .Values.handlerCode.existingConfigMap) }}
 {{- fail "handlerCode.enabled needs handlerCode.files or handlerCode.existingConfigMap" }}
 {{- end }}
+{{- $handlerKeys := dict }}
+{{- range $path := keys .Values.handlerCode.files | sortAlpha }}
+{{- if not (regexMatch "^[A-Za-z0-9_][-A-Za-z0-9_.]*(/[A-Za-z0-9_][-A-Za-z0-9_.]*)*$" $path) }}
+{{- fail (printf "handlerCode.files: %q is not a usable file path. Use a file name (hello.py) or a path inside a package directory (dbop/handler.py, dbop/__init__.py): names of letters, digits, '_', '-' and '.', separated by '/', none starting with '.' (no absolute paths, no '..')" $path) }}
+{{- end }}
+{{- $key := include "operatord.handlerKey" $path }}
+{{- if gt (len $key) 253 }}
+{{- fail (printf "handlerCode.files: %q is longer than a ConfigMap key may be (253 characters)" $path) }}
+{{- end }}
+{{- if hasKey $handlerKeys $key }}
+{{- fail (printf "handlerCode.files: %q and %q would share the ConfigMap key %q ('/' is stored as '.'); rename one" (index $handlerKeys $key) $path $key) }}
+{{- end }}
+{{- $_ := set $handlerKeys $key $path }}
+{{- end }}
+{{- if and $c.namespace (or $c.namespaces $c.namespaceSelector) }}
+{{- fail "config.namespace cannot be combined with config.namespaces or config.namespaceSelector: list the namespace in config.namespaces instead" }}
+{{- end }}
+{{- $names := dict }}
+{{- $parents := dict }}
+{{- range $c.controllers }}
+{{- if hasKey $names .name }}
+{{- fail (printf "config.controllers: the name %q is used twice; each controller needs its own (it names its finalizer and metrics)" .name) }}
+{{- end }}
+{{- $_ := set $names .name true }}
+{{- $parent := printf "%s %s" .parent.apiVersion .parent.kind }}
+{{- if hasKey $parents $parent }}
+{{- fail (printf "config.controllers: %q and %q both reconcile %s; a parent type belongs to one controller" (index $parents $parent) .name $parent) }}
+{{- end }}
+{{- $_ := set $parents $parent .name }}
+{{- end }}
 {{- if and $c.leaderElection.enabled (not (gt (float64 $c.leaderElection.leaseDurationSeconds) (float64 $c.leaderElection.renewDeadlineSeconds))) }}
 {{- fail "config.leaderElection.leaseDurationSeconds must exceed renewDeadlineSeconds" }}
 {{- end }}
@@ -209,6 +374,17 @@ tests, which run them through promtool and a live Prometheus. */}}
 {{- $pr := .Values.prometheusRule }}
 {{- $t := $pr.thresholds }}
 {{- $sel := printf "controller=%q,namespace=%q" .Values.config.name (include "operatord.namespace" .) }}
+{{- /* The series of one controller (syncs, queue, backoff) carry that controller's name; with
+config.controllers the alerts on them cover each controller, the daemon's own series (leader,
+workers, API requests) keep config.name. */}}
+{{- $ctlSel := $sel }}
+{{- if .Values.config.controllers }}
+{{- $names := list }}
+{{- range .Values.config.controllers }}
+{{- $names = append $names .name }}
+{{- end }}
+{{- $ctlSel = printf "controller=~%q,namespace=%q" (join "|" $names) (include "operatord.namespace" .) }}
+{{- end }}
 {{- $by := "namespace, controller" }}
 {{- $runbook := trimSuffix "/" $pr.runbookBaseUrl }}
 {{- $labels := $pr.alertLabels }}
@@ -234,8 +410,8 @@ tests, which run them through promtool and a live Prometheus. */}}
     runbook_url: {{ $runbook }}#operatordnoleader
 - alert: OperatordSyncErrorRatioHigh
   expr: |-
-    sum by ({{ $by }}) (rate(operatord_syncs_total{ {{- $sel -}} ,result!="ok"}[5m]))
-      / sum by ({{ $by }}) (rate(operatord_syncs_total{ {{- $sel -}} }[5m]))
+    sum by ({{ $by }}) (rate(operatord_syncs_total{ {{- $ctlSel -}} ,result!="ok"}[5m]))
+      / sum by ({{ $by }}) (rate(operatord_syncs_total{ {{- $ctlSel -}} }[5m]))
       > {{ $t.syncErrorRatio }}
   for: {{ $t.syncErrorRatioFor }}
   labels:
@@ -247,8 +423,8 @@ tests, which run them through promtool and a live Prometheus. */}}
     runbook_url: {{ $runbook }}#operatordsyncerrorratiohigh
 - alert: OperatordQueueBacklogGrowing
   expr: |-
-    sum by ({{ $by }}) (operatord_queue_depth{ {{- $sel -}} }) > {{ $t.queueDepth }}
-      and sum by ({{ $by }}) (delta(operatord_queue_depth{ {{- $sel -}} }[15m])) > 0
+    sum by ({{ $by }}) (operatord_queue_depth{ {{- $ctlSel -}} }) > {{ $t.queueDepth }}
+      and sum by ({{ $by }}) (delta(operatord_queue_depth{ {{- $ctlSel -}} }[15m])) > 0
   for: {{ $t.queueBacklogFor }}
   labels:
     severity: warning
@@ -258,7 +434,7 @@ tests, which run them through promtool and a live Prometheus. */}}
     description: '{{ "{{" }} $value {{ "}}" }} parents of {{ "{{" }} $labels.controller {{ "}}" }} wait for a worker and the queue grew over 15 minutes: the workers cannot keep up.'
     runbook_url: {{ $runbook }}#operatordqueuebackloggrowing
 - alert: OperatordParentsStuckInBackoff
-  expr: sum by ({{ $by }}) (operatord_parents_backing_off{ {{- $sel -}} }) > {{ $t.parentsBackingOff }}
+  expr: sum by ({{ $by }}) (operatord_parents_backing_off{ {{- $ctlSel -}} }) > {{ $t.parentsBackingOff }}
   for: {{ $t.parentsBackingOffFor }}
   labels:
     severity: warning
