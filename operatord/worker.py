@@ -11,7 +11,9 @@ Guarantees:
   change what operatord compares its response against.
 - When a sync wrote children, the handler runs again at once with the children as written
   (up to ``MAX_RUNS`` runs per task) and the status is written once, from the last run; so
-  the handler observes what it caused without a trip through the leader.
+  the handler observes what it caused without a trip through the leader. The Events of every
+  run are reported (an Event identical to one an earlier run of the same sync returned is
+  reported once), also when a later run fails: the writes of the earlier runs happened.
 - A handler that raises or returns an invalid response changes nothing in the cluster for that
   parent (children and status are only written after the response validated).
 - A call that exceeds ``handlerTimeoutSeconds`` (measured from the call's start, not from
@@ -475,6 +477,7 @@ class Worker:
                 self.recorder.inc("finalizer_writes_total", {"operation": "add"})
         parent_key = child_key(parent)
         calls = 0
+        events: list[tuple[str, str, str]] = []
         while True:
             request = SyncRequest.build(
                 plain_copy(parent), plain_copy(children), related=plain_copy(related)
@@ -488,6 +491,8 @@ class Worker:
                 default_namespace=parent["metadata"].get("namespace"),
                 allowed_types=self.config.child_keys,
             )
+            _add_events(events, response.events)
+            fields["events"] = tuple(events)
             before = len(outcome.written)
             self.applier.apply_children(parent, children, list(response.children), outcome)
             wrote = [w for w in outcome.written[before:] if child_key(w["object"]) != parent_key]
@@ -503,7 +508,6 @@ class Worker:
                 outcome.upsert(updated)
                 outcome.status_written = True
         fields["resync_after"] = response.resync_after
-        fields["events"] = tuple((e.type, e.reason, e.message) for e in response.events)
 
     def _finalize(
         self,
@@ -560,6 +564,16 @@ def plain_copy(value: Any) -> Any:
     if t is tuple:
         return tuple(plain_copy(v) for v in value)
     return copy.deepcopy(value)
+
+
+def _add_events(events: list[tuple[str, str, str]], new: Any) -> None:
+    """Append the Events of one handler run to those of the earlier runs of the same sync; an
+    Event an earlier run already returned (same type, reason and message) is not repeated."""
+    seen = set(events)
+    for e in new:
+        item = (e.type, e.reason, e.message)
+        if item not in seen:
+            events.append(item)
 
 
 def _uid(parent: dict) -> str:

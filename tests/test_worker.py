@@ -97,6 +97,26 @@ def test_a_sync_that_wrote_children_runs_again_and_writes_status_once(api):
     assert sum(1 for s in status if s) == 1
 
 
+def test_the_events_of_the_creating_run_are_reported_with_those_of_the_follow_up(api):
+    worker = make_worker(api)
+    parent = widget(api, "creating", size=1, creatingEvent=True, announce="hi")
+    result = worker.handle(SyncTask(parent["metadata"]["uid"], parent, []))
+    assert result.outcome == "ok" and result.handler_calls == 2
+    # run 1 returned Announced + Creating, run 2 (ConfigMap observed) Announced only: once
+    assert result.events == (
+        ("Normal", "Announced", "hi"),
+        ("Normal", "Creating", "creating the ConfigMap creating"),
+    )
+
+
+def test_the_events_of_a_run_that_wrote_are_reported_when_a_later_run_fails(api):
+    worker = make_worker(api, handler="handlers:FailingFollowUp")
+    parent = widget(api, "second-fails", size=1, creatingEvent=True)
+    result = worker.handle(SyncTask(parent["metadata"]["uid"], parent, []))
+    assert result.outcome == "error" and result.handler_calls == 2
+    assert result.events == (("Normal", "Creating", "creating the ConfigMap second-fails"),)
+
+
 def test_a_handler_that_keeps_changing_children_is_reported_after_max_runs(api):
     worker = make_worker(api)
     parent = widget(api, "restless", unstable=True)

@@ -12,6 +12,8 @@ spec keys:
 - ``sleep``: seconds to sleep in sync (handler timeout tests).
 - ``crash``: the handler kills its own worker process (``os._exit``).
 - ``announce``: record a Normal Event ``Announced`` with that message.
+- ``creatingEvent``: record a Normal Event ``Creating`` while the ConfigMap is not observed yet
+  (the README's example: only the run that creates it returns the Event).
 - ``hog``: allocate that many MiB in sync (memory limit tests).
 Every call is appended to ``$E2E_LOG_DIR/<name>.log`` (one line: "<op> <monotonic time>") so
 tests can see how often and when a parent was handled.
@@ -84,6 +86,8 @@ class Driven(Handler):
             "children": len(request.children),
         }
         events = [Event("Announced", spec["announce"])] if spec.get("announce") else []
+        if spec.get("creatingEvent") and observed is None:
+            events.append(Event("Creating", f"creating the ConfigMap {name}"))
         return SyncResponse(
             status=status, children=children, resync_after=spec.get("resyncAfter"), events=events
         )
@@ -167,6 +171,15 @@ async def napping(request):
 
     await asyncio.sleep(float((request.parent.get("spec") or {}).get("sleep", 0)))
     return SyncResponse(status={"napped": True}, children=[])
+
+
+class FailingFollowUp(Driven):
+    """`Driven`, raising in every run that observes its ConfigMap (the follow-up run)."""
+
+    def sync(self, request):
+        if request.children.of_type("v1", "ConfigMap").get(request.parent["metadata"]["name"]):
+            raise RuntimeError("the follow-up run fails")
+        return super().sync(request)
 
 
 class Counting(Driven):
