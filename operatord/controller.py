@@ -792,7 +792,13 @@ class Controller:
                 )
                 tasks.append(
                     SyncTask(
-                        uid, parent, children, lease, **self.related.task_fields(uid), shard=shard
+                        uid,
+                        parent,
+                        children,
+                        lease,
+                        **self.related.task_fields(uid),
+                        shard=shard,
+                        retry=slot.queue.num_requeues(uid),
                     )
                 )
             if not tasks:

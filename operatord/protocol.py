@@ -74,6 +74,10 @@ class SyncTask:
     # fences the task's writes with that shard's lease (`LeaseUpdate` with this shard). None:
     # the single leader lease.
     shard: int | None = None
+    # Consecutive attempts for this parent before this one that did not succeed, from the
+    # leader's work queue (its backoff count): `SyncRequest.retry`. Kept in the leader, so a
+    # worker restart does not reset it.
+    retry: int = 0
 
     @property
     def finalizing(self) -> bool:
@@ -158,12 +162,21 @@ class Results:
 
 # ---- wire form ------------------------------------------------------------------------------
 
-_TASK_FIELDS = ("uid", "parent", "children", "lease_valid_until", "related", "selection", "shard")
+_TASK_FIELDS = tuple(SyncTask.__dataclass_fields__)
 _RESULT_FIELDS = tuple(SyncResult.__dataclass_fields__)
 
 
 def _task_wire(t: SyncTask) -> tuple:
-    return (t.uid, t.parent, t.children, t.lease_valid_until, t.related, t.selection, t.shard)
+    return (
+        t.uid,
+        t.parent,
+        t.children,
+        t.lease_valid_until,
+        t.related,
+        t.selection,
+        t.shard,
+        t.retry,
+    )
 
 
 def _result_wire(r: SyncResult) -> tuple:

@@ -363,9 +363,9 @@ class Worker:
                 if related is None:
                     pass  # re-selection: the leader sends the parent again with its objects
                 elif finalizing:
-                    self._finalize(parent, task.children, fields, outcome, related)
+                    self._finalize(parent, task.children, fields, outcome, related, task.retry)
                 else:
-                    self._sync(parent, task.children, fields, outcome, related)
+                    self._sync(parent, task.children, fields, outcome, related, task.retry)
             except Wedged:
                 fields.update(outcome=protocol.ABANDONED, error="worker restarting")
             except Fenced as exc:
@@ -467,6 +467,7 @@ class Worker:
         fields: dict,
         outcome: Outcome,
         related: list[dict] | tuple = (),
+        retry: int = 0,
     ) -> None:
         res = self._parent_resource()
         if self.config.finalizer not in (parent["metadata"].get("finalizers") or []):
@@ -480,7 +481,10 @@ class Worker:
         events: list[tuple[str, str, str]] = []
         while True:
             request = SyncRequest.build(
-                plain_copy(parent), plain_copy(children), related=plain_copy(related)
+                plain_copy(parent),
+                plain_copy(children),
+                related=plain_copy(related),
+                retry=retry,
             )
             calls += 1
             fields["handler_calls"] = calls
@@ -516,6 +520,7 @@ class Worker:
         fields: dict,
         outcome: Outcome,
         related: list[dict] | tuple = (),
+        retry: int = 0,
     ) -> None:
         if self.config.finalizer not in (parent["metadata"].get("finalizers") or []):
             fields["outcome"] = protocol.FINALIZED  # not ours to finalize (or already done)
@@ -526,6 +531,7 @@ class Worker:
             plain_copy(children),
             finalizing=True,
             related=plain_copy(related),
+            retry=retry,
         )
         fields["handler_calls"] = 1
         response = validate_finalize_response(

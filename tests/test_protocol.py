@@ -65,6 +65,7 @@ PARENT = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"uid": 
         LeaseUpdate(None),
         LeaseUpdate(12.5, shard=3),
         Tasks((SyncTask("u9", PARENT, [], 7.0, shard=5),)),
+        Tasks((SyncTask("u10", PARENT, [], retry=3),)),
         protocol.Credentials({"authorization": "Bearer t"}),
         Stop(),
         Ready(1234, ()),

@@ -346,3 +346,14 @@ def test_plain_copy_is_deep_and_equal():
     assert original["metadata"]["labels"] == {"a": "b"}
     assert original["spec"]["items"][0] == {"n": 1}
     assert original["spec"]["pair"] == ("p", [1])
+
+
+def test_the_handler_sees_the_retry_count_of_its_task(api):
+    worker = make_worker(api, handler="handlers:Flaky")
+    parent = widget(api, "retried", flakySync=True)
+    uid = parent["metadata"]["uid"]
+    assert worker.handle(SyncTask(uid, parent, [], retry=1)).outcome == "error"
+    result = worker.handle(SyncTask(uid, parent, [], retry=2))
+    assert result.outcome == "ok"
+    status = [w["object"]["status"] for w in result.written if w["object"].get("status")]
+    assert status[-1]["succeededAtRetry"] == 2

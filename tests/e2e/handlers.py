@@ -182,6 +182,35 @@ class FailingFollowUp(Driven):
         return super().sync(request)
 
 
+class Flaky(Driven):
+    """`Driven` whose ``sync`` (with ``spec.flakySync``) and ``finalize`` raise while
+    ``request.retry < 2``. Every call appends "<op> <retry> <pid>" to
+    ``$E2E_LOG_DIR/<name>.retries``; the status records the retry count the sync succeeded at.
+    """
+
+    def _note(self, request, op: str) -> None:
+        log_dir = os.environ.get("E2E_LOG_DIR")
+        if not log_dir:
+            return
+        name = request.parent["metadata"]["name"]
+        with open(os.path.join(log_dir, f"{name}.retries"), "a") as f:
+            f.write(f"{op} {request.retry} {os.getpid()}\n")
+
+    def sync(self, request):
+        if not (request.parent.get("spec") or {}).get("flakySync"):
+            return super().sync(request)
+        self._note(request, "sync")
+        if request.retry < 2:
+            raise RuntimeError(f"sync fails at retry {request.retry}")
+        return SyncResponse(status={"succeededAtRetry": request.retry}, children=[])
+
+    def finalize(self, request):
+        self._note(request, "finalize")
+        if request.retry < 2:
+            raise RuntimeError(f"finalize fails at retry {request.retry}")
+        return FinalizeResponse(finalized=True)
+
+
 class Counting(Driven):
     """`Driven`, counting how many synchronous calls overlap (there must never be two)."""
 
