@@ -10,6 +10,8 @@ Guarantees:
   a newer version of it is seen.
 - Children are attached to a parent by the ``operatord.io/parent-uid`` label only.
 - `snapshot` returns a parent and its children as they are now; the caller may not mutate them.
+- `deletions` is O(parents being deleted), not O(parents): the cache indexes the
+  ``metadata.deletionTimestamp`` of its parents as they are stored and removed.
 - Objects are stored without ``metadata.managedFields`` (the field-ownership bookkeeping of
   server-side apply, about 60% of a small object's memory), as controller-runtime's
   ``TransformStripManagedFields`` does; the stored dict is the one passed in, slimmed in place.
@@ -17,6 +19,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import datetime
 import threading
 from collections.abc import Iterable
 
@@ -47,6 +50,18 @@ def child_key(obj: dict) -> ChildKey:
     )
 
 
+def deletion_time(obj: dict) -> float | None:
+    """``metadata.deletionTimestamp`` as seconds since the epoch (None: not being deleted; an
+    unparsable timestamp counts as now)."""
+    stamp = _meta(obj).get("deletionTimestamp")
+    if not stamp:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return datetime.datetime.now(datetime.UTC).timestamp()
+
+
 def newer(candidate: str | None, current: str | None) -> bool:
     """True when resourceVersion ``candidate`` is newer than ``current`` (unknown counts as newer)."""
     if not current:
@@ -68,6 +83,7 @@ class Cache:
         self._child_owner: dict[ChildKey, str] = {}
         self._tombstones: dict[ChildKey, str] = {}
         self._type_counts: dict[str, int] = {}  # "apiVersion/kind" -> children cached
+        self._deleting: dict[str, float] = {}  # parent uid -> its deletionTimestamp (epoch)
 
     def _count_locked(self, key: ChildKey, delta: int) -> None:
         name = f"{key[0]}/{key[1]}"
@@ -91,12 +107,21 @@ class Cache:
             ):
                 return False
             self._parents[uid] = obj
+            self._index_deletion_locked(uid, obj)
             return True
+
+    def _index_deletion_locked(self, uid: str, obj: dict) -> None:
+        when = deletion_time(obj)
+        if when is None:
+            self._deleting.pop(uid, None)
+        else:
+            self._deleting[uid] = when
 
     def delete_parent(self, obj: dict) -> bool:
         uid = _meta(obj).get("uid") or ""
         with self._lock:
             existed = self._parents.pop(uid, None) is not None
+            self._deleting.pop(uid, None)
             for key in self._children.pop(uid, {}):
                 if self._child_owner.pop(key, None) is not None:
                     self._count_locked(key, -1)
@@ -115,6 +140,9 @@ class Cache:
                 ):
                     changed.add(uid)
             self._parents = fresh
+            self._deleting = {}
+            for uid, obj in fresh.items():
+                self._index_deletion_locked(uid, obj)
             for uid in removed:
                 for key in self._children.pop(uid, {}):
                     if self._child_owner.pop(key, None) is not None:
@@ -132,6 +160,12 @@ class Cache:
     def parent_count(self) -> int:
         with self._lock:
             return len(self._parents)
+
+    def deletions(self) -> list[float]:
+        """The deletionTimestamps (seconds since the epoch) of the cached parents that are
+        being deleted (finalizers still pending)."""
+        with self._lock:
+            return list(self._deleting.values())
 
     # ---- children -------------------------------------------------------------------------
 

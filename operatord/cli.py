@@ -1,4 +1,4 @@
-"""The `operatord` console script: run, check-config, apiserver, demo."""
+"""The `operatord` console script: run, check-config, finalizers, apiserver, demo."""
 
 from __future__ import annotations
 
@@ -64,6 +64,40 @@ def _parser() -> argparse.ArgumentParser:
         "--show", action="store_true", help="print the effective config (after overrides)"
     )
 
+    fin = sub.add_parser(
+        "finalizers",
+        help="list the parents blocked on the operator's finalizer; --remove releases them",
+        description="List the parents that carry the operator's finalizer and are being "
+        "deleted (they stay until it is removed). With --remove, remove the finalizer from "
+        "them: their finalize will then not run. For uninstalling, and for parents left behind "
+        "by an operator that is gone or was renamed.",
+    )
+    _add_overrides(fin)
+    fin.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="kubeconfig file (env OPERATORD_KUBECONFIG; default: in-cluster, then $KUBECONFIG "
+        "or ~/.kube/config)",
+    )
+    fin.add_argument(
+        "--finalizer",
+        default=None,
+        help="the finalizer to look for instead of the config's operatord.io/<name> (e.g. "
+        "the one of an earlier name)",
+    )
+    fin.add_argument(
+        "--all",
+        dest="include_live",
+        action="store_true",
+        help="also the parents that are not being deleted (before an uninstall: their "
+        "deletion would hang once the operator is gone)",
+    )
+    fin.add_argument(
+        "--remove",
+        action="store_true",
+        help="remove the finalizer from the listed parents; their finalize will NOT run",
+    )
+
     api = sub.add_parser("apiserver", help="run the embedded Kubernetes API server on 127.0.0.1")
     api.add_argument("--port", type=int, default=0, help="port to listen on (default: a free port)")
     api.add_argument(
@@ -88,6 +122,17 @@ def main(argv: list[str] | None = None) -> int:
         from operatord.config import check_config_command
 
         return check_config_command(_config_path(parser, args), show=args.show, flags=_flags(args))
+    if args.command == "finalizers":
+        from operatord.finalizers import finalizers_command
+
+        return finalizers_command(
+            _config_path(parser, args),
+            args.kubeconfig or os.environ.get("OPERATORD_KUBECONFIG") or None,
+            flags=_flags(args),
+            finalizer=args.finalizer,
+            include_live=args.include_live,
+            remove=args.remove,
+        )
     if args.command == "apiserver":
         from operatord.testing import serve_forever
 

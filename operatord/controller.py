@@ -1064,6 +1064,12 @@ class Controller:
         for i, q in enumerate(self.queues):
             m.set("queue_depth", len(q), {"worker": str(i)})
         m.set("parents_backing_off", sum(len(q.backoff) for q in self.queues))
+        deleting = self.cache.deletions()
+        m.set("parents_deleting", len(deleting))
+        m.set(
+            "parent_deletion_max_age_seconds",
+            max(0.0, time.time() - min(deleting, default=time.time())),
+        )
         m.set("workers_alive", sum(1 for s in self.slots if s.proc.alive()))
         for s in self.slots:
             m.set("in_flight", len(s.inflight), {"worker": str(s.index)})

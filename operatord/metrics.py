@@ -149,6 +149,19 @@ CATALOG: tuple[MetricSpec, ...] = (
         "Parents currently waiting out an exponential backoff after a failure.",
     ),
     MetricSpec(
+        "parents_deleting",
+        "gauge",
+        "Parents being deleted (deletionTimestamp set) that are still in the API server: their "
+        "finalizers, this operator's or others', have not all been removed; computed at scrape "
+        "time.",
+    ),
+    MetricSpec(
+        "parent_deletion_max_age_seconds",
+        "gauge",
+        "Seconds since the deletionTimestamp of the oldest parent still being deleted (0: none); "
+        "a deletion that stays blocked raises it without bound. Computed at scrape time.",
+    ),
+    MetricSpec(
         "retries_total",
         "counter",
         "Parents requeued with backoff after a failed sync or finalize.",

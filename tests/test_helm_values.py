@@ -42,6 +42,7 @@ ALERTS = (
     "OperatordParentsStuckInBackoff",
     "OperatordWorkerCrashLooping",
     "OperatordApiErrors",
+    "OperatordParentDeletionStuck",
 )
 
 EVERYTHING = {
@@ -373,6 +374,22 @@ PROMTOOL_TESTS = {
             "namespace": "operators",
         },
     },
+    "OperatordParentDeletionStuck": {
+        # the oldest deletion is 20 minutes old at the start and keeps aging (60 s a minute)
+        "description": "A parent of widget-operator was deleted 40m 0s ago and is still there (more than 30 minutes): a finalizer, this operator's or another's, is not being removed.",
+        "series": [
+            {
+                "series": f"operatord_parent_deletion_max_age_seconds{{{SERIES}}}",
+                "values": "1200+60x40",
+            }
+        ],
+        "at": "20m",
+        "exp_labels": {
+            "severity": "warning",
+            "controller": "widget-operator",
+            "namespace": "operators",
+        },
+    },
 }
 
 
@@ -403,6 +420,11 @@ def test_promtool_unit_tests_fire_each_alert_on_its_input_series(tmp_path):
         {"series": f'operatord_queue_depth{{{SERIES},worker="0"}}', "values": "5x60"},
         {"series": f"operatord_parents_backing_off{{{SERIES}}}", "values": "0x60"},
         {"series": f"operatord_worker_restarts_total{{{SERIES}}}", "values": "0x60"},
+        # deletions that finish within minutes
+        {
+            "series": f"operatord_parent_deletion_max_age_seconds{{{SERIES}}}",
+            "values": "0 30 90 0x57",
+        },
     ]
     tests.append(
         {

@@ -289,4 +289,14 @@ tests, which run them through promtool and a live Prometheus. */}}
     summary: Kubernetes API requests fail.
     description: '{{ "{{" }} $value | humanizePercentage {{ "}}" }} of the API requests of {{ "{{" }} $labels.controller {{ "}}" }} got a 5xx, a 429 or no answer over 5 minutes.'
     runbook_url: {{ $runbook }}#operatordapierrors
+- alert: OperatordParentDeletionStuck
+  expr: max by ({{ $by }}) (operatord_parent_deletion_max_age_seconds{ {{- $sel -}} }) > {{ $t.parentDeletionStuckMinutes }} * 60
+  for: {{ $t.parentDeletionStuckFor }}
+  labels:
+    severity: warning
+    {{- with $labels }}{{ toYaml . | nindent 4 }}{{ end }}
+  annotations:
+    summary: A parent has been stuck in deletion.
+    description: 'A parent of {{ "{{" }} $labels.controller {{ "}}" }} was deleted {{ "{{" }} $value | humanizeDuration {{ "}}" }} ago and is still there (more than {{ $t.parentDeletionStuckMinutes }} minutes): a finalizer, this operator''s or another''s, is not being removed.'
+    runbook_url: {{ $runbook }}#operatordparentdeletionstuck
 {{- end }}
