@@ -4,6 +4,9 @@ Guarantees:
 - Desired children are checked before anything is written: a child of a type the config does
   not declare, in another namespace than a namespaced parent, or cluster-scoped under a
   namespaced parent raises `ResponseError` and nothing is written for that parent.
+- A desired child whose name an object that is not this parent's child already has raises
+  `ChildConflict` (a `ResponseError`) naming the label that adopts it; that object is not
+  changed.
 - Every desired child gets the labels ``operatord.io/parent-uid`` and
   ``app.kubernetes.io/managed-by`` and a controller ownerReference to the parent.
 - Only the fields the handler sets are compared (after folding write-only fields such as a
@@ -40,6 +43,12 @@ if TYPE_CHECKING:
 
 class ResponseError(Exception):
     """The handler's response cannot be applied as it is (the handler's fault, not the API's)."""
+
+
+class ChildConflict(ResponseError):
+    """A desired child's name is taken by an object that is not a child of this parent (no
+    ``operatord.io/parent-uid`` label with its uid): nothing of it was written. The message
+    says how to adopt the object or to avoid the name."""
 
 
 class ParentChanged(Exception):
@@ -238,10 +247,16 @@ class Applier:
             existing.setdefault("apiVersion", res.api_version)
             existing.setdefault("kind", res.kind)
             labels = existing["metadata"].get("labels") or {}
-            if labels.get(self.config.parent_uid_label) != parent["metadata"]["uid"]:
-                raise ResponseError(
-                    f"{res.kind} {meta.get('namespace', '')}/{meta['name']} already exists and "
-                    "is not a child of this parent"
+            uid = parent["metadata"]["uid"]
+            if labels.get(self.config.parent_uid_label) != uid:
+                ns = meta.get("namespace")
+                where = f"{ns}/{meta['name']}" if ns else meta["name"]
+                raise ChildConflict(
+                    f"{res.kind} {where} already exists and is not a child of this parent; to "
+                    f"adopt it, label it {self.config.parent_uid_label}={uid} (kubectl label "
+                    f"{res.kind.lower()} {meta['name']}{f' -n {ns}' if ns else ''} "
+                    f"{self.config.parent_uid_label}={uid}), or have the handler choose "
+                    "another name"
                 ) from exc
             outcome.upsert(existing)
             self._update(res, child, existing, outcome)

@@ -972,6 +972,8 @@ class Controller:
             queue.add_after(uid, self.config.resync_seconds * random.uniform(0.9, 1.1), lane=RESYNC)
         if result.outcome == protocol.ERROR:
             reason = "FinalizeFailed" if _finalizing(entry.parent) else "SyncFailed"
+            if result.error_kind == "conflict":
+                reason = "ChildNameConflict"
             self.events.post(entry.parent, reason, result.error or "")
         for type_, reason, message in result.events:
             self.events.post(entry.parent, reason, message, type_)

@@ -91,7 +91,8 @@ class SyncResult:
     uid: str
     outcome: str  # one of OUTCOMES
     error: str | None = None  # one line for logs and Events when outcome is ERROR
-    error_kind: str | None = None  # "error" | "invalid" | "timeout" | "api" for metrics
+    # "error" | "invalid" | "conflict" (a child's name is taken) | "timeout" | "api" for metrics
+    error_kind: str | None = None
     resync_after: float | None = None  # the handler asked for another sync after this delay
     retry_after: float | None = None  # FINALIZE_PENDING: retry after this (None: backoff)
     # Every object the worker wrote, as the API server answered: {"action": "upsert" |

@@ -49,7 +49,7 @@ import structlog
 from multiprocess import parent_process
 
 from operatord import protocol
-from operatord.apply import Applier, Outcome, ParentChanged, ResponseError
+from operatord.apply import Applier, ChildConflict, Outcome, ParentChanged, ResponseError
 from operatord.cache import child_key, slim
 from operatord.config import Config
 from operatord.handler import (
@@ -384,6 +384,9 @@ class Worker:
             except HandlerFailed as exc:
                 fields.update(outcome=protocol.ERROR, error=str(exc), error_kind="error")
                 log.error("handler raised", error=str(exc), exc_info=exc.__cause__)
+            except ChildConflict as exc:
+                fields.update(outcome=protocol.ERROR, error=str(exc), error_kind="conflict")
+                log.warning("child name conflict", error=str(exc))
             except (InvalidResponse, ResponseError) as exc:
                 fields.update(
                     outcome=protocol.ERROR, error=f"invalid response: {exc}", error_kind="invalid"

@@ -310,7 +310,7 @@ PROMTOOL_TESTS = {
         },
     },
     "OperatordSyncErrorRatioHigh": {
-        "description": "33.33% of the syncs of widget-operator failed (error, invalid or timeout) over 5 minutes.",
+        "description": "33.33% of the syncs of widget-operator failed (error, invalid, timeout or crash) over 5 minutes.",
         "series": [
             {"series": f'operatord_syncs_total{{{SERIES},result="ok"}}', "values": "0+10x40"},
             {"series": f'operatord_syncs_total{{{SERIES},result="error"}}', "values": "0+5x40"},
@@ -417,6 +417,8 @@ def test_promtool_unit_tests_fire_each_alert_on_its_input_series(tmp_path):
         {"series": f'operatord_leader{{{SERIES},pod="a"}}', "values": "1x60"},
         {"series": f'operatord_syncs_total{{{SERIES},result="ok"}}', "values": "0+10x60"},
         {"series": f'operatord_syncs_total{{{SERIES},result="error"}}', "values": "0+0x60"},
+        # child-name conflicts are the cluster's state, not the handler's failure
+        {"series": f'operatord_syncs_total{{{SERIES},result="conflict"}}', "values": "0+10x60"},
         {"series": f'operatord_queue_depth{{{SERIES},worker="0"}}', "values": "5x60"},
         {"series": f"operatord_parents_backing_off{{{SERIES}}}", "values": "0x60"},
         {"series": f"operatord_worker_restarts_total{{{SERIES}}}", "values": "0x60"},

@@ -357,3 +357,21 @@ def test_the_handler_sees_the_retry_count_of_its_task(api):
     assert result.outcome == "ok"
     status = [w["object"]["status"] for w in result.written if w["object"].get("status")]
     assert status[-1]["succeededAtRetry"] == 2
+
+
+def test_a_child_name_taken_by_a_stranger_is_a_conflict_that_says_how_to_adopt(api):
+    client.CoreV1Api(api.client()).create_namespaced_config_map(
+        "default", {"metadata": {"name": "taken"}, "data": {"owner": "someone else"}}
+    )
+    worker = make_worker(api)
+    parent = widget(api, "taken", size=1)
+    uid = parent["metadata"]["uid"]
+    result = worker.handle(SyncTask(uid, parent, []))
+    assert (result.outcome, result.error_kind) == ("error", "conflict")
+    assert result.error == (
+        "ConfigMap default/taken already exists and is not a child of this parent; to adopt it, "
+        f"label it operatord.io/parent-uid={uid} (kubectl label configmap taken -n default "
+        f"operatord.io/parent-uid={uid}), or have the handler choose another name"
+    )
+    cm = client.CoreV1Api(api.client()).read_namespaced_config_map("taken", "default")
+    assert cm.data == {"owner": "someone else"}  # the stranger is left alone

@@ -234,7 +234,7 @@ tests, which run them through promtool and a live Prometheus. */}}
     runbook_url: {{ $runbook }}#operatordnoleader
 - alert: OperatordSyncErrorRatioHigh
   expr: |-
-    sum by ({{ $by }}) (rate(operatord_syncs_total{ {{- $sel -}} ,result!="ok"}[5m]))
+    sum by ({{ $by }}) (rate(operatord_syncs_total{ {{- $sel -}} ,result!~"ok|conflict"}[5m]))
       / sum by ({{ $by }}) (rate(operatord_syncs_total{ {{- $sel -}} }[5m]))
       > {{ $t.syncErrorRatio }}
   for: {{ $t.syncErrorRatioFor }}
@@ -243,7 +243,7 @@ tests, which run them through promtool and a live Prometheus. */}}
     {{- with $labels }}{{ toYaml . | nindent 4 }}{{ end }}
   annotations:
     summary: Many handler syncs fail.
-    description: '{{ "{{" }} $value | humanizePercentage {{ "}}" }} of the syncs of {{ "{{" }} $labels.controller {{ "}}" }} failed (error, invalid or timeout) over 5 minutes.'
+    description: '{{ "{{" }} $value | humanizePercentage {{ "}}" }} of the syncs of {{ "{{" }} $labels.controller {{ "}}" }} failed (error, invalid, timeout or crash) over 5 minutes.'
     runbook_url: {{ $runbook }}#operatordsyncerrorratiohigh
 - alert: OperatordQueueBacklogGrowing
   expr: |-
