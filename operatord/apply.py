@@ -99,6 +99,38 @@ def is_subset(desired: Any, observed: Any) -> bool:
     return desired == observed
 
 
+# Server-maintained metadata: a change in these says nothing about what the handler asked for.
+_VOLATILE_METADATA = frozenset(
+    {"resourceVersion", "managedFields", "generation", "creationTimestamp", "uid", "selfLink"}
+)
+
+
+def changed_paths(before: Any, after: Any, limit: int = 10) -> list[str]:
+    """The dotted paths of the fields that differ between two versions of an object (a list
+    is one field; server-maintained metadata is ignored), at most ``limit`` of them."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if len(out) >= limit:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                if path == "metadata" and key in _VOLATILE_METADATA:
+                    continue
+                sub = f"{path}.{key}" if path else str(key)
+                if key not in a or key not in b:
+                    out.append(sub)
+                else:
+                    walk(a[key], b[key], sub)
+                if len(out) >= limit:
+                    return
+        elif a != b:
+            out.append(path or "(object)")
+
+    walk(before, after, "")
+    return out
+
+
 def overlay(base: dict, top: dict) -> dict:
     """``base`` with every field of ``top`` laid over it (dicts merge, everything else replaces)."""
     out = dict(base)

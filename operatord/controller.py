@@ -945,11 +945,21 @@ class Controller:
             delay = queue.add_rate_limited(uid)
             self.metrics.inc("retries_total")
             if step.log == "not_converging":
+                changing = protocol.describe_changes(result.changing)
                 log.warning(
                     "children change on every sync; the handler does not converge, slowing down",
                     **self._parent_context(uid),
                     consecutive_writing_syncs=streak,
+                    handler_runs=streak * result.handler_calls,
+                    changing=changing,
                     retry_in=round(delay, 3),
+                )
+                self.events.post(
+                    entry.parent,
+                    "ChildrenNotConverging",
+                    f"children change on every sync ({changing}): the desired state must "
+                    "depend on the observed state only (no timestamps, random values or "
+                    f"counters); syncing again only at the backoff pace (next in {delay:.1f}s)",
                 )
             elif step.log == "unstable_selection":
                 log.warning(

@@ -49,7 +49,14 @@ import structlog
 from multiprocess import parent_process
 
 from operatord import protocol
-from operatord.apply import Applier, ChildConflict, Outcome, ParentChanged, ResponseError
+from operatord.apply import (
+    Applier,
+    ChildConflict,
+    Outcome,
+    ParentChanged,
+    ResponseError,
+    changed_paths,
+)
 from operatord.cache import child_key, slim
 from operatord.config import Config
 from operatord.handler import (
@@ -507,6 +514,7 @@ class Worker:
                 break
             if calls >= MAX_RUNS:
                 fields["children_changed"] = True
+                fields["changing"] = _changes(children, wrote)
                 break
             children = _children_after(children, wrote)
         if response.status is not None:
@@ -587,6 +595,24 @@ def _add_events(events: list[tuple[str, str, str]], new: Any) -> None:
 
 def _uid(parent: dict) -> str:
     return (parent.get("metadata") or {}).get("uid") or ""
+
+
+def _changes(children: list[dict], written: list[dict]) -> tuple:
+    """(apiVersion, kind, namespace, name, field paths) of each child ``written`` changed,
+    compared with its version in ``children``."""
+    by_key = {child_key(c): c for c in children}
+    out = []
+    for w in written:
+        key = child_key(w["object"])
+        before = by_key.get(key)
+        if w["action"] != "upsert":
+            paths: tuple[str, ...] = ("deleted",)
+        elif before is None:
+            paths = ("created",)
+        else:
+            paths = tuple(changed_paths(before, w["object"]))
+        out.append((*key, paths))
+    return tuple(out)
 
 
 def _children_after(children: list[dict], written: list[dict]) -> list[dict]:

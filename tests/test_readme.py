@@ -20,3 +20,20 @@ def test_readme_shows_the_two_commands_and_no_placeholders():
 def test_every_config_key_of_the_example_is_in_the_readme():
     for key in ("resyncSeconds", "handlerTimeoutSeconds", "leaderElection", "updateStrategy"):
         assert key in README, key
+
+
+def test_the_not_converging_count_in_the_docs_is_the_code_s():
+    from operatord.controller import MAX_WRITE_STREAK
+    from operatord.worker import MAX_RUNS
+
+    syncs = MAX_WRITE_STREAK + 1
+    runs = syncs * MAX_RUNS
+    readme = " ".join(README.split())
+    assert (
+        f"after {syncs} syncs in a row whose every handler run ({MAX_RUNS} per sync, {runs} in "
+        "all) changed children" in readme
+    )
+    design = " ".join(
+        (Path(__file__).resolve().parents[1] / "docs" / "design.md").read_text().split()
+    )
+    assert f"after {syncs} syncs in a row whose every handler run ({MAX_RUNS} per sync)" in design

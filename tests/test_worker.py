@@ -375,3 +375,11 @@ def test_a_child_name_taken_by_a_stranger_is_a_conflict_that_says_how_to_adopt(a
     )
     cm = client.CoreV1Api(api.client()).read_namespaced_config_map("taken", "default")
     assert cm.data == {"owner": "someone else"}  # the stranger is left alone
+
+
+def test_a_child_that_never_settles_is_named_with_its_changing_fields(api):
+    worker = make_worker(api)
+    parent = widget(api, "named-restless", unstable=True)
+    result = worker.handle(SyncTask(parent["metadata"]["uid"], parent, []))
+    assert result.children_changed
+    assert result.changing == (("v1", "ConfigMap", "default", "named-restless", ("data.at",)),)
