@@ -827,7 +827,7 @@ class Override:
     flag: str
     env: str
     key: str  # dotted config path, e.g. "logging.level"; "metrics" for a bind address
-    kind: str  # "str" | "int" | "bool" | "address"
+    kind: str  # "str" | "word" (case-insensitive keyword) | "int" | "bool" | "address"
     help: str
 
     @property
@@ -844,6 +844,8 @@ class Override:
         if self.kind == "address":
             host, port = _parse_address(text)
             return {f"{self.key}.port": port, f"{self.key}.address": host}
+        if self.kind == "word":
+            return {self.key: text.strip().lower()}
         return {self.key: text}
 
 
@@ -854,9 +856,9 @@ OVERRIDES: tuple[Override, ...] = (
     Override("--workers", "OPERATORD_WORKERS", "workers", "int", "worker processes"),
     Override("--in-flight-per-worker", "OPERATORD_IN_FLIGHT_PER_WORKER", "inFlightPerWorker",
              "int", "parents one worker process holds at once"),
-    Override("--log-level", "OPERATORD_LOG_LEVEL", "logging.level", "str",
-             "debug, info, warning or error"),
-    Override("--log-format", "OPERATORD_LOG_FORMAT", "logging.format", "str",
+    Override("--log-level", "OPERATORD_LOG_LEVEL", "logging.level", "word",
+             "debug, info, warning or error (any case)"),
+    Override("--log-format", "OPERATORD_LOG_FORMAT", "logging.format", "word",
              "auto, console or json"),
     Override("--metrics-bind-address", "OPERATORD_METRICS_BIND_ADDRESS", "metrics", "address",
              "[HOST]:PORT of /metrics; 0 disables it"),
