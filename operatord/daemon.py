@@ -301,18 +301,22 @@ def run(
         max_concurrent=config.workers * config.in_flight_per_worker,
     )
     health = None
+    code = EXIT_ERROR
     try:
         health = bind_servers(config, metrics)
-        return _run(config, ClientSettings(kubeconfig=kubeconfig), metrics, health, stop)
+        code = _run(config, ClientSettings(kubeconfig=kubeconfig), metrics, health, stop)
+        return code
     except StartupError as exc:
         log.error(str(exc), exit_code=exc.code)
         print(f"error: {exc}", file=sys.stderr)
-        return exc.code
+        code = exc.code
+        return code
     finally:
         metrics.set("leader", 0)
         if health is not None:
             health.stop()
         metrics.stop()
+        log.info("exited", exit_code=code)
 
 
 def _run(
@@ -390,11 +394,17 @@ def _run_elected(
 
     le = config.leader_election
     lost = threading.Event()
+    # A SIGTERM while the controller starts (on the election thread) waits for the start to
+    # finish before stopping it; one that came first keeps it from starting at all.
+    starting = threading.Lock()
 
     def started() -> None:
-        leading.set()
-        log.info("became leader; starting controller")
-        controller.start()
+        with starting:
+            if stop.is_set():
+                return
+            leading.set()
+            log.info("became leader; starting controller")
+            controller.start()
 
     def stopped() -> None:
         if leading.is_set():
@@ -426,8 +436,9 @@ def _run_elected(
         controller.kill_workers()
         election_stop.set()
         return EXIT_ERROR
-    if leading.is_set():
-        controller.stop(drain_seconds(config))
+    with starting:
+        if leading.is_set():
+            controller.stop(drain_seconds(config))
     election_stop.set()
     t.join(le.retry_period_seconds + 5)
     try:

@@ -715,10 +715,16 @@ class _Outbox:
 
     def take(self, timeout: float) -> list[SyncResult]:
         with self._cond:
-            if not self._items:
+            if not self._items and not self.closed:
                 self._cond.wait(timeout)
             items, self._items = self._items, []
             return items
+
+    def close(self) -> None:
+        """No more results come: wake the sender at once, so it sends the rest and returns."""
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
 
 
 def worker_main(
@@ -824,6 +830,6 @@ def worker_main(
             for task in message.tasks:
                 pool.submit(task)
     pool.shutdown()
-    outbox.closed = True
+    outbox.close()
     sender_thread.join(5)
     worker.kube.close()

@@ -502,3 +502,23 @@ def test_logs_are_json_carry_parent_context_and_never_secret_data(operator, kube
         )
     ]
     assert not missing, f"lines about the failing parent without its context: {missing}"
+
+
+@pytest.mark.parametrize("elect", [False, True], ids=["single", "elected"])
+def test_an_idle_daemon_exits_quickly_on_sigterm_and_says_so_last(operator, ns, elect):
+    # Measured before: 1.4-2.9 s (receivers and the worker's sender polled every 0.5 s, one
+    # worker after the other); now 0.3 s single, 0.5 s with election (lease release).
+    extra = {"leaderElection": {"enabled": True}} if elect else {}
+    op = operator(namespace=ns, workers=2, **extra)
+    op.wait_ready()
+    wait_for(
+        lambda: any(r.get("event") == "caches synced" for r in op.log_records()),
+        30,
+        message="controller running",
+    )
+    start = time.monotonic()
+    assert op.stop() == 0
+    took = time.monotonic() - start
+    assert took < 1.5, took
+    last = op.log_records()[-1]
+    assert (last["event"], last["exit_code"], last["process"]) == ("exited", 0, "leader")
