@@ -22,8 +22,8 @@ STATUSES = ("True", "False", "Unknown")
 
 def default_reason(type: str, status: str) -> str:  # noqa: A002 - the Kubernetes field name
     """The reason `set_condition` uses when none is given (see the module docstring)."""
-    parts = re.split(r"[^A-Za-z0-9]+", type.rpartition("/")[2])
-    word = "".join(p[:1].upper() + p[1:] for p in parts).lstrip("0123456789") or "Condition"
+    parts = re.split(r"[^A-Za-z0-9]+", type.rpartition("/")[2].lstrip("0123456789"))
+    word = "".join(p[:1].upper() + p[1:] for p in parts) or "Condition"
     return {"True": word, "False": f"Not{word}"}.get(status, f"{word}Unknown")
 
 
