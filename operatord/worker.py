@@ -8,7 +8,8 @@ Guarantees:
 - Every task gets exactly one result, whatever the handler does (raises, returns garbage,
   hangs), unless the process dies.
 - The handler gets its own copies of the parent and children: whatever it does to them cannot
-  change what operatord compares its response against.
+  change what operatord compares its response against. They never carry
+  ``metadata.managedFields``, in the first run of a sync as in the follow-up runs.
 - When a sync wrote children, the handler runs again at once with the children as written
   (up to ``MAX_RUNS`` runs per task) and the status is written once, from the last run; so
   the handler observes what it caused without a trip through the leader. The Events of every
@@ -491,8 +492,8 @@ class Worker:
         events: list[tuple[str, str, str]] = []
         while True:
             request = SyncRequest.build(
-                plain_copy(parent),
-                plain_copy(children),
+                _seen(parent),
+                [_seen(c) for c in children],
                 related=plain_copy(related),
                 retry=retry,
             )
@@ -538,8 +539,8 @@ class Worker:
             return
         res = self._parent_resource()
         request = SyncRequest.build(
-            plain_copy(parent),
-            plain_copy(children),
+            _seen(parent),
+            [_seen(c) for c in children],
             finalizing=True,
             related=plain_copy(related),
             retry=retry,
@@ -591,6 +592,13 @@ def _add_events(events: list[tuple[str, str, str]], new: Any) -> None:
         item = (e.type, e.reason, e.message)
         if item not in seen:
             events.append(item)
+
+
+def _seen(obj: dict) -> dict:
+    """The handler's copy of an object: without ``metadata.managedFields``, whether it comes
+    from the leader's cache (slimmed there) or from a write this task made (the API server's
+    answer carries them)."""
+    return slim(plain_copy(obj))
 
 
 def _uid(parent: dict) -> str:

@@ -383,3 +383,14 @@ def test_a_child_that_never_settles_is_named_with_its_changing_fields(api):
     result = worker.handle(SyncTask(parent["metadata"]["uid"], parent, []))
     assert result.children_changed
     assert result.changing == (("v1", "ConfigMap", "default", "named-restless", ("data.at",)),)
+
+
+def test_the_handler_never_sees_managed_fields_not_even_on_the_first_sync(api):
+    worker = make_worker(api)
+    parent = widget(api, "no-managed", size=1, reportManagedFields=True)
+    assert parent["metadata"]["managedFields"]  # as the API server returns it, never slimmed
+    result = worker.handle(SyncTask(parent["metadata"]["uid"], parent, []))
+    assert result.outcome == "ok" and result.handler_calls == 2
+    status = [w["object"]["status"] for w in result.written if w["object"].get("status")][-1]
+    # the second run sees the parent after the finalizer write and the ConfigMap as created
+    assert status["children"] == 1 and status["managedFields"] == []

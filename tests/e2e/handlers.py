@@ -12,6 +12,8 @@ spec keys:
 - ``sleep``: seconds to sleep in sync (handler timeout tests).
 - ``crash``: the handler kills its own worker process (``os._exit``).
 - ``announce``: record a Normal Event ``Announced`` with that message.
+- ``reportManagedFields``: the status lists the objects of the request that carry
+  ``metadata.managedFields``.
 - ``creatingEvent``: record a Normal Event ``Creating`` while the ConfigMap is not observed yet
   (the README's example: only the run that creates it returns the Event).
 - ``hog``: allocate that many MiB in sync (memory limit tests).
@@ -85,6 +87,11 @@ class Driven(Handler):
             and (observed.get("data") or {}).get("size") == str(spec.get("size", 1)),
             "children": len(request.children),
         }
+        if spec.get("reportManagedFields"):
+            seen = [p, *request.children]
+            status["managedFields"] = [
+                o["metadata"]["name"] for o in seen if "managedFields" in o["metadata"]
+            ]
         events = [Event("Announced", spec["announce"])] if spec.get("announce") else []
         if spec.get("creatingEvent") and observed is None:
             events.append(Event("Creating", f"creating the ConfigMap {name}"))
