@@ -107,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="embedded API server + example operator + sample parents")
     demo.add_argument("--parents", type=int, default=30, help="how many sample parents to create")
     demo.add_argument("--workers", type=int, default=2, help="worker processes")
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the API server and the operator running after the tour, for kubectl; "
+        "Ctrl-C stops them",
+    )
     return p
 
 
@@ -140,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from operatord.demo import main as demo_main
 
-        return demo_main(parents=args.parents, workers=args.workers)
+        return demo_main(parents=args.parents, workers=args.workers, keep=args.keep)
     return 2
 
 
