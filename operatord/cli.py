@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from operatord.config import OVERRIDES
 
@@ -29,10 +30,47 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
         )
 
 
-def _config_path(p: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+def _add_quickstart(p: argparse.ArgumentParser) -> None:
+    """A handler file instead of --config, with the types as flags (operatord.quickstart)."""
+    p.add_argument(
+        "handler_file",
+        nargs="?",
+        default=None,
+        metavar="HANDLER.py[:NAME]",
+        help="run a one-file operator without a config file: its types come from --parent/"
+        "--child or from PARENT/CHILDREN declared in the file",
+    )
+    p.add_argument("--parent", default=None, metavar="APIVERSION/KIND", help="the parent type")
+    p.add_argument(
+        "--child",
+        dest="children",
+        action="append",
+        default=[],
+        metavar="APIVERSION/KIND",
+        help="a child type (repeat for more)",
+    )
+    p.add_argument("--name", default=None, help="the operator's name (default: <kind>-operator)")
+
+
+def _config_path(p: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+    """The --config file, or a `QuickStart` for a handler file given instead."""
+    quick = getattr(args, "handler_file", None)
+    extra = (
+        getattr(args, "parent", None)
+        or getattr(args, "children", None)
+        or getattr(args, "name", None)
+    )
+    if quick:
+        if args.config:
+            p.error("give either a handler file or --config, not both")
+        from operatord.quickstart import QuickStart
+
+        return QuickStart(quick, args.parent, tuple(args.children), args.name)
+    if extra:
+        p.error("--parent, --child and --name go with a handler file: operatord run handlers.py")
     path = args.config or os.environ.get("OPERATORD_CONFIG")
     if not path:
-        p.error("--config (or OPERATORD_CONFIG) is required")
+        p.error("--config (or OPERATORD_CONFIG) is required, or a handler file: run handlers.py")
     return path
 
 
@@ -51,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the operator daemon")
     _add_overrides(run)
+    _add_quickstart(run)
     run.add_argument(
         "--kubeconfig",
         default=None,
@@ -60,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
     chk = sub.add_parser("check-config", help="validate a config and import its handler")
     _add_overrides(chk)
+    _add_quickstart(chk)
     chk.add_argument(
         "--show", action="store_true", help="print the effective config (after overrides)"
     )

@@ -23,7 +23,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from importlib import resources
@@ -950,7 +950,7 @@ def _summary(cfg: Config) -> str:
 
 
 def check_config_command(
-    path: str,
+    path: str | Callable[[], Config],
     *,
     show: bool = False,
     flags: Mapping[str, str | None] | None = None,
@@ -967,7 +967,8 @@ def check_config_command(
 
     isolate_import_path()
     try:
-        cfg, sources = apply_overrides(load_config(path), flags, environ)
+        base = load_config(path) if isinstance(path, str) else path()
+        cfg, sources = apply_overrides(base, flags, environ)
     except ConfigFileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

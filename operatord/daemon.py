@@ -57,7 +57,7 @@ from operatord.logs import configure_logging
 from operatord.metrics import Metrics, ProcessSampler
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from types import FrameType
 
 log = structlog.get_logger("operatord.daemon")
@@ -263,16 +263,22 @@ def check_access(kube: Kube, config: Config, resources: list) -> None:
                 raise
 
 
-def load(config_path: str, flags: Mapping[str, str | None] | None = None) -> Config:
-    """The effective config with its handler importable; ConfigError/HandlerImportError."""
+def load(
+    config_path: str | Callable[[], Config], flags: Mapping[str, str | None] | None = None
+) -> Config:
+    """The effective config with its handler importable; ConfigError/HandlerImportError.
+    ``config_path``: a config file, or a callable making the config (`operatord.quickstart`)."""
     isolate_import_path()
-    config, _ = apply_overrides(load_config(config_path), flags)
+    base = load_config(config_path) if isinstance(config_path, str) else config_path()
+    config, _ = apply_overrides(base, flags)
     load_handler(config.handler, config.python_path)
     return config
 
 
 def run(
-    config_path: str, kubeconfig: str | None = None, flags: Mapping[str, str | None] | None = None
+    config_path: str | Callable[[], Config],
+    kubeconfig: str | None = None,
+    flags: Mapping[str, str | None] | None = None,
 ) -> int:
     """``operatord run``; returns the exit status (see the module docstring)."""
     try:
