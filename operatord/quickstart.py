@@ -95,11 +95,17 @@ def _import(directory: str, module_name: str) -> Any:
         sys.path.remove(directory)
     sys.path.insert(0, directory)
     importlib.invalidate_caches()
+    where = os.path.join(directory, module_name + ".py")
     try:
-        return importlib.import_module(module_name)
+        module = importlib.import_module(module_name)
     except BaseException as exc:  # noqa: BLE001 - user code: report whatever it raised
-        where = os.path.join(directory, module_name + ".py")
         raise ConfigError([f"cannot import {where}: {type(exc).__name__}: {exc}"]) from None
+    found = os.path.abspath(getattr(module, "__file__", "") or "")
+    if found != where:
+        raise ConfigError(
+            [f"cannot import {where}: a module {module_name!r} from {found} is imported already"]
+        )
+    return module
 
 
 def _find_handler(module: Any, where: str) -> str:

@@ -37,6 +37,18 @@ class Widgets(Handler):
 """
 
 
+@pytest.fixture(autouse=True)
+def _own_imports():
+    """QuickStart imports the handler file in this process (as `operatord run` does): take
+    its module and path entry away again, so other tests' modules of the same name load."""
+    modules, path = dict(sys.modules), list(sys.path)
+    sys.modules.pop("handlers", None)  # another test's handlers module (tests/e2e) steps aside
+    yield
+    sys.modules.clear()
+    sys.modules.update(modules)
+    sys.path[:] = path
+
+
 def write(tmp_path: Path, body: str, name: str = "handlers.py") -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(body))
@@ -195,3 +207,11 @@ def test_the_readme_one_file_operator_checks_out(tmp_path):
     config = yaml.safe_load(shown.stdout)
     assert (config["name"], config["handler"]) == ("widget-operator", "handlers:sync")
     assert config["children"][0]["kind"] == "ConfigMap"
+
+
+def test_a_module_of_the_same_name_imported_from_elsewhere_is_named_not_used(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    QuickStart(str(write(tmp_path / "a", ONE_FILE)))()
+    with pytest.raises(ConfigError, match="imported already"):
+        QuickStart(str(write(tmp_path / "b", ONE_FILE)))()
