@@ -61,9 +61,9 @@ def test_every_data_file_of_the_package_is_declared_package_data():
 
 def test_demo_keep_leaves_the_api_server_and_operator_running_until_ctrl_c(tmp_path):
     import json
-    import select
+    import queue
     import signal
-    import time
+    import threading
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "operatord", "demo", "--parents", "4", "--keep"],
@@ -74,12 +74,18 @@ def test_demo_keep_leaves_the_api_server_and_operator_running_until_ctrl_c(tmp_p
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     lines: list[str] = []
+    printed: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(
+        target=lambda: [printed.put(ln.rstrip("\n")) for ln in iter(proc.stdout.readline, "")],
+        daemon=True,
+    )
+    reader.start()
     try:
-        deadline = time.monotonic() + 180
         while not any(ln.startswith("   Ctrl-C stops") for ln in lines):
-            assert time.monotonic() < deadline and proc.poll() is None, "\n".join(lines)
-            if select.select([proc.stdout], [], [], 1)[0]:
-                lines.append(proc.stdout.readline().rstrip("\n"))
+            try:
+                lines.append(printed.get(timeout=180))
+            except queue.Empty:
+                raise AssertionError("no --keep instructions:\n" + "\n".join(lines)) from None
         text = "\n".join(lines)
         (export,) = [ln.strip() for ln in lines if ln.strip().startswith("export KUBECONFIG=")]
         kubeconfig = export.partition("=")[2]
@@ -116,7 +122,9 @@ def test_demo_keep_leaves_the_api_server_and_operator_running_until_ctrl_c(tmp_p
         assert len(items) == 2 and all(w["status"]["ready"] for w in items)
         assert proc.poll() is None  # still running
         proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)
+        proc.wait(60)
+        reader.join(10)
+        rest = "\n".join(printed.get() for _ in range(printed.qsize()))
     finally:
         if proc.poll() is None:
             proc.kill()
