@@ -636,6 +636,12 @@ class Manager:
         m = self.metrics
         self.pool.update_gauges()
         m.set("parents_backing_off", sum(c.backing_off() for c in self.controllers))
+        deleting = self.cache.deletions()
+        m.set("parents_deleting", len(deleting))
+        m.set(
+            "parent_deletion_max_age_seconds",
+            max(0.0, time.time() - min(deleting, default=time.time())),
+        )
         if self.fence.sharded:
             owned = sorted(self.fence.owned)
             per_shard = dict.fromkeys(owned, 0)

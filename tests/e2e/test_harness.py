@@ -40,6 +40,21 @@ def test_wait_ready_fails_at_once_with_the_log_when_the_daemon_exited(api, tmp_p
     assert "no_such_module" in str(failure.value)  # the daemon's own words
 
 
+def test_start_inside_with_does_not_start_a_second_daemon(api, kube, tmp_path):
+    with OperatorProcess(api, widget_config(), workdir=tmp_path) as op:
+        first = op.proc
+        assert op.start() is op and op.proc is first
+        op.wait_ready()
+        assert first.poll() is None
+    assert first.poll() is not None  # the one daemon was stopped by the with block
+    again = op.start()  # after a stop, start runs it anew
+    try:
+        assert again.proc is not first
+        again.wait_ready()
+    finally:
+        again.stop()
+
+
 def test_metric_raises_for_an_unknown_name_and_counts_zero_for_a_known_one(api, kube, tmp_path):
     with OperatorProcess(api, widget_config(), workdir=tmp_path) as op:
         op.wait_ready()
