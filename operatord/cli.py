@@ -193,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
         from operatord.diff import main as diff_main
 
         kubeconfig = args.kubeconfig or os.environ.get("OPERATORD_KUBECONFIG") or None
+        if not args.config:  # its --parent is a parent to diff, not a one-file operator's type
+            parser.error("operatord diff needs --config FILE")
         return diff_main(
-            _config_path(parser, args),
+            args.config,
             kubeconfig=kubeconfig,
             flags=_flags(args),
             parent=args.parent,

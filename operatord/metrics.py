@@ -979,8 +979,8 @@ class ProcessSampler:
             self.metrics.set("worker_resident_memory_bytes", rss, {"worker": worker})
             last_pid, last_cpu = self._last_cpu.get(worker, (pid, 0.0))
             grown = cpu - last_cpu if last_pid == pid else cpu
-            if grown > 0:
-                self.metrics.inc("worker_cpu_seconds_total", {"worker": worker}, grown)
+            # Always touched: an idle worker's series exists (at 0) from its first sample on.
+            self.metrics.inc("worker_cpu_seconds_total", {"worker": worker}, max(grown, 0.0))
             self._last_cpu[worker] = (pid, cpu)
 
     def start(self) -> None:

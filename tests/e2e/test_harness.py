@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -137,8 +138,19 @@ def test_run_flags_beat_variables_and_the_daemon_exports_process_series(api, kub
                 30,
                 message=f"worker {worker} RSS",
             )
+            # An idle worker forked from the preloaded fork server may not have used one
+            # clock tick (10 ms) yet: its CPU series must exist, its value may still be 0.
             wait_for(
-                lambda w=worker: op.metric("operatord_worker_cpu_seconds_total", worker=w) > 0,
+                lambda w=worker: any(
+                    line.startswith("operatord_worker_cpu_seconds_total{")
+                    and f'worker="{w}"' in line
+                    for line in urllib.request.urlopen(
+                        f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5
+                    )
+                    .read()
+                    .decode()
+                    .splitlines()
+                ),
                 30,
                 message=f"worker {worker} CPU",
             )
