@@ -352,7 +352,13 @@ def _run(
         health.add_readiness("startup", types)
         health.add_readiness(
             "controller",
-            lambda: controller[0].readiness() if controller and leading.is_set() else None,
+            # Not ready until the machinery exists (between the start-up checks and its
+            # creation /readyz must not answer 200); a standby that does not lead is ready.
+            lambda: (
+                "starting"
+                if not controller
+                else (controller[0].readiness() if leading.is_set() else None)
+            ),
         )
         health.add_liveness("dispatch", lambda: controller[0].liveness() if controller else None)
     kube = connect(settings)
