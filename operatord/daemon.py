@@ -355,7 +355,7 @@ def _run(
             # Not ready until the machinery exists (between the start-up checks and its
             # creation /readyz must not answer 200); a standby that does not lead is ready.
             lambda: (
-                "starting"
+                ("starting" if types.waiting is None else None)  # else "startup" says why
                 if not controller
                 else (controller[0].readiness() if leading.is_set() else None)
             ),
