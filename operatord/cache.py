@@ -82,6 +82,7 @@ class Cache:
         self.label = parent_uid_label
         self._lock = threading.Lock()
         self._parents: dict[str, dict] = {}
+        self._parent_types: dict[tuple[str, str], int] = {}  # (apiVersion, kind) -> parents
         self._children: dict[str, dict[ChildKey, dict]] = {}
         self._child_owner: dict[ChildKey, str] = {}
         self._tombstones: dict[ChildKey, str] = {}
@@ -109,9 +110,15 @@ class Cache:
                 _meta(obj).get("resourceVersion"), _meta(cur).get("resourceVersion")
             ):
                 return False
+            if cur is None:
+                self._count_parent_locked(obj, 1)
             self._parents[uid] = obj
             self._index_deletion_locked(uid, obj)
             return True
+
+    def _count_parent_locked(self, obj: dict, delta: int) -> None:
+        key = (obj.get("apiVersion", ""), obj.get("kind", ""))
+        self._parent_types[key] = self._parent_types.get(key, 0) + delta
 
     def _index_deletion_locked(self, uid: str, obj: dict) -> None:
         when = deletion_time(obj)
@@ -123,7 +130,10 @@ class Cache:
     def delete_parent(self, obj: dict) -> bool:
         uid = _meta(obj).get("uid") or ""
         with self._lock:
-            existed = self._parents.pop(uid, None) is not None
+            gone = self._parents.pop(uid, None)
+            existed = gone is not None
+            if gone is not None:
+                self._count_parent_locked(gone, -1)
             self._deleting.pop(uid, None)
             for key in self._children.pop(uid, {}):
                 if self._child_owner.pop(key, None) is not None:
@@ -165,10 +175,16 @@ class Cache:
             if kind is None:
                 self._parents = fresh
                 self._deleting = {}
+                self._parent_types = {}
+                for obj in fresh.values():
+                    self._count_parent_locked(obj, 1)
             else:
                 for uid in removed:
-                    del self._parents[uid]
+                    self._count_parent_locked(self._parents.pop(uid), -1)
                     self._deleting.pop(uid, None)
+                for uid, obj in fresh.items():
+                    if uid not in self._parents:
+                        self._count_parent_locked(obj, 1)
                 self._parents.update(fresh)
             for uid, obj in fresh.items():
                 self._index_deletion_locked(uid, obj)
@@ -296,7 +312,7 @@ class Cache:
                 uid for uid, p in self._parents.items() if _meta(p).get("namespace") == namespace
             }
             for uid in gone:
-                del self._parents[uid]
+                self._count_parent_locked(self._parents.pop(uid), -1)
                 self._deleting.pop(uid, None)
             for key in [k for k in self._child_owner if k[2] == namespace]:
                 self._remove_child_locked(key)
@@ -304,13 +320,10 @@ class Cache:
             return gone
 
     def parent_counts(self) -> dict[tuple[str, str], int]:
-        """Cached parents by ``(apiVersion, kind)``."""
+        """Cached parents by ``(apiVersion, kind)``, kept as parents come and go (a scrape
+        reads it without walking the cache)."""
         with self._lock:
-            out: dict[tuple[str, str], int] = {}
-            for p in self._parents.values():
-                key = (p.get("apiVersion", ""), p.get("kind", ""))
-                out[key] = out.get(key, 0) + 1
-            return out
+            return {k: v for k, v in self._parent_types.items() if v}
 
     def snapshot(self, uid: str) -> tuple[dict | None, list[dict]]:
         with self._lock:

@@ -24,6 +24,7 @@ from typing import TextIO
 
 from operatord.config import Config
 from operatord.kube import ApiError, Kube
+from operatord.namespaces import NamespaceScope
 
 #: How often `release` re-reads a parent whose resourceVersion moved before giving up.
 ATTEMPTS = 5
@@ -66,10 +67,8 @@ def held_parents(
         res = kube.resource(target.api_version, target.kind)
         # Literal namespaces: listed one by one (the operator may have namespaced RBAC only);
         # otherwise cluster-wide: a parent outside today's scope may still carry the finalizer.
-        spaces: list[str | None] = [None]
-        if res.namespaced and config.namespace_patterns and not config.namespace_selector:
-            if not any(p.startswith("!") or set(p) & set("*?[") for p in config.namespace_patterns):
-                spaces = list(dict.fromkeys(config.namespace_patterns))
+        scope = NamespaceScope(config.namespace_patterns, config.namespace_selector)
+        spaces: list[str | None] = list(scope.names) if res.namespaced and scope.literal else [None]
         items = []
         for namespace in spaces:
             items.extend(kube.list(res, namespace)[0])

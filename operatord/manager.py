@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from operatord.cache import Cache
-from operatord.config import Config
+from operatord.config import PARENT_UID_LABEL, Config
 from operatord.controller import Controller
 from operatord.events import EventRecorder
 from operatord.informer import Informer
@@ -691,8 +691,6 @@ def _parent_uid(obj: dict) -> str:
 
 
 def _child_uid(obj: dict) -> str:
-    from operatord.config import PARENT_UID_LABEL
-
     return ((obj.get("metadata") or {}).get("labels") or {}).get(PARENT_UID_LABEL) or ""
 
 

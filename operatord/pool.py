@@ -422,11 +422,7 @@ class WorkerPool:
                 active = True
             slot.turn = (slot.turn + 1) % n
         if not out:
-            waits = [
-                d
-                for f in feeds
-                if rooms.get(f.name, 0) >= 0 and (d := f.queue(slot.index).next_due()) is not None
-            ]
+            waits = [d for f in feeds if (d := f.queue(slot.index).next_due()) is not None]
             slot.wake.wait(min([0.5, *waits]))
         return out
 

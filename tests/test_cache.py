@@ -196,3 +196,31 @@ def test_deletions_index_follows_upserts_deletes_and_replaces():
     c.upsert_parent(deleting)
     c.upsert_parent(parent("u1", 2))  # a newer version without the timestamp (cannot happen in
     assert c.deletions() == []  # the API, but the index follows what is stored)
+
+
+def test_parent_counts_by_type_follow_every_way_parents_come_and_go():
+    def p(kind, name, ns="a", rv="1"):
+        return {
+            "apiVersion": "x/v1",
+            "kind": kind,
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "uid": f"{kind}-{ns}-{name}",
+                "resourceVersion": rv,
+            },
+        }
+
+    c = Cache()
+    c.upsert_parent(p("A", "1"))
+    c.upsert_parent(p("A", "1", rv="2"))  # an update is not a new parent
+    c.upsert_parent(p("B", "1", ns="b"))
+    assert c.parent_counts() == {("x/v1", "A"): 1, ("x/v1", "B"): 1}
+    c.replace_parents([p("A", "2"), p("A", "3")], api_version="x/v1", kind="A")
+    assert c.parent_counts() == {("x/v1", "A"): 2, ("x/v1", "B"): 1}
+    c.drop_namespace("b")
+    c.delete_parent(p("A", "2"))
+    assert c.parent_counts() == {("x/v1", "A"): 1}
+    c.replace_parents([p("B", "9")])
+    assert c.parent_counts() == {("x/v1", "B"): 1}
+    assert sum(c.parent_counts().values()) == c.parent_count()
