@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -521,6 +522,9 @@ class ApiHttpServer:
             "requestURI": req.uri,
             # who asked: tells apart clients that share the server (e.g. an operator and a test)
             "userAgent": req.headers.get("user-agent", ""),
+            # when it arrived: time.monotonic(), system-wide on Linux, so comparable with the
+            # clock of any other process on the host
+            "time": time.monotonic(),
         }
         if verb in _WRITE_VERBS:
             entry["dryRun"] = req.q("dryRun") == "All"
