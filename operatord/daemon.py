@@ -20,9 +20,13 @@ Guarantees:
 - A parent or child type the API server does not serve (CRD not installed) is not an error:
   the daemon logs ``waiting for ... to be served`` (again every 30 s), /readyz says what it
   waits for, and it starts as soon as the type appears.
-- With leader election on, the controller runs only while this process holds the lease.
-  A leader that cannot renew within renewDeadline stops dispatching at once and exits with
-  status 1 (so Kubernetes restarts it as a fresh standby).
+- With leader election on, the controller dispatches and writes only while this process
+  holds the lease. A leader that cannot renew within renewDeadline stops dispatching at once
+  and exits with status 1 (so Kubernetes restarts it as a fresh standby).
+- ``leaderElection.warmStandby`` (the default): a standby runs its informers and worker
+  processes from the start and is ready once its caches are synced and its workers run; on
+  acquiring the lease it dispatches from its cache at once (`Manager.take_over`). Without it
+  a standby starts nothing until it leads, and is ready at once.
 - SIGTERM or SIGINT: stop taking work, let in-flight syncs finish (bounded), release the lease
   so a standby takes over at once, exit 0.
 - With ``sharding.shards`` > 1 every replica runs the controller for the replica shards whose
@@ -340,10 +344,14 @@ def _run(
     controller: list[Manager] = []
     if health is not None:
         health.add_readiness("startup", types)
-        health.add_readiness(
-            "controller",
-            lambda: controller[0].readiness() if controller and leading.is_set() else None,
-        )
+        warm = config.leader_election.enabled and config.leader_election.warm_standby
+
+        def controller_ready() -> str | None:
+            if not (leading.is_set() or warm):
+                return None  # a cold standby has nothing to get ready
+            return controller[0].readiness() if controller else "starting"
+
+        health.add_readiness("controller", controller_ready)
         health.add_liveness("dispatch", lambda: controller[0].liveness() if controller else None)
     kube = connect(settings)
     check_api(kube)
@@ -397,8 +405,12 @@ def _run_elected(
 
     def started() -> None:
         leading.set()
-        log.info("became leader; starting controller")
-        controller.start()
+        if le.warm_standby:
+            log.info("became leader; dispatching from the warm cache")
+            controller.take_over()
+        else:
+            log.info("became leader; starting controller")
+            controller.start()
 
     def stopped() -> None:
         if leading.is_set():
@@ -418,6 +430,9 @@ def _run_elected(
     )
     # Every dispatch, worker write and Event checks this deadline (monotonic, system-wide).
     controller.lease_deadline = elector.lease_valid_until
+    if le.warm_standby:
+        log.info("warm standby: syncing caches and starting workers before leading")
+        controller.start(standby=True)
     if health is not None:
         health.add_liveness("election", elector.liveness)
     election_stop = threading.Event()
@@ -430,7 +445,7 @@ def _run_elected(
         controller.kill_workers()
         election_stop.set()
         return EXIT_ERROR
-    if leading.is_set():
+    if leading.is_set() or le.warm_standby:
         controller.stop(drain_seconds(config))
     election_stop.set()
     t.join(le.retry_period_seconds + 5)
