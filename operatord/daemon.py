@@ -427,6 +427,7 @@ def _run_elected(
         on_started_leading=started,
         on_stopped_leading=stopped,
         metrics=metrics,
+        watch=le.warm_standby,  # a warm standby takes over the moment the lease expires
     )
     # Every dispatch, worker write and Event checks this deadline (monotonic, system-wide).
     controller.lease_deadline = elector.lease_valid_until

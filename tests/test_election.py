@@ -594,3 +594,26 @@ def test_a_standby_whose_poll_hung_at_the_expiry_takes_over_one_retry_period_lat
         b.halt()
         k.close()
         proxy.close()
+
+
+def test_a_watching_standby_sees_each_renewal_when_it_is_made(kube, lease_name):
+    # The ghost renews every 0.3 s, then stops. A standby polling every 1 s notices the last
+    # renewal up to 1.1 s late and takes over up to 3.1 s after it; one that watches the lease
+    # takes over 2 s (the lease duration) after it.
+    ghost_lease(kube, lease_name, 2)
+    b = Candidate(kube, lease_name, "b", retry_period=1.0, watch=True)
+    try:
+        wait_for(lambda: b.elector.holder == "ghost", what="b observes the ghost")
+        last = time.monotonic()
+        for _ in range(8):
+            due = last + 0.3
+            wait_for(lambda due=due: time.monotonic() >= due, what="0.3 s")
+            lease = read_lease(kube, lease_name)
+            lease["spec"]["renewTime"] = rfc3339_micro()
+            last = time.monotonic()
+            kube.request("PUT", lease_path(lease_name), body=lease)
+            assert b.started_at is None
+        wait_for(lambda: b.started_at, timeout=10, what="takeover")
+        assert 2 - 0.05 <= b.started_at - last <= 2 + 0.35
+    finally:
+        b.halt()
