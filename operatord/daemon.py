@@ -124,6 +124,8 @@ def bind_servers(config: Config, metrics: Metrics) -> HealthServer | None:
                 metrics.serve(port, host or "0.0.0.0")
             else:
                 health = HealthServer(port, host or "0.0.0.0")
+                # Not ready until `_run` puts its own checks in place (this one it replaces).
+                health.add_readiness("startup", lambda: "starting")
                 health.start()
         except OSError as exc:
             if what == "health" and metrics.port is not None:

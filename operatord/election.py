@@ -23,11 +23,11 @@ Guarantees:
 - :meth:`release` clears ``holderIdentity`` and sets ``leaseDurationSeconds`` to 1 (as client-go
   does), and only when the lease, as read from the server, is held by us.
 - Lease requests go out without the client's own retries and with a timeout of
-  `request_timeout` (``retry_period``, at most half of ``renew_deadline``, at least 0.5 s):
-  the elector's timing is the only retry policy. A request on a connection that died silently
-  therefore costs one retry period, not the renew deadline: a leader gets another try on a
-  fresh connection before its deadline, and a standby whose poll hung when the lease expired
-  takes over about one retry period late, not one renew deadline.
+  `request_timeout` (half of ``renew_deadline``, at least 0.5 s): the elector's timing is the
+  only retry policy. A request on a connection that died silently therefore costs half the
+  renew deadline, not all of it: a leader gets another try on a fresh connection before its
+  deadline, and a standby whose poll hung when the lease expired takes over at most that much
+  late; a slow but answering server still has half the renew deadline per request.
 - **Freshness.** A successful acquire or renew is dated by the monotonic time at which its
   write was *sent* (not when the answer arrived: a process frozen between the server's commit
   and reading the answer must not extend its lease). :meth:`lease_valid_until` is that time plus
@@ -271,9 +271,8 @@ class LeaderElector:
 
     @property
     def request_timeout(self) -> float:
-        """Seconds one lease request may take: ``retry_period``, capped at half of
-        ``renew_deadline``, at least 0.5."""
-        return max(0.5, min(self.retry_period, self.renew_deadline / 2))
+        """Seconds one lease request may take: half of ``renew_deadline``, at least 0.5."""
+        return max(0.5, self.renew_deadline / 2)
 
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         return self.kube.request(method, path, body=body, timeout=self.request_timeout, retry=False)
