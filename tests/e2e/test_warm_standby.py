@@ -101,6 +101,15 @@ def test_a_warm_standby_takes_over_at_once_and_converges_in_time(api, kube, tmp_
         for verb in WRITE_VERBS:
             assert b.metric("operatord_api_requests_total", verb=verb) == 0
 
+        # It watches the lease by name: allowed by a Role limited to that name (the chart's).
+        lease_reads = [
+            r
+            for r in api.requests()
+            if r["resource"] == "leases" and r["verb"] in ("list", "watch")
+        ]
+        assert any(r["verb"] == "watch" and r["name"] == lease_name for r in lease_reads)
+        assert all(r["name"] for r in lease_reads), lease_reads
+
         writer = threading.Thread(target=churn, args=(kube, ns, stop_churn), daemon=True)
         writer.start()
         wait_for(
