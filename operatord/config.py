@@ -152,6 +152,7 @@ class LeaderElectionConfig:
     lease_duration_seconds: float = 15.0
     renew_deadline_seconds: float = 10.0
     retry_period_seconds: float = 2.0
+    warm_standby: bool = True
 
 
 @dataclass(frozen=True)
@@ -507,6 +508,7 @@ class Config:
                 "leaseDurationSeconds": le.lease_duration_seconds,
                 "renewDeadlineSeconds": le.renew_deadline_seconds,
                 "retryPeriodSeconds": le.retry_period_seconds,
+                "warmStandby": le.warm_standby,
             },
             "metrics": {
                 "port": self.metrics_port,
@@ -598,6 +600,7 @@ class Config:
                 retry_period_seconds=float(
                     le.get("retryPeriodSeconds", LeaderElectionConfig.retry_period_seconds)
                 ),
+                warm_standby=le.get("warmStandby", LeaderElectionConfig.warm_standby),
             ),
             metrics_port=int(data.get("metrics", {}).get("port", cls.metrics_port)),
             health_port=int(data.get("health", {}).get("port", cls.health_port)),

@@ -20,9 +20,13 @@ Guarantees:
 - A parent or child type the API server does not serve (CRD not installed) is not an error:
   the daemon logs ``waiting for ... to be served`` (again every 30 s), /readyz says what it
   waits for, and it starts as soon as the type appears.
-- With leader election on, the controller runs only while this process holds the lease.
-  A leader that cannot renew within renewDeadline stops dispatching at once and exits with
-  status 1 (so Kubernetes restarts it as a fresh standby).
+- With leader election on, the controller dispatches and writes only while this process
+  holds the lease. A leader that cannot renew within renewDeadline stops dispatching at once
+  and exits with status 1 (so Kubernetes restarts it as a fresh standby).
+- ``leaderElection.warmStandby`` (the default): a standby runs its informers and worker
+  processes from the start and is ready once its caches are synced and its workers run; on
+  acquiring the lease it dispatches from its cache at once (`Manager.take_over`). Without it
+  a standby starts nothing until it leads, and is ready at once.
 - SIGTERM or SIGINT: stop taking work, let in-flight syncs finish (bounded), release the lease
   so a standby takes over at once, exit 0.
 - With ``sharding.shards`` > 1 every replica runs the controller for the replica shards whose
@@ -120,6 +124,8 @@ def bind_servers(config: Config, metrics: Metrics) -> HealthServer | None:
                 metrics.serve(port, host or "0.0.0.0")
             else:
                 health = HealthServer(port, host or "0.0.0.0")
+                # Not ready until `_run` puts its own checks in place (this one it replaces).
+                health.add_readiness("startup", lambda: "starting")
                 health.start()
         except OSError as exc:
             if what == "health" and metrics.port is not None:
@@ -350,16 +356,17 @@ def _run(
     controller: list[Manager] = []
     if health is not None:
         health.add_readiness("startup", types)
-        health.add_readiness(
-            "controller",
+        warm = config.leader_election.enabled and config.leader_election.warm_standby
+
+        def controller_ready() -> str | None:
             # Not ready until the machinery exists (between the start-up checks and its
-            # creation /readyz must not answer 200); a standby that does not lead is ready.
-            lambda: (
-                ("starting" if types.waiting is None else None)  # else "startup" says why
-                if not controller
-                else (controller[0].readiness() if leading.is_set() else None)
-            ),
-        )
+            # creation /readyz must not answer 200); a cold standby that does not lead is
+            # ready, a warm one once its caches are synced and its workers run.
+            if not controller:  # while the start-up check fails, it alone says why
+                return "starting" if types.waiting is None else None
+            return controller[0].readiness() if leading.is_set() or warm else None
+
+        health.add_readiness("controller", controller_ready)
         health.add_liveness("dispatch", lambda: controller[0].liveness() if controller else None)
     kube = connect(settings)
     check_api(kube)
@@ -419,6 +426,10 @@ def _run_elected(
             if stop.is_set():
                 return
             leading.set()
+            if le.warm_standby:
+                log.info("became leader; dispatching from the warm cache")
+                controller.take_over()
+                return
             log.info("became leader; starting controller")
             controller.start()
 
@@ -437,9 +448,13 @@ def _run_elected(
         on_started_leading=started,
         on_stopped_leading=stopped,
         metrics=metrics,
+        watch=le.warm_standby,  # a warm standby takes over the moment the lease expires
     )
     # Every dispatch, worker write and Event checks this deadline (monotonic, system-wide).
     controller.lease_deadline = elector.lease_valid_until
+    if le.warm_standby:
+        log.info("warm standby: syncing caches and starting workers before leading")
+        controller.start(standby=True)
     if health is not None:
         health.add_liveness("election", elector.liveness)
     election_stop = threading.Event()
@@ -453,7 +468,7 @@ def _run_elected(
         election_stop.set()
         return EXIT_ERROR
     with starting:
-        if leading.is_set():
+        if leading.is_set() or le.warm_standby:
             controller.stop(drain_seconds(config))
     election_stop.set()
     t.join(le.retry_period_seconds + 5)

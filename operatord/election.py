@@ -22,8 +22,12 @@ Guarantees:
   (``2026-11-25T10:00:00.123456Z``).
 - :meth:`release` clears ``holderIdentity`` and sets ``leaseDurationSeconds`` to 1 (as client-go
   does), and only when the lease, as read from the server, is held by us.
-- Lease requests go out without the client's own retries and with a timeout of at most
-  ``renew_deadline``: the elector's timing is the only retry policy.
+- Lease requests go out without the client's own retries and with a timeout of
+  `request_timeout` (half of ``renew_deadline``, at least 0.5 s): the elector's timing is the
+  only retry policy. A request on a connection that died silently therefore costs half the
+  renew deadline, not all of it: a leader gets another try on a fresh connection before its
+  deadline, and a standby whose poll hung when the lease expired takes over at most that much
+  late; a slow but answering server still has half the renew deadline per request.
 - **Freshness.** A successful acquire or renew is dated by the monotonic time at which its
   write was *sent* (not when the answer arrived: a process frozen between the server's commit
   and reading the answer must not extend its lease). :meth:`lease_valid_until` is that time plus
@@ -33,6 +37,11 @@ Guarantees:
   call, so staleness is visible the instant it happens, from any thread, without waiting for
   the watchdog or a poll: after a SIGSTOP/SIGCONT the first check already fails. Both are
   lock-free reads of one float.
+- **Watching** (``watch=True``): while campaigning, a watch on the lease (by name) observes
+  every change of it as it is made, so a standby takes over ``lease_duration`` after the
+  holder's last renewal reached the server, not up to one retry period later (when its next
+  poll would have seen it). The polls go on as before: a watch that fails or stalls only
+  loses that head start.
 - With the default clock (``time.monotonic``, Linux ``CLOCK_MONOTONIC``: system-wide and
   running through SIGSTOP), the deadline is comparable with ``time.monotonic()`` in any other
   process on the same host; :func:`deadline_fresh` is that comparison for worker processes.
@@ -85,6 +94,15 @@ def deadline_fresh(valid_until: float | None, clock: Callable[[], float] = time.
     return valid_until is not None and clock() < valid_until
 
 
+def _shut(responses: list[Any]) -> None:
+    """End the blocked read of these open watch responses."""
+    for resp in list(responses):
+        try:
+            resp.shutdown()
+        except Exception:  # noqa: BLE001 - already closed
+            pass
+
+
 def rfc3339_micro(moment: datetime | None = None) -> str:
     """A UTC timestamp in the Lease's MicroTime format, e.g. ``2026-11-25T10:00:00.123456Z``."""
     moment = moment or datetime.now(UTC)
@@ -131,6 +149,7 @@ class LeaderElector:
         on_started_leading: Callable[[], None] | None = None,
         on_stopped_leading: Callable[[], None] | None = None,
         metrics: Any = None,
+        watch: bool = False,
     ) -> None:
         if not name or not namespace or not identity:
             raise ValueError("lease name, namespace and identity must not be empty")
@@ -151,6 +170,8 @@ class LeaderElector:
         self.on_started_leading = on_started_leading
         self.on_stopped_leading = on_stopped_leading
         self.metrics = metrics
+        self.watch = watch
+        self._observe_lock = threading.Lock()
         self._collection = LEASES.format(namespace=quote(namespace, safe=""))
         self._path = f"{self._collection}/{quote(name, safe='')}"
         self._lock = threading.Lock()
@@ -248,9 +269,13 @@ class LeaderElector:
 
     # -- API ------------------------------------------------------------------------------
 
+    @property
+    def request_timeout(self) -> float:
+        """Seconds one lease request may take: half of ``renew_deadline``, at least 0.5."""
+        return max(0.5, self.renew_deadline / 2)
+
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:
-        timeout = max(0.5, min(self.renew_deadline, 30.0))
-        return self.kube.request(method, path, body=body, timeout=timeout, retry=False)
+        return self.kube.request(method, path, body=body, timeout=self.request_timeout, retry=False)
 
     def _get(self) -> dict | None:
         from operatord.kube import ApiError
@@ -264,10 +289,55 @@ class LeaderElector:
 
     def _observe(self, lease: dict) -> None:
         record = _record(lease)
-        if record != self._observed:
-            self._observed = record
-            self._observed_time = self.clock()
-        self._observed_holder = (lease.get("spec") or {}).get("holderIdentity") or ""
+        with self._observe_lock:  # the lease watch observes from its own thread
+            if record != self._observed:
+                self._observed = record
+                self._observed_time = self.clock()
+            self._observed_holder = (lease.get("spec") or {}).get("holderIdentity") or ""
+
+    def _watch_lease(self, stop: threading.Event) -> None:
+        """Observe every change of the lease until ``stop`` (see **Watching**)."""
+        from operatord.kube import ApiError
+
+        current: list[Any] = []  # the open watch response, for the stopper to end its read
+
+        def opened(resp: Any) -> None:
+            current[:] = [resp]
+            if stop.is_set():
+                _shut(current)
+
+        def stopper() -> None:
+            stop.wait()
+            _shut(current)
+
+        threading.Thread(target=stopper, name="lease-watch-stop", daemon=True).start()
+        while not stop.is_set():
+            try:
+                res = self.kube.resource("coordination.k8s.io/v1", "Lease")
+                lease = self._get()
+                if lease is None:  # nothing to observe yet; the campaign creates it
+                    stop.wait(self.retry_period)
+                    continue
+                self._observe(lease)
+                events = self.kube.watch(
+                    res,
+                    self.namespace,
+                    resource_version=(lease.get("metadata") or {}).get("resourceVersion"),
+                    field_selector=f"metadata.name={self.name}",
+                    timeout_seconds=60,
+                    open_timeout=self.request_timeout,
+                    on_open=opened,
+                )
+                for event in events:
+                    if stop.is_set():
+                        return
+                    if event.get("type") in ("ADDED", "MODIFIED"):
+                        self._observe(event.get("object") or {})
+                    elif event.get("type") == "ERROR":
+                        break  # e.g. 410 Gone: read and watch again
+            except (ApiError, ValueError, OSError) as exc:
+                log.debug("lease watch failed; polling only", lease=self.name, error=str(exc))
+                stop.wait(self.retry_period)
 
     def _spec(self, old: dict, now: str) -> dict:
         spec = dict(old)
@@ -440,14 +510,22 @@ class LeaderElector:
 
     def _run(self, stop_event: threading.Event) -> bool:
         log.info("campaigning for leader lease", lease=self.name, identity=self.identity)
-        while not stop_event.is_set():
-            acquired = self.try_acquire_or_renew()
-            self._last_attempt = self.clock()
-            if acquired:
-                break
-            stop_event.wait(self._acquire_delay())
-        else:
-            return True
+        watching = threading.Event()
+        if self.watch:
+            threading.Thread(
+                target=self._watch_lease, args=(watching,), name="lease-watch", daemon=True
+            ).start()
+        try:
+            while not stop_event.is_set():
+                acquired = self.try_acquire_or_renew()
+                self._last_attempt = self.clock()
+                if acquired:
+                    break
+                stop_event.wait(self._acquire_delay())
+            else:
+                return True
+        finally:
+            watching.set()
 
         with self._lock:
             self._leading = True

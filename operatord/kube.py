@@ -684,6 +684,7 @@ class Kube:
         resource_version: str | None = None,
         label_selector: str | None = None,
         shard_selector: str | None = None,
+        field_selector: str | None = None,
         timeout_seconds: int = 300,
         allow_bookmarks: bool = True,
         idle_timeout: float | None = None,
@@ -711,6 +712,7 @@ class Kube:
             "resourceVersion": resource_version or None,
             "labelSelector": label_selector,
             "shardSelector": shard_selector or None,
+            "fieldSelector": field_selector or None,
             "timeoutSeconds": timeout_seconds,
             "allowWatchBookmarks": "true" if allow_bookmarks else None,
         }

@@ -20,6 +20,13 @@ Guarantees:
 - When informers are replaced (held shards or admitted namespaces changed), the child
   informers list first and the parent informers only once they have, and callbacks of
   replaced informers are ignored.
+- Warm standby (`start` with ``standby=True``, before the lease is ours): informers, cache
+  and worker processes run as for a leader, but nothing is queued, dispatched or written
+  (the lease fence is down besides). Each parent's last change (a new parent, a change other
+  than to its status, a child or related change) is remembered instead. `take_over()` queues
+  every cached parent at once: the ones changed within two lease durations first (the event
+  lane, oldest change first), every other one in the resync lane behind them, and wakes the
+  dispatchers.
 - `stop()` stops taking new work, lets in-flight syncs finish (bounded by ``drain_timeout``)
   and stops the workers; `kill_workers()` stops at once.
 """
@@ -43,6 +50,7 @@ from operatord.informer import Informer
 from operatord.kube import ApiError, ClientSettings, Kube, Resource
 from operatord.namespaces import NamespaceScope
 from operatord.pool import WorkerPool
+from operatord.queue import RESYNC
 from operatord.related import RelatedTypes
 from operatord.shards import range_selector
 from operatord.shardwatch import Fence
@@ -145,6 +153,11 @@ class Manager:
         self._namespace_informer: Informer | None = None
         self._ns_labels: dict[str, dict[str, str]] = {}
         self.admitted: frozenset[str] = frozenset()
+        # Warm standby: parent uid -> monotonic time of its last change, instead of queueing.
+        self._standby_lock = threading.Lock()
+        self._standby = False
+        self._changed_at: dict[str, float] = {}
+        self.recent_window = 2 * config.leader_election.lease_duration_seconds
 
     # ---- the daemon's view (lease, shards) ---------------------------------------------------
 
@@ -213,8 +226,16 @@ class Manager:
                 delay = min(delay * 2, 10)
         raise RuntimeError("stopped")
 
-    def start(self) -> None:
-        """Start workers, informers and dispatchers; returns at once (work runs in threads)."""
+    @property
+    def standby(self) -> bool:
+        """Caches and workers run, nothing is queued or dispatched (see `take_over`)."""
+        return self._standby
+
+    def start(self, standby: bool = False) -> None:
+        """Start workers, informers and dispatchers; returns at once (work runs in threads).
+
+        ``standby``: a warm standby until `take_over`."""
+        self._standby = standby
         t = threading.Thread(target=self._start, name="manager-start", daemon=True)
         t.start()
         self._threads.append(t)
@@ -517,7 +538,57 @@ class Manager:
     def _controller_of(self, parent: dict) -> Controller | None:
         return self._by_type.get((parent.get("apiVersion", ""), parent.get("kind", "")))
 
+    def _held_back(self, uids: set[str] | list[str]) -> bool:
+        """In standby: note that these parents changed now, and return True (queue nothing)."""
+        if not self._standby:
+            return False
+        with self._standby_lock:
+            if not self._standby:
+                return False
+            now = time.monotonic()
+            for uid in uids:
+                self._changed_at[uid] = now
+            return True
+
+    def take_over(self) -> None:
+        """Leave standby: every cached parent is queued, the ones changed within
+        ``recent_window`` seconds first, and the dispatchers are woken. A no-op when not in
+        standby."""
+        with self._standby_lock:
+            if not self._standby:
+                return
+            self._standby = False
+            changed, self._changed_at = self._changed_at, {}
+        began = time.monotonic()
+        recent = sorted((t, uid) for uid, t in changed.items() if began - t <= self.recent_window)
+        first = set()
+        for _, uid in recent:
+            parent = self.cache.parent(uid)
+            ctl = self._controller_of(parent) if parent is not None else None
+            if ctl is not None:
+                ctl.enqueue(uid)
+                first.add(uid)
+        self.pool.wake()
+        rest = 0
+        for uid in self.cache.parent_uids():
+            if uid in first:
+                continue
+            parent = self.cache.parent(uid)
+            ctl = self._controller_of(parent) if parent is not None else None
+            if ctl is not None:
+                ctl.queue(self.pool.slot_of(uid)).add_after(uid, 0, lane=RESYNC)
+                rest += 1
+        self.update_lease(self.fence.lease_deadline())
+        log.info(
+            "took over from the warm cache",
+            recently_changed=len(first),
+            others=rest,
+            seconds=round(time.monotonic() - began, 3),
+        )
+
     def _route(self, uids: set[str], related: bool = False) -> None:
+        if self._held_back(uids):
+            return
         for uid in uids:
             parent = self.cache.parent(uid)
             if parent is None:
@@ -543,7 +614,11 @@ class Manager:
             namespace=namespace,
         )
         for uid in removed:
-            ctl.forget(uid)
+            self._forget(ctl, uid)
+        if self._standby and not self.synced.is_set():
+            return  # a standby's first list changes nothing: `take_over` queues every parent
+        if self._held_back(changed):
+            return
         for uid in changed:
             ctl.enqueue(uid)
 
@@ -551,9 +626,21 @@ class Manager:
         uid = obj["metadata"].get("uid")
         if etype == "DELETED":
             self.cache.delete_parent(obj)
-            ctl.forget(uid)
-        elif self.cache.upsert_parent(obj):
+            self._forget(ctl, uid)
+            return
+        before = self.cache.parent(uid) if self._standby else None
+        if not self.cache.upsert_parent(obj):
+            return
+        if self._standby and before is not None and _user_content(before) == _user_content(obj):
+            return  # the leader's own status write: nothing new to sync for
+        if not self._held_back([uid]):
             ctl.enqueue(uid)
+
+    def _forget(self, ctl: Controller, uid: str) -> None:
+        ctl.forget(uid)
+        if self._standby:
+            with self._standby_lock:
+                self._changed_at.pop(uid, None)
 
     def _on_child_list(self, res: Resource, namespace: str | None, items: list[dict]) -> None:
         self._route(self.cache.replace_children(res.api_version, res.kind, items, namespace))
@@ -684,6 +771,19 @@ class Manager:
             if res in self.child_resources:
                 count += counts.get(f"{res.api_version}/{res.kind}", 0)
             m.set("cached_objects", count, {"resource": res.key})
+
+
+_OWN_FIELDS = ("resourceVersion", "managedFields", "finalizers", "generation")
+
+
+def _user_content(parent: dict) -> dict:
+    """A parent without its status and the metadata operatord's own writes change: equal
+    before and after a change means the change was (at most) a status or finalizer write."""
+    out = {k: v for k, v in parent.items() if k != "status"}
+    out["metadata"] = {
+        k: v for k, v in (parent.get("metadata") or {}).items() if k not in _OWN_FIELDS
+    }
+    return out
 
 
 def _parent_uid(obj: dict) -> str:

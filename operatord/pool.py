@@ -157,6 +157,13 @@ class WorkerPool:
         """The ``on_ready`` hook for a controller's queue of ``slot``."""
         return self.slots[slot].wake.set
 
+    def wake(self) -> None:
+        """Wake every dispatcher now (the fence went up: no waiting for its next poll)."""
+        for slot in self.slots:
+            slot.wake.set()
+            with slot.cond:
+                slot.cond.notify_all()
+
     def add_feed(self, feed: Feed) -> None:
         self.feeds.append(feed)
 

@@ -239,7 +239,7 @@ class ShardLeases:
     # -- the loop ---------------------------------------------------------------------------
 
     def _list(self) -> dict[str, dict]:
-        timeout = max(0.5, min(self.renew_deadline, 30.0))
+        timeout = max(0.5, self.renew_deadline / 2)  # as an elector's request_timeout
         body = self.kube.request("GET", self._collection, timeout=timeout, retry=False)
         return {(i.get("metadata") or {}).get("name", ""): i for i in body.get("items") or []}
 

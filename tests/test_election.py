@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+from blackhole_proxy import BlackholeProxy
 
 from operatord.election import (
     LeaderElector,
@@ -505,3 +506,116 @@ def test_a_renewal_is_dated_when_its_write_was_sent_not_when_it_was_answered(own
         own_api.faults.set_latency(0.0)
     # The PUT was sent before its 0.4 s wait; the answer's arrival must not extend the lease.
     assert elector.last_renewal <= answered - latency + 0.05
+
+
+def ghost_lease(kube, name: str, duration: int) -> None:
+    """A lease held by "ghost", who never renews it."""
+    kube.request(
+        "POST",
+        f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases",
+        body={
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"holderIdentity": "ghost", "leaseDurationSeconds": duration},
+        },
+    )
+
+
+def test_a_lease_request_on_a_dead_connection_costs_half_the_renew_deadline(
+    api, lease_name, tmp_path
+):
+    # The default timings (15/10/2): one request into a connection that went silent gives up
+    # after 5 s, not 10, and the next one goes out on a fresh connection.
+    proxy = BlackholeProxy(api.port)
+    k = Kube(ClientSettings(kubeconfig=proxy.kubeconfig(api.kubeconfig, tmp_path / "kc")))
+    le = LeaderElector(
+        k,
+        name=lease_name,
+        namespace=NS,
+        identity="a",
+        lease_duration=15,
+        renew_deadline=10,
+        retry_period=2,
+    )
+    try:
+        assert le.request_timeout == 5.0
+        assert le.try_acquire_or_renew()
+        proxy.hang()
+        began = time.monotonic()
+        assert not le.try_acquire_or_renew()
+        assert 5.0 - 0.05 <= time.monotonic() - began <= 5.0 + SLACK
+        proxy.recover()
+        began = time.monotonic()
+        assert le.try_acquire_or_renew()
+        assert time.monotonic() - began < 1.0
+    finally:
+        k.close()
+        proxy.close()
+
+
+def test_request_timeouts_stay_below_the_renew_deadline():
+    def timeout(duration: float, deadline: float, retry: float) -> float:
+        return LeaderElector(
+            None,
+            name="x",
+            namespace=NS,
+            identity="i",
+            lease_duration=duration,
+            renew_deadline=deadline,
+            retry_period=retry,
+        ).request_timeout
+
+    assert timeout(15, 10, 2) == 5.0
+    assert timeout(4, 3, 1) == 1.5
+    assert timeout(1, 0.8, 0.5) == 0.5  # never below 0.5 s
+
+
+def test_a_standby_whose_poll_hung_at_the_expiry_takes_over_half_a_renew_deadline_late(
+    api, kube, lease_name, tmp_path
+):
+    # Lease 4 s, renew deadline 3 s, retry 1 s: request timeout 1.5 s. The path to the API
+    # server swallows traffic from 3.3 s to 4.2 s after the ghost's lease was observed, so the
+    # standby's poll at the expiry (4 s) goes into a connection that stays dead. It times out
+    # at 5.5 s and the next poll (a retry period later) takes the lease: about 6.6 s. With the
+    # renew deadline as the timeout it would hang until 7 s and take over at about 8.1 s.
+    ghost_lease(kube, lease_name, 4)
+    proxy = BlackholeProxy(api.port)
+    k = Kube(ClientSettings(kubeconfig=proxy.kubeconfig(api.kubeconfig, tmp_path / "kc")))
+    began = time.monotonic()
+    b = Candidate(k, lease_name, "b", lease_duration=4, renew_deadline=3, retry_period=1)
+    try:
+        wait_for(lambda: b.elector.holder == "ghost", what="b observes the ghost")
+        wait_for(lambda: time.monotonic() - began >= 3.3, timeout=5, what="3.3 s")
+        proxy.hang()
+        wait_for(lambda: time.monotonic() - began >= 4.2, timeout=5, what="4.2 s")
+        proxy.recover()
+        wait_for(lambda: b.started_at, timeout=10, what="takeover")
+        assert 4 - 0.05 <= b.started_at - began <= 4 + 1.5 + 1.1 + SLACK
+    finally:
+        b.halt()
+        k.close()
+        proxy.close()
+
+
+def test_a_watching_standby_sees_each_renewal_when_it_is_made(kube, lease_name):
+    # The ghost renews every 0.3 s, then stops. A standby polling every 1 s notices the last
+    # renewal up to 1.1 s late and takes over up to 3.1 s after it; one that watches the lease
+    # takes over 2 s (the lease duration) after it.
+    ghost_lease(kube, lease_name, 2)
+    b = Candidate(kube, lease_name, "b", retry_period=1.0, watch=True)
+    try:
+        wait_for(lambda: b.elector.holder == "ghost", what="b observes the ghost")
+        last = time.monotonic()
+        for _ in range(8):
+            due = last + 0.3
+            wait_for(lambda due=due: time.monotonic() >= due, what="0.3 s")
+            lease = read_lease(kube, lease_name)
+            lease["spec"]["renewTime"] = rfc3339_micro()
+            last = time.monotonic()
+            kube.request("PUT", lease_path(lease_name), body=lease)
+            assert b.started_at is None
+        wait_for(lambda: b.started_at, timeout=10, what="takeover")
+        assert 2 - 0.05 <= b.started_at - last <= 2 + 0.35
+    finally:
+        b.halt()

@@ -353,7 +353,9 @@ class ApiServer:
 
     def requests(self) -> list[dict]:
         """The audit log, oldest first: dicts with verb, apiGroup, resource, subresource,
-        namespace, name, code, requestURI and userAgent (the last 100,000 resource requests); writes (create,
+        namespace, name, code, requestURI, userAgent and time (when the request arrived, as
+        ``time.monotonic()``: comparable with the caller's clock on the same Linux host) (the
+        last 100,000 resource requests); writes (create,
         update, patch, delete, deletecollection) also carry ``dryRun`` (sent with
         ``dryRun=All``)."""
         return self._ctl().call("GET", "/_operatord/requests")

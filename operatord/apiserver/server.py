@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -510,17 +511,25 @@ class ApiHttpServer:
             verb = "delete" if name else "deletecollection"
         else:
             verb = m.lower()
+        audited_name = name
+        if verb in ("list", "watch") and not name:
+            # As kube-apiserver's RequestInfo: a list or watch of one object by fieldSelector
+            # metadata.name=X is authorized (and audited) with that name (RBAC resourceNames).
+            audited_name = _selected_name(req.q("fieldSelector"))
         entry = {
             "verb": verb,
             "apiGroup": group,
             "resource": rt.plural,
             "subresource": sub,
             "namespace": ns,
-            "name": name,
+            "name": audited_name,
             "code": 0,
             "requestURI": req.uri,
             # who asked: tells apart clients that share the server (e.g. an operator and a test)
             "userAgent": req.headers.get("user-agent", ""),
+            # when it arrived: time.monotonic(), system-wide on Linux, so comparable with the
+            # clock of any other process on the host
+            "time": time.monotonic(),
         }
         if verb in _WRITE_VERBS:
             entry["dryRun"] = req.q("dryRun") == "All"
@@ -1136,3 +1145,11 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 
 
 _ = now_time
+
+
+def _selected_name(field_selector: str | None) -> str:
+    """X when the field selector is exactly ``metadata.name=X`` (or ``==``), else ""."""
+    if not field_selector or "," in field_selector or "!=" in field_selector:
+        return ""
+    key, sep, value = field_selector.replace("==", "=").partition("=")
+    return value.strip() if sep and key.strip() == "metadata.name" else ""

@@ -78,6 +78,17 @@ def test_audit_log_names_each_requests_user_agent(api, ns):
     assert agents[1].startswith("Python-urllib/")  # urllib's own default
 
 
+def test_audit_log_dates_each_request_on_the_callers_monotonic_clock(api, ns):
+    api.clear_requests()
+    url = f"http://127.0.0.1:{api.port}/api/v1/namespaces/{ns}/configmaps"
+    before = time.monotonic()
+    with urllib.request.urlopen(url) as resp:
+        assert resp.status == 200
+    after = time.monotonic()
+    (entry,) = api.requests()
+    assert before <= entry["time"] <= after
+
+
 def test_starts_fast_and_stops_cleanly():
     start = time.monotonic()
     server = ApiServer().start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -59,6 +60,26 @@ def install_crd(api_client, crd: dict) -> None:
         return doc.status == 200 and plural.encode() in doc.data
 
     wait_for(served, 10, message=f"CRD {plural}.{group} served")
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid``'s child processes, recursively (from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 @pytest.fixture(scope="module")

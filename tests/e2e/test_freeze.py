@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
-from conftest import Operator, wait_for
+from conftest import Operator, descendants, wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -30,26 +30,6 @@ LEASE = {"leaseDurationSeconds": 4, "renewDeadlineSeconds": 3, "retryPeriodSecon
 PARENTS = 20
 FREEZE = 8.0
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
-
-
-def descendants(pid: int) -> list[int]:
-    """``pid``'s child processes, recursively (from /proc)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        parents.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 class LeaseHistory:

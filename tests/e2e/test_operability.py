@@ -147,7 +147,8 @@ LEASE = {
 }
 
 
-def ha_config(ns: str, name: str) -> dict:
+def ha_config(ns: str, name: str, warm: bool = True) -> dict:
+    """``warm``: leaderElection.warmStandby."""
     return {
         "name": name,
         "handler": "ops_handlers:Stamped",
@@ -155,7 +156,7 @@ def ha_config(ns: str, name: str) -> dict:
         "namespace": ns,
         "children": [{"apiVersion": "v1", "kind": "ConfigMap", "updateStrategy": "Replace"}],
         "workers": 1,
-        "leaderElection": LEASE,
+        "leaderElection": {**LEASE, "warmStandby": warm},
     }
 
 
@@ -266,8 +267,10 @@ def test_leader_election_failover_and_handover(replicas, kube, ns, api):
     since = custom(kube).list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["metadata"][
         "resourceVersion"
     ]
-    a = replicas("a", **ha_config(ns, ns))
-    b = replicas("b", **ha_config(ns, ns))
+    # Cold standbys (warmStandby: false): nothing runs before leading; the warm ones are
+    # tests/e2e/test_warm_standby.py's.
+    a = replicas("a", **ha_config(ns, ns, warm=False))
+    b = replicas("b", **ha_config(ns, ns, warm=False))
     first = wait_for(
         lambda: next((op for op in (a, b) if leading(op)), None), 30, message="a leader"
     )
@@ -284,7 +287,7 @@ def test_leader_election_failover_and_handover(replicas, kube, ns, api):
     assert worker_pids(first) and not worker_pids(standby)
     assert metric(scrape(standby), "syncs_total", result="ok") == 0
     assert metric(scrape(first), "syncs_total", result="ok") > 0
-    # readiness: a standby is ready (it serves nothing that needs caches); the leader is ready
+    # readiness: a cold standby is ready (it serves nothing that needs caches); so is the leader
     assert probe(standby, "/readyz") == (200, "ok\n")
     assert probe(first, "/readyz") == (200, "ok\n")
     assert probe(standby, "/healthz")[0] == 200
@@ -303,7 +306,7 @@ def test_leader_election_failover_and_handover(replicas, kube, ns, api):
         wait_for(lambda pid=pid: not pid_alive(pid), 10, message=f"orphan worker {pid} exits")
 
     # SIGTERM the new leader: it drains, releases the lease and exits 0; a third one leads
-    third = replicas("c", **ha_config(ns, ns))
+    third = replicas("c", **ha_config(ns, ns, warm=False))
     wait_for(lambda: identity(third), 30, message="third replica campaigning")
     assert probe(third, "/readyz") == (200, "ok\n")
     standby.proc.send_signal(signal.SIGTERM)
