@@ -47,7 +47,7 @@ from typing import Any
 import structlog
 from multiprocess import parent_process
 
-from operatord import conditions, protocol
+from operatord import conditions, fingerprint, protocol
 from operatord.apply import Applier, Outcome, ParentChanged, ResponseError
 from operatord.cache import child_key, slim
 from operatord.config import Config, ControllerConfig
@@ -275,6 +275,12 @@ class _Unit:
     # declare status.conditions): adding them again would rewrite the status on every sync,
     # so this process stops maintaining them for this controller.
     conditions_dropped: bool = False
+    # The controller's part of each parent's inputs fingerprint ("" when skipUnchanged is off).
+    digest: str = ""
+    # The server dropped status.observedInputs from a status write (the CRD schema prunes it):
+    # recording it would rewrite the status on every sync, so this process stops recording
+    # it, and the leader never skips this controller's parents.
+    inputs_dropped: bool = False
 
 
 class Worker:
@@ -320,6 +326,8 @@ class Worker:
         self._fence_local = threading.local()
         for unit in self.units.values():
             unit.applier = Applier(self.kube, unit.config, guard=self._guard)
+            if unit.config.skip_unchanged:
+                unit.digest = fingerprint.controller_digest(unit.config)
         self.applier = first.applier
 
     def unit(self, task: SyncTask) -> _Unit:
@@ -342,6 +350,24 @@ class Worker:
                 "the server dropped status.conditions from a status write: the parent's CRD "
                 "schema does not declare them; not maintaining the standard conditions (declare "
                 "status.conditions, or set conditions: false)",
+                controller=unit.config.name,
+            )
+
+    @staticmethod
+    def records_inputs(unit: _Unit) -> bool:
+        return bool(unit.digest) and not unit.inputs_dropped
+
+    def _check_inputs_kept(self, unit: _Unit, sent: dict, updated: dict | None) -> None:
+        """Stop recording the inputs fingerprint once the server drops it from a status write."""
+        if updated is None or fingerprint.FIELD not in sent or unit.inputs_dropped:
+            return
+        if fingerprint.FIELD not in (updated.get("status") or {}):
+            unit.inputs_dropped = True
+            log.warning(
+                f"the server dropped status.{fingerprint.FIELD} from a status write: the "
+                f"parent's CRD schema does not declare it; unchanged parents are not skipped "
+                f"(declare status.{fingerprint.FIELD} as an object with "
+                "x-kubernetes-preserve-unknown-fields, or set skipUnchanged: false)",
                 controller=unit.config.name,
             )
 
@@ -530,6 +556,9 @@ class Worker:
             message = f"{failures} consecutive failed syncs, backing off: {message}"
         reason = conditions.FAILURE_REASONS.get(fields.get("error_kind") or "error", "HandlerError")
         status = with_conditions(parent, None, state, reason=reason, message=message)
+        if status is not None and not self.kube.dry_run:
+            # The parent is not converged any more: never skipped until a sync succeeds.
+            status.pop(fingerprint.FIELD, None)
         live = (parent.get("status") or {}).get("conditions")
         if status is None or conditions.transition_key(
             status.get("conditions")
@@ -631,14 +660,48 @@ class Worker:
                 conditions.PROGRESSING if fields.get("children_changed") else conditions.CONVERGED
             )
             status = with_conditions(parent, status, state)
+        if status is not None and self.records_inputs(unit):
+            status = self._with_inputs(unit, parent, children, related, status, fields, response)
         if status is not None:
             updated = applier.write_status(res, parent, status, outcome)
             self._check_kept(unit, status, updated)
+            self._check_inputs_kept(unit, status, updated)
             if updated is not None:
                 outcome.upsert(updated)
                 outcome.status_written = True
         fields["resync_after"] = response.resync_after
         fields["events"] = tuple((e.type, e.reason, e.message) for e in response.events)
+
+    def _with_inputs(
+        self,
+        unit: _Unit,
+        parent: dict,
+        children: list[dict],
+        related: list[dict] | tuple,
+        status: dict,
+        fields: dict,
+        response: Any,
+    ) -> dict:
+        """``status`` with the fingerprint of the inputs this sync converged on (the parent it
+        saw, the children as its writes left them, its related objects) in
+        `fingerprint.FIELD`; without it when the sync did not converge (children still
+        changing) or the handler asked for a later sync (its answer depends on more than its
+        inputs). A dry run keeps the live value: it changes nothing."""
+        out = dict(status)
+        if self.kube.dry_run:
+            live = (parent.get("status") or {}).get(fingerprint.FIELD)
+            if live is None:
+                out.pop(fingerprint.FIELD, None)
+            else:
+                out[fingerprint.FIELD] = live
+            return out
+        if fields.get("children_changed") or response.resync_after is not None:
+            out.pop(fingerprint.FIELD, None)
+            return out
+        selection = fields.get("selection") if unit.config.related else None
+        value = fingerprint.of(unit.digest, parent, children, selection, related)
+        out[fingerprint.FIELD] = fingerprint.record(value, selection)
+        return out
 
     def _finalize(
         self,
