@@ -115,12 +115,25 @@ def of(
     return h.hexdigest()
 
 
-def record(fingerprint: str, selection: tuple | None) -> dict:
-    """The value of `FIELD` for a converged sync."""
+def record(fingerprint: str, selection: tuple | None, version: str = "") -> dict:
+    """The value of `FIELD` for a converged sync (``version``: its controller digest, so a
+    worker can tell a record made by another config or handler version)."""
     out: dict[str, Any] = {"fingerprint": fingerprint}
+    if version:
+        out["version"] = version
     if selection is not None:
         out["selection"] = [list(s) for s in selection]
     return out
+
+
+def recorded_version(parent: dict) -> str | None:
+    """The controller digest the parent's record was made with (None: no record)."""
+    status = parent.get("status")
+    value = status.get(FIELD) if isinstance(status, dict) else None
+    if not isinstance(value, dict):
+        return None
+    version = value.get("version")
+    return version if isinstance(version, str) else None
 
 
 def recorded(parent: dict) -> Recorded | None:

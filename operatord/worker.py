@@ -628,6 +628,7 @@ class Worker:
                 )
         parent_key = child_key(parent)
         calls = 0
+        wrote_children = False
         while True:
             request = SyncRequest.build(
                 plain_copy(parent), plain_copy(children), related=plain_copy(related)
@@ -650,6 +651,7 @@ class Worker:
             wrote = [w for w in outcome.written[before:] if child_key(w["object"]) != parent_key]
             if not wrote:
                 break
+            wrote_children = True
             if calls >= MAX_RUNS:
                 fields["children_changed"] = True
                 break
@@ -661,7 +663,9 @@ class Worker:
             )
             status = with_conditions(parent, status, state)
         if status is not None and self.records_inputs(unit):
-            status = self._with_inputs(unit, parent, children, related, status, fields, response)
+            status = self._with_inputs(
+                unit, parent, children, related, status, fields, response, wrote_children
+            )
         if status is not None:
             updated = applier.write_status(res, parent, status, outcome)
             self._check_kept(unit, status, updated)
@@ -681,26 +685,45 @@ class Worker:
         status: dict,
         fields: dict,
         response: Any,
+        wrote_children: bool,
     ) -> dict:
         """``status`` with the fingerprint of the inputs this sync converged on (the parent it
         saw, the children as its writes left them, its related objects) in
         `fingerprint.FIELD`; without it when the sync did not converge (children still
         changing) or the handler asked for a later sync (its answer depends on more than its
-        inputs). A dry run keeps the live value: it changes nothing."""
+        inputs).
+
+        A record alone (the status otherwise unchanged) is written only by a sync that wrote
+        children (a repair: its own writes moved the inputs) or when the live record is missing
+        or was made by another config or handler version (once per parent after a deploy, so
+        skipping resumes). Otherwise the live record stays and the sync writes nothing, so
+        inputs that churn without changing the status (a label, a child's status the handler
+        does not report) cost no write; an older record is harmless: it matches only the
+        inputs it was computed from. A dry run keeps the live record: it changes nothing."""
         out = dict(status)
-        if self.kube.dry_run:
-            live = (parent.get("status") or {}).get(fingerprint.FIELD)
+        found = parent.get("status")
+        live_status: dict = found if isinstance(found, dict) else {}
+        live = live_status.get(fingerprint.FIELD)
+        if fields.get("children_changed") or response.resync_after is not None:
+            out.pop(fingerprint.FIELD, None)
+        else:
+            selection = fields.get("selection") if unit.config.related else None
+            value = fingerprint.of(unit.digest, parent, children, selection, related)
+            out[fingerprint.FIELD] = fingerprint.record(value, selection, unit.digest)
+        if out.get(fingerprint.FIELD) == live:
+            return out
+        keep = self.kube.dry_run
+        if not keep and not wrote_children and fingerprint.recorded_version(parent) == unit.digest:
+            rest = {k: v for k, v in out.items() if k != fingerprint.FIELD}
+            generation = (parent.get("metadata") or {}).get("generation")
+            if generation is not None:
+                rest["observedGeneration"] = generation  # as write_status adds it
+            keep = rest == {k: v for k, v in live_status.items() if k != fingerprint.FIELD}
+        if keep:
             if live is None:
                 out.pop(fingerprint.FIELD, None)
             else:
                 out[fingerprint.FIELD] = live
-            return out
-        if fields.get("children_changed") or response.resync_after is not None:
-            out.pop(fingerprint.FIELD, None)
-            return out
-        selection = fields.get("selection") if unit.config.related else None
-        value = fingerprint.of(unit.digest, parent, children, selection, related)
-        out[fingerprint.FIELD] = fingerprint.record(value, selection)
         return out
 
     def _finalize(

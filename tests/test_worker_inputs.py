@@ -164,3 +164,45 @@ def test_a_schema_that_prunes_the_record_turns_recording_off_with_a_warning(api)
     assert fingerprint.FIELD not in now["status"] and now["status"]["ready"] is True
     again = sync(worker, now, [config_map(api, "p")])
     assert again.outcome == "ok" and again.written == ()  # no status rewrite per sync
+
+
+def test_an_input_change_that_changes_no_status_writes_nothing_and_keeps_the_record(api):
+    worker = make_worker(api)
+    sync(worker, widget(api, "labelled", size=1))
+    before = read(api, "labelled")["status"][fingerprint.FIELD]
+    touched = custom(api).patch_namespaced_custom_object(
+        "example.com", "v1", "default", "widgets", "labelled", {"metadata": {"labels": {"a": "b"}}}
+    )
+    again = sync(worker, touched, [config_map(api, "labelled")])
+    assert again.outcome == "ok" and again.written == (), "the record alone is no write"
+    assert read(api, "labelled")["status"][fingerprint.FIELD] == before
+    # The older record does not match the new inputs: the leader syncs the parent.
+    digest = next(iter(worker.units.values())).digest
+    assert fingerprint.of(digest, touched, [config_map(api, "labelled")]) != before["fingerprint"]
+
+
+def test_a_sync_that_repaired_a_child_records_the_repaired_state(api):
+    worker = make_worker(api)
+    sync(worker, widget(api, "repaired", size=1))
+    client.CoreV1Api(api.client()).patch_namespaced_config_map(
+        "repaired", "default", {"data": {"size": "9"}}
+    )
+    result = sync(worker, read(api, "repaired"), [config_map(api, "repaired")])
+    assert [w["object"]["kind"] for w in result.written] == ["ConfigMap", "Widget"]
+    now = read(api, "repaired")
+    digest = next(iter(worker.units.values())).digest
+    recorded = fingerprint.recorded(now)
+    assert recorded is not None
+    assert fingerprint.of(digest, now, [config_map(api, "repaired")]) == recorded.fingerprint
+
+
+def test_a_new_handler_version_rewrites_the_record_once(api):
+    sync(make_worker(api, handlerVersion="1"), widget(api, "deployed", size=1))
+    old = read(api, "deployed")["status"][fingerprint.FIELD]
+    worker = make_worker(api, handlerVersion="2")
+    result = sync(worker, read(api, "deployed"), [config_map(api, "deployed")])
+    assert [w["object"]["kind"] for w in result.written] == ["Widget"], "the record alone"
+    new = read(api, "deployed")["status"][fingerprint.FIELD]
+    assert new["version"] == next(iter(worker.units.values())).digest != old["version"]
+    again = sync(worker, read(api, "deployed"), [config_map(api, "deployed")])
+    assert again.written == ()
