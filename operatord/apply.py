@@ -4,6 +4,9 @@ Guarantees:
 - Desired children are checked before anything is written: a child of a type the config does
   not declare, in another namespace than a namespaced parent, or cluster-scoped under a
   namespaced parent raises `ResponseError` and nothing is written for that parent.
+- A desired child whose name an object that is not this parent's child already has raises
+  `ChildConflict` (a `ResponseError`) naming the label that adopts it; that object is not
+  changed.
 - Every desired child gets the labels ``operatord.io/parent-uid`` and
   ``app.kubernetes.io/managed-by`` and a controller ownerReference to the parent.
 - Only the fields the handler sets are compared (after folding write-only fields such as a
@@ -43,6 +46,12 @@ from operatord.kube import ApiError, Kube, Resource
 
 class ResponseError(Exception):
     """The handler's response cannot be applied as it is (the handler's fault, not the API's)."""
+
+
+class ChildConflict(ResponseError):
+    """A desired child's name is taken by an object that is not a child of this parent (no
+    ``operatord.io/parent-uid`` label with its uid): nothing of it was written. The message
+    says how to adopt the object or to avoid the name."""
 
 
 class ParentChanged(Exception):
@@ -114,6 +123,38 @@ def is_subset(desired: Any, observed: Any) -> bool:
     if isinstance(desired, int | float) and isinstance(observed, int | float):
         return desired == observed
     return desired == observed
+
+
+# Server-maintained metadata: a change in these says nothing about what the handler asked for.
+_VOLATILE_METADATA = frozenset(
+    {"resourceVersion", "managedFields", "generation", "creationTimestamp", "uid", "selfLink"}
+)
+
+
+def changed_paths(before: Any, after: Any, limit: int = 10) -> list[str]:
+    """The dotted paths of the fields that differ between two versions of an object (a list
+    is one field; server-maintained metadata is ignored), at most ``limit`` of them."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if len(out) >= limit:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                if path == "metadata" and key in _VOLATILE_METADATA:
+                    continue
+                sub = f"{path}.{key}" if path else str(key)
+                if key not in a or key not in b:
+                    out.append(sub)
+                else:
+                    walk(a[key], b[key], sub)
+                if len(out) >= limit:
+                    return
+        elif a != b:
+            out.append(path or "(object)")
+
+    walk(before, after, "")
+    return out
 
 
 def overlay(base: dict, top: dict) -> dict:
@@ -293,10 +334,16 @@ class Applier:
             existing.setdefault("apiVersion", res.api_version)
             existing.setdefault("kind", res.kind)
             labels = existing["metadata"].get("labels") or {}
-            if labels.get(self.config.parent_uid_label) != parent["metadata"]["uid"]:
-                raise ResponseError(
-                    f"{res.kind} {meta.get('namespace', '')}/{meta['name']} already exists and "
-                    "is not a child of this parent"
+            uid = parent["metadata"]["uid"]
+            if labels.get(self.config.parent_uid_label) != uid:
+                ns = meta.get("namespace")
+                where = f"{ns}/{meta['name']}" if ns else meta["name"]
+                raise ChildConflict(
+                    f"{res.kind} {where} already exists and is not a child of this parent; to "
+                    f"adopt it, label it {self.config.parent_uid_label}={uid} (kubectl label "
+                    f"{res.kind.lower()} {meta['name']}{f' -n {ns}' if ns else ''} "
+                    f"{self.config.parent_uid_label}={uid}), or have the handler choose "
+                    "another name"
                 ) from exc
             outcome.upsert(existing)
             self._update(res, child, existing, outcome)

@@ -13,6 +13,8 @@ Guarantees:
   (uids are unique across types), and a list replaces only the part of the cache it covers
   (one parent or child type, in one namespace when the type is watched per namespace).
 - `snapshot` returns a parent and its children as they are now; the caller may not mutate them.
+- `deletions` is O(parents being deleted), not O(parents): the cache indexes the
+  ``metadata.deletionTimestamp`` of its parents as they are stored and removed.
 - Objects are stored without ``metadata.managedFields`` (the field-ownership bookkeeping of
   server-side apply, about 60% of a small object's memory), as controller-runtime's
   ``TransformStripManagedFields`` does; the stored dict is the one passed in, slimmed in place.
@@ -20,6 +22,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import datetime
 import threading
 from collections.abc import Iterable
 
@@ -50,6 +53,18 @@ def child_key(obj: dict) -> ChildKey:
     )
 
 
+def deletion_time(obj: dict) -> float | None:
+    """``metadata.deletionTimestamp`` as seconds since the epoch (None: not being deleted; an
+    unparsable timestamp counts as now)."""
+    stamp = _meta(obj).get("deletionTimestamp")
+    if not stamp:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return datetime.datetime.now(datetime.UTC).timestamp()
+
+
 def newer(candidate: str | None, current: str | None) -> bool:
     """True when resourceVersion ``candidate`` is newer than ``current`` (unknown counts as newer)."""
     if not current:
@@ -71,6 +86,7 @@ class Cache:
         self._child_owner: dict[ChildKey, str] = {}
         self._tombstones: dict[ChildKey, str] = {}
         self._type_counts: dict[str, int] = {}  # "apiVersion/kind" -> children cached
+        self._deleting: dict[str, float] = {}  # parent uid -> its deletionTimestamp (epoch)
 
     def _count_locked(self, key: ChildKey, delta: int) -> None:
         name = f"{key[0]}/{key[1]}"
@@ -94,12 +110,21 @@ class Cache:
             ):
                 return False
             self._parents[uid] = obj
+            self._index_deletion_locked(uid, obj)
             return True
+
+    def _index_deletion_locked(self, uid: str, obj: dict) -> None:
+        when = deletion_time(obj)
+        if when is None:
+            self._deleting.pop(uid, None)
+        else:
+            self._deleting[uid] = when
 
     def delete_parent(self, obj: dict) -> bool:
         uid = _meta(obj).get("uid") or ""
         with self._lock:
             existed = self._parents.pop(uid, None) is not None
+            self._deleting.pop(uid, None)
             for key in self._children.pop(uid, {}):
                 if self._child_owner.pop(key, None) is not None:
                     self._count_locked(key, -1)
@@ -139,10 +164,14 @@ class Cache:
                     changed.add(uid)
             if kind is None:
                 self._parents = fresh
+                self._deleting = {}
             else:
                 for uid in removed:
                     del self._parents[uid]
+                    self._deleting.pop(uid, None)
                 self._parents.update(fresh)
+            for uid, obj in fresh.items():
+                self._index_deletion_locked(uid, obj)
             for uid in removed:
                 for key in self._children.pop(uid, {}):
                     if self._child_owner.pop(key, None) is not None:
@@ -160,6 +189,12 @@ class Cache:
     def parent_count(self) -> int:
         with self._lock:
             return len(self._parents)
+
+    def deletions(self) -> list[float]:
+        """The deletionTimestamps (seconds since the epoch) of the cached parents that are
+        being deleted (finalizers still pending)."""
+        with self._lock:
+            return list(self._deleting.values())
 
     # ---- children -------------------------------------------------------------------------
 
@@ -262,6 +297,7 @@ class Cache:
             }
             for uid in gone:
                 del self._parents[uid]
+                self._deleting.pop(uid, None)
             for key in [k for k in self._child_owner if k[2] == namespace]:
                 self._remove_child_locked(key)
             self._tombstones = {k: v for k, v in self._tombstones.items() if k[2] != namespace}

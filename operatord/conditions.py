@@ -6,14 +6,25 @@ Guarantees of `set_condition`:
 - ``lastTransitionTime`` changes only when the condition's ``status`` changes, so a handler
   that sets the same condition on every sync produces the same status (no write, no event).
 - ``observedGeneration`` is set when given (the parent's ``metadata.generation``).
+- Without a ``reason``, the reason is derived from the type and status, valid for
+  ``metav1.Condition`` (CamelCase, letters first): ``Ready`` when True, ``NotReady`` when False,
+  ``ReadyUnknown`` when Unknown (a domain prefix such as ``example.com/`` is dropped).
 """
 
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Iterable
 
 STATUSES = ("True", "False", "Unknown")
+
+
+def default_reason(type: str, status: str) -> str:  # noqa: A002 - the Kubernetes field name
+    """The reason `set_condition` uses when none is given (see the module docstring)."""
+    parts = re.split(r"[^A-Za-z0-9]+", type.rpartition("/")[2].lstrip("0123456789"))
+    word = "".join(p[:1].upper() + p[1:] for p in parts) or "Condition"
+    return {"True": word, "False": f"Not{word}"}.get(status, f"{word}Unknown")
 
 
 def _now() -> str:
@@ -41,7 +52,7 @@ def set_condition(
     new = {
         "type": type,
         "status": status,
-        "reason": reason or status,
+        "reason": reason or default_reason(type, status),
         "message": message,
         "lastTransitionTime": (now or _now())
         if changed or current is None

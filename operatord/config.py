@@ -23,7 +23,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from importlib import resources
@@ -1162,7 +1162,7 @@ class Override:
     flag: str
     env: str
     key: str  # dotted config path, e.g. "logging.level"; "metrics" for a bind address
-    kind: str  # "str" | "int" | "bool" | "address"
+    kind: str  # "str" | "word" (case-insensitive keyword) | "int" | "bool" | "address"
     help: str
 
     @property
@@ -1179,6 +1179,8 @@ class Override:
         if self.kind == "address":
             host, port = _parse_address(text)
             return {f"{self.key}.port": port, f"{self.key}.address": host}
+        if self.kind == "word":
+            return {self.key: text.strip().lower()}
         return {self.key: text}
 
 
@@ -1189,9 +1191,9 @@ OVERRIDES: tuple[Override, ...] = (
     Override("--workers", "OPERATORD_WORKERS", "workers", "int", "worker processes"),
     Override("--in-flight-per-worker", "OPERATORD_IN_FLIGHT_PER_WORKER", "inFlightPerWorker",
              "int", "parents one worker process holds at once"),
-    Override("--log-level", "OPERATORD_LOG_LEVEL", "logging.level", "str",
-             "debug, info, warning or error"),
-    Override("--log-format", "OPERATORD_LOG_FORMAT", "logging.format", "str",
+    Override("--log-level", "OPERATORD_LOG_LEVEL", "logging.level", "word",
+             "debug, info, warning or error (any case)"),
+    Override("--log-format", "OPERATORD_LOG_FORMAT", "logging.format", "word",
              "auto, console or json"),
     Override("--metrics-bind-address", "OPERATORD_METRICS_BIND_ADDRESS", "metrics", "address",
              "[HOST]:PORT of /metrics; 0 disables it"),
@@ -1292,7 +1294,7 @@ def _summary(cfg: Config) -> str:
 
 
 def check_config_command(
-    path: str,
+    path: str | Callable[[], Config],
     *,
     show: bool = False,
     flags: Mapping[str, str | None] | None = None,
@@ -1309,7 +1311,8 @@ def check_config_command(
 
     isolate_import_path()
     try:
-        cfg, sources = apply_overrides(load_config(path), flags, environ)
+        base = load_config(path) if isinstance(path, str) else path()
+        cfg, sources = apply_overrides(base, flags, environ)
     except ConfigFileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -237,11 +237,21 @@ class Controller:
             delay = queue.add_rate_limited(uid)
             self.metrics.inc("retries_total", c)
             if step.log == "not_converging":
+                changing = protocol.describe_changes(result.changing)
                 log.warning(
                     "children change on every sync; the handler does not converge, slowing down",
                     **self.parent_context(uid),
                     consecutive_writing_syncs=streak,
+                    handler_runs=streak * result.handler_calls,
+                    changing=changing,
                     retry_in=round(delay, 3),
+                )
+                self.events.post(
+                    parent,
+                    "ChildrenNotConverging",
+                    f"children change on every sync ({changing}): the desired state must "
+                    "depend on the observed state only (no timestamps, random values or "
+                    f"counters); syncing again only at the backoff pace (next in {delay:.1f}s)",
                 )
             elif step.log == "unstable_selection":
                 log.warning(
@@ -264,6 +274,8 @@ class Controller:
             self._schedule_resync(queue, uid)
         if result.outcome == protocol.ERROR:
             reason = "FinalizeFailed" if _finalizing(parent) else "SyncFailed"
+            if result.error_kind == "conflict":
+                reason = "ChildNameConflict"
             self.events.post(parent, reason, result.error or "")
         for type_, reason, message in result.events:
             self.events.post(parent, reason, message, type_)

@@ -60,7 +60,7 @@ from operatord.metrics import Metrics, ProcessSampler
 from operatord.namespaces import NamespaceScope
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from types import FrameType
 
 log = structlog.get_logger("operatord.daemon")
@@ -275,17 +275,23 @@ def check_access(kube: Kube, config: Config, resources: list) -> None:
                 raise
 
 
-def load(config_path: str, flags: Mapping[str, str | None] | None = None) -> Config:
-    """The effective config with its handler importable; ConfigError/HandlerImportError."""
+def load(
+    config_path: str | Callable[[], Config], flags: Mapping[str, str | None] | None = None
+) -> Config:
+    """The effective config with its handler importable; ConfigError/HandlerImportError.
+    ``config_path``: a config file, or a callable making the config (`operatord.quickstart`)."""
     isolate_import_path()
-    config, _ = apply_overrides(load_config(config_path), flags)
+    base = load_config(config_path) if isinstance(config_path, str) else config_path()
+    config, _ = apply_overrides(base, flags)
     for ctl in config.controllers:
         load_handler(ctl.handler, ctl.python_path)
     return config
 
 
 def run(
-    config_path: str, kubeconfig: str | None = None, flags: Mapping[str, str | None] | None = None
+    config_path: str | Callable[[], Config],
+    kubeconfig: str | None = None,
+    flags: Mapping[str, str | None] | None = None,
 ) -> int:
     """``operatord run``; returns the exit status (see the module docstring)."""
     try:
@@ -314,18 +320,22 @@ def run(
         max_concurrent=config.workers * config.in_flight_per_worker,
     )
     health = None
+    code = EXIT_ERROR
     try:
         health = bind_servers(config, metrics)
-        return _run(config, ClientSettings(kubeconfig=kubeconfig), metrics, health, stop)
+        code = _run(config, ClientSettings(kubeconfig=kubeconfig), metrics, health, stop)
+        return code
     except StartupError as exc:
         log.error(str(exc), exit_code=exc.code)
         print(f"error: {exc}", file=sys.stderr)
-        return exc.code
+        code = exc.code
+        return code
     finally:
         metrics.set("leader", 0)
         if health is not None:
             health.stop()
         metrics.stop()
+        log.info("exited", exit_code=code)
 
 
 def _run(
@@ -342,7 +352,13 @@ def _run(
         health.add_readiness("startup", types)
         health.add_readiness(
             "controller",
-            lambda: controller[0].readiness() if controller and leading.is_set() else None,
+            # Not ready until the machinery exists (between the start-up checks and its
+            # creation /readyz must not answer 200); a standby that does not lead is ready.
+            lambda: (
+                ("starting" if types.waiting is None else None)  # else "startup" says why
+                if not controller
+                else (controller[0].readiness() if leading.is_set() else None)
+            ),
         )
         health.add_liveness("dispatch", lambda: controller[0].liveness() if controller else None)
     kube = connect(settings)
@@ -394,11 +410,17 @@ def _run_elected(
 
     le = config.leader_election
     lost = threading.Event()
+    # A SIGTERM while the controller starts (on the election thread) waits for the start to
+    # finish before stopping it; one that came first keeps it from starting at all.
+    starting = threading.Lock()
 
     def started() -> None:
-        leading.set()
-        log.info("became leader; starting controller")
-        controller.start()
+        with starting:
+            if stop.is_set():
+                return
+            leading.set()
+            log.info("became leader; starting controller")
+            controller.start()
 
     def stopped() -> None:
         if leading.is_set():
@@ -430,8 +452,9 @@ def _run_elected(
         controller.kill_workers()
         election_stop.set()
         return EXIT_ERROR
-    if leading.is_set():
-        controller.stop(drain_seconds(config))
+    with starting:
+        if leading.is_set():
+            controller.stop(drain_seconds(config))
     election_stop.set()
     t.join(le.retry_period_seconds + 5)
     try:

@@ -2,7 +2,9 @@
 
 It starts everything on 127.0.0.1, creates widgets, shows them converging, deletes a third of
 them and shows them finalized, prints a few metrics, then stops by itself. Exit status 0 means
-every step converged within its deadline.
+every step converged within its deadline. With ``keep``, the API server and the operator stay
+up after the tour (the ``export KUBECONFIG=...`` line and kubectl commands to try are printed)
+until SIGINT or SIGTERM, then stop as without it.
 
 It needs nothing but an installed operatord: the example handler and CRD ship in the package
 (`operatord.examples`), and the operator runs through `operatord.testing.OperatorProcess`,
@@ -12,8 +14,10 @@ exactly as users run theirs in end-to-end tests.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from importlib import resources
@@ -64,7 +68,7 @@ def _scrape(port: int) -> dict[str, float]:
     return out
 
 
-def main(parents: int = 30, workers: int = 2, timeout: float = 120.0) -> int:
+def main(parents: int = 30, workers: int = 2, timeout: float = 120.0, keep: bool = False) -> int:
     from kubernetes import client
 
     from operatord.testing import ApiServer, OperatorProcess
@@ -173,10 +177,36 @@ def main(parents: int = 30, workers: int = 2, timeout: float = 120.0) -> int:
                 ):
                     if m[key]:
                         _say(f"   {key} = {m[key]:g}")
+            if keep:
+                _keep(api.kubeconfig, op)
         finally:
             code = op.stop()
         _say(f"7. operatord drained and exited with status {code}; demo complete")
         return 0 if code == 0 else 1
+
+
+def _keep(kubeconfig: str, op: OperatorProcess) -> None:
+    """Print how to explore the running demo, then wait for SIGINT or SIGTERM."""
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda _s, _f: done.set())
+    assert op.proc is not None  # started
+    _say(
+        "   --keep: the API server and the operator keep running. In another shell:\n"
+        f"   export KUBECONFIG={kubeconfig}\n"
+        f"   kubectl get widgets -n {NAMESPACE}\n"
+        f"   kubectl describe widget widget-001 -n {NAMESPACE}\n"
+        f"   kubectl get configmaps -n {NAMESPACE} -l app.kubernetes.io/managed-by=widget-operator\n"
+        f"   kubectl patch widget widget-001 -n {NAMESPACE} --type merge -p "
+        '\'{"spec":{"size":9}}\'\n'
+        f"   curl -s 127.0.0.1:{op.metrics_port}/metrics | grep operatord_syncs_total\n"
+        f"   operator log: {op.out_path}\n"
+        "   Ctrl-C stops the operator and the API server."
+    )
+    while not done.wait(0.5):
+        if op.proc.poll() is not None:
+            _say(f"   operatord exited with status {op.proc.returncode}")
+            return
 
 
 def _wait_ready(op: OperatorProcess, timeout: float) -> bool:

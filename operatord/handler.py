@@ -180,12 +180,19 @@ class SyncRequest:
     the cached objects the handler's ``related(parent)`` selected (the same view as
     ``children``: ``of_type``, ``get``, iteration, ``len``); a selected object that does not
     exist is simply absent.
+
+    ``retry`` is the number of consecutive attempts for this parent before this one that did
+    not succeed (raised, timed out, returned an invalid response, killed its worker, or were
+    retried after a backoff): 0 on a first try and after a success, for ``sync`` and
+    ``finalize`` alike. It is kept by the leader, so it survives worker restarts (not a restart
+    of the leader). All handler runs of one sync see the same value.
     """
 
     parent: dict
     children: Children = field(default_factory=Children)
     finalizing: bool = False
     related: Children = field(default_factory=Children)
+    retry: int = 0
 
     @classmethod
     def build(
@@ -194,13 +201,16 @@ class SyncRequest:
         children: Iterable[dict] = (),
         finalizing: bool = False,
         related: Iterable[dict] = (),
+        retry: int = 0,
     ) -> SyncRequest:
         """Build a request from plain dicts: the way to unit-test a handler without a cluster."""
         if not isinstance(parent, dict):
             raise TypeError(f"parent: expected an object dict, got {type(parent).__name__}")
         kids = children if isinstance(children, Children) else Children(children)
         rel = related if isinstance(related, Children) else Children(related)
-        return cls(parent=parent, children=kids, finalizing=bool(finalizing), related=rel)
+        return cls(
+            parent=parent, children=kids, finalizing=bool(finalizing), related=rel, retry=retry
+        )
 
 
 @dataclass(frozen=True)

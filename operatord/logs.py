@@ -15,6 +15,10 @@ spawned processes inherit no logging setup). Guarantees after the call:
   such as ``authorization``, ``token``, ``password``, ``api_key``; the values of ``data`` and
   ``stringData`` of any object with ``kind: Secret``; ``Bearer``/``Basic`` credentials and URL
   user-info inside strings. Objects passed to a logger are never mutated.
+- Exceptions are rendered as one plain traceback (``traceback.format_exception``: frames and
+  source lines, never local variables), turned into text before the redaction runs, so the
+  redaction covers the exception message and the traceback too. This holds in both formats and
+  whatever is installed: ``rich`` or ``better_exceptions`` never render a traceback here.
 - ``kubernetes.client.rest`` is held at INFO even at ``level="debug"``: at DEBUG it logs whole
   response bodies, which can contain Secret data.
 - Calling it again replaces the previous configuration (handler, level, static context).
@@ -172,15 +176,18 @@ def configure_logging(fmt: str = "auto", level: str = "info", **context: Any) ->
     _state["context"] = dict(context)
 
     shared = _shared_processors()
+    # format_exc_info turns exc_info into the "exception" string (a plain traceback) before
+    # redact_secrets sees the event, in both formats: a renderer's own exception formatter
+    # (structlog's ConsoleRenderer picks rich's, with every frame's locals, when rich is
+    # importable) would run after the redaction.
     if resolved == "json":
-        final: list[Any] = [
-            structlog.processors.format_exc_info,
-            redact_secrets,
-            structlog.processors.JSONRenderer(default=repr),
-        ]
+        renderer: Any = structlog.processors.JSONRenderer(default=repr)
     else:
         colors = bool(getattr(sys.stdout, "isatty", lambda: False)())
-        final = [redact_secrets, structlog.dev.ConsoleRenderer(colors=colors)]
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=colors, exception_formatter=structlog.dev.plain_traceback
+        )
+    final: list[Any] = [structlog.processors.format_exc_info, redact_secrets, renderer]
 
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],

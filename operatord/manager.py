@@ -94,20 +94,25 @@ class Manager:
             lease_updates=self.fence.updates,
             credentials=lambda: self._credentials.headers,
         )
-        self.events = EventRecorder(
-            self.kube,
-            f"operatord-{config.name}",
-            interval=event_interval,
-            metrics=metrics,
-            guard=self.fence.check,
-        )
+        # One recorder per controller: its Events name it (reportingComponent
+        # operatord-<name>, or operatord-<name>.<controller> with a controllers list).
+        self.events = {
+            c.name: EventRecorder(
+                self.kube,
+                c.field_manager,
+                interval=event_interval,
+                metrics=metrics,
+                guard=self.fence.check,
+            )
+            for c in config.controllers
+        }
         self.related = RelatedTypes(config, self._enqueue_related)
         self.controllers = [
             Controller(
                 c,
                 cache=self.cache,
                 related=self.related,
-                events=self.events,
+                events=self.events[c.name],
                 metrics=metrics,
                 fence=self.fence,
                 workers=config.workers,
@@ -588,8 +593,9 @@ class Manager:
         self.pool.stop(deadline)
         for t in self._threads:
             t.join(max(deadline - time.monotonic(), 0.1))
-        self.events.flush(max(deadline - time.monotonic(), 0.5))
-        self.events.stop()
+        for events in self.events.values():
+            events.flush(max(deadline - time.monotonic(), 0.5))
+            events.stop()
         self.kube.close()
         self.stopped.set()
 
@@ -630,6 +636,12 @@ class Manager:
         m = self.metrics
         self.pool.update_gauges()
         m.set("parents_backing_off", sum(c.backing_off() for c in self.controllers))
+        deleting = self.cache.deletions()
+        m.set("parents_deleting", len(deleting))
+        m.set(
+            "parent_deletion_max_age_seconds",
+            max(0.0, time.time() - min(deleting, default=time.time())),
+        )
         if self.fence.sharded:
             owned = sorted(self.fence.owned)
             per_shard = dict.fromkeys(owned, 0)

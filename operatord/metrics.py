@@ -81,7 +81,7 @@ _SYNC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 _WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 _API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-_SYNC_RESULTS = ("ok", "error", "invalid", "timeout", "crash")
+_SYNC_RESULTS = ("ok", "error", "invalid", "conflict", "timeout", "crash")
 _FINALIZE_RESULTS = ("finalized", "pending", "error", "invalid", "timeout", "crash")
 
 CATALOG: tuple[MetricSpec, ...] = (
@@ -89,8 +89,9 @@ CATALOG: tuple[MetricSpec, ...] = (
         "syncs_total",
         "counter",
         "Syncs of a parent (one per dispatch to a worker), by result: ok, error (handler raised "
-        "or a write failed), invalid (bad response), timeout (handlerTimeoutSeconds exceeded), "
-        "crash (the worker process died while syncing this parent alone).",
+        "or a write failed), invalid (bad response), conflict (a desired child's name is taken "
+        "by an object that is not this parent's child), timeout (handlerTimeoutSeconds "
+        "exceeded), crash (the worker process died while syncing this parent alone).",
         ("result",),
         values={"result": _SYNC_RESULTS},
     ),
@@ -155,6 +156,19 @@ CATALOG: tuple[MetricSpec, ...] = (
         "parents_backing_off",
         "gauge",
         "Parents currently waiting out an exponential backoff after a failure.",
+    ),
+    MetricSpec(
+        "parents_deleting",
+        "gauge",
+        "Parents being deleted (deletionTimestamp set) that are still in the API server: their "
+        "finalizers, this operator's or others', have not all been removed; computed at scrape "
+        "time.",
+    ),
+    MetricSpec(
+        "parent_deletion_max_age_seconds",
+        "gauge",
+        "Seconds since the deletionTimestamp of the oldest parent still being deleted (0: none); "
+        "a deletion that stays blocked raises it without bound. Computed at scrape time.",
     ),
     MetricSpec(
         "retries_total",
@@ -757,12 +771,12 @@ CONTROLLER_RUNTIME_SERIES: dict[str, tuple[str, tuple[str, ...], str]] = {
         "counter",
         ("controller", "result"),
         "syncs and finalizes: ok/finalized -> success, pending -> requeue_after, "
-        "error/invalid/timeout/crash -> error",
+        "error/invalid/conflict/timeout/crash -> error",
     ),
     "controller_runtime_reconcile_errors_total": (
         "counter",
         ("controller",),
-        "syncs and finalizes that ended in error, invalid, timeout or crash",
+        "syncs and finalizes that ended in error, invalid, conflict, timeout or crash",
     ),
     "controller_runtime_reconcile_time_seconds": (
         "histogram",
@@ -973,8 +987,8 @@ class ProcessSampler:
             self.metrics.set("worker_resident_memory_bytes", rss, {"worker": worker})
             last_pid, last_cpu = self._last_cpu.get(worker, (pid, 0.0))
             grown = cpu - last_cpu if last_pid == pid else cpu
-            if grown > 0:
-                self.metrics.inc("worker_cpu_seconds_total", {"worker": worker}, grown)
+            # Always touched: an idle worker's series exists (at 0) from its first sample on.
+            self.metrics.inc("worker_cpu_seconds_total", {"worker": worker}, max(grown, 0.0))
             self._last_cpu[worker] = (pid, cpu)
 
     def start(self) -> None:

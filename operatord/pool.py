@@ -257,6 +257,7 @@ class WorkerPool:
             slot.wake.set()
             with slot.cond:
                 slot.cond.notify_all()
+            slot.proc.request_stop()  # its receiver ends on the pipe's EOF, not a poll timeout
         for t in self._threads:
             t.join(max(deadline - time.monotonic(), 0.1))
         for slot in self.slots:

@@ -42,6 +42,7 @@ __all__ = [
     "SyncTask",
     "Tasks",
     "decode",
+    "describe_changes",
     "encode",
     "next_step",
 ]
@@ -93,7 +94,8 @@ class SyncResult:
     uid: str
     outcome: str  # one of OUTCOMES
     error: str | None = None  # one line for logs and Events when outcome is ERROR
-    error_kind: str | None = None  # "error" | "invalid" | "timeout" | "api" for metrics
+    # "error" | "invalid" | "conflict" (a child's name is taken) | "timeout" | "api" for metrics
+    error_kind: str | None = None
     resync_after: float | None = None  # the handler asked for another sync after this delay
     retry_after: float | None = None  # FINALIZE_PENDING: retry after this (None: backoff)
     # Every object the worker wrote, as the API server answered: {"action": "upsert" |
@@ -102,6 +104,10 @@ class SyncResult:
     # The last handler run still changed children (it did not settle within the worker's
     # runs): the leader syncs the parent again (at its backoff pace after a long streak).
     children_changed: bool = False
+    # With children_changed: what the last run still changed, one (apiVersion, kind,
+    # namespace, name, field paths) per child ("created"/"deleted" as the only path when it
+    # created or deleted the child), so the leader can say which child does not settle.
+    changing: tuple = ()
     duration: float = 0.0  # seconds the task took in the worker
     handler_calls: int = 0  # how many times the handler ran for this task
     # Events the handler asked for, (type, reason, message); the leader records them.
@@ -334,6 +340,16 @@ class CallBoard:
             elif n:
                 out.append(bytes(mm[off + 1 : off + 1 + n]).decode(errors="replace"))
         return out
+
+
+def describe_changes(changing: tuple) -> str:
+    """One line naming the children in `SyncResult.changing` and their changing fields, e.g.
+    ``ConfigMap ns/web: data.at; Secret ns/web-tls: created``."""
+    parts = []
+    for _api_version, kind, namespace, name, paths in changing:
+        where = f"{namespace}/{name}" if namespace else name
+        parts.append(f"{kind} {where}: {', '.join(paths) or 'no field change seen'}")
+    return "; ".join(parts) or "unknown children"
 
 
 # ---- what a result means for the queue -------------------------------------------------------

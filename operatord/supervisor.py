@@ -229,14 +229,21 @@ class WorkerProcess:
         if self.conn is not None:
             self.conn.close()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Ask the worker to finish and exit; kill it if it does not within ``timeout``."""
+    def request_stop(self) -> None:
+        """Ask the worker to finish what it holds, answer it and exit, without waiting: its
+        pipe then reaches EOF, which ends a receiver waiting on it at once."""
         if self.process is None:
             return
         try:
             self.send(protocol.Stop())
         except WorkerGone:
             pass
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the worker to finish and exit; kill it if it does not within ``timeout``."""
+        if self.process is None:
+            return
+        self.request_stop()
         self.process.join(timeout)
         if self.process.is_alive():
             self.process.kill()

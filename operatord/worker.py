@@ -8,10 +8,13 @@ Guarantees:
 - Every task gets exactly one result, whatever the handler does (raises, returns garbage,
   hangs), unless the process dies.
 - The handler gets its own copies of the parent and children: whatever it does to them cannot
-  change what operatord compares its response against.
+  change what operatord compares its response against. They never carry
+  ``metadata.managedFields``, in the first run of a sync as in the follow-up runs.
 - When a sync wrote children, the handler runs again at once with the children as written
   (up to ``MAX_RUNS`` runs per task) and the status is written once, from the last run; so
-  the handler observes what it caused without a trip through the leader.
+  the handler observes what it caused without a trip through the leader. The Events of every
+  run are reported (an Event identical to one an earlier run of the same sync returned is
+  reported once), also when a later run fails: the writes of the earlier runs happened.
 - A handler that raises or returns an invalid response changes nothing in the cluster for that
   parent (children and status are only written after the response validated).
 - A call that exceeds ``handlerTimeoutSeconds`` (measured from the call's start, not from
@@ -48,7 +51,14 @@ import structlog
 from multiprocess import parent_process
 
 from operatord import conditions, fingerprint, protocol
-from operatord.apply import Applier, Outcome, ParentChanged, ResponseError
+from operatord.apply import (
+    Applier,
+    ChildConflict,
+    Outcome,
+    ParentChanged,
+    ResponseError,
+    changed_paths,
+)
 from operatord.cache import child_key, slim
 from operatord.config import Config, ControllerConfig
 from operatord.handler import (
@@ -451,9 +461,11 @@ class Worker:
                 if related is None:
                     pass  # re-selection: the leader sends the parent again with its objects
                 elif finalizing:
-                    self._finalize(unit, parent, task.children, fields, outcome, related)
+                    self._finalize(
+                        unit, parent, task.children, fields, outcome, related, task.retry
+                    )
                 else:
-                    self._sync(unit, parent, task.children, fields, outcome, related)
+                    self._sync(unit, parent, task.children, fields, outcome, related, task.retry)
             except Wedged:
                 fields.update(outcome=protocol.ABANDONED, error="worker restarting")
             except Fenced as exc:
@@ -472,6 +484,9 @@ class Worker:
             except HandlerFailed as exc:
                 fields.update(outcome=protocol.ERROR, error=str(exc), error_kind="error")
                 log.error("handler raised", error=str(exc), exc_info=exc.__cause__)
+            except ChildConflict as exc:
+                fields.update(outcome=protocol.ERROR, error=str(exc), error_kind="conflict")
+                log.warning("child name conflict", error=str(exc))
             except (InvalidResponse, ResponseError) as exc:
                 fields.update(
                     outcome=protocol.ERROR, error=f"invalid response: {exc}", error_kind="invalid"
@@ -614,6 +629,7 @@ class Worker:
         fields: dict,
         outcome: Outcome,
         related: list[dict] | tuple = (),
+        retry: int = 0,
     ) -> None:
         cfg, applier, handler = unit.config, unit.applier, unit.handler
         assert applier is not None
@@ -629,9 +645,13 @@ class Worker:
         parent_key = child_key(parent)
         calls = 0
         wrote_children = False
+        events: list[tuple[str, str, str]] = []
         while True:
             request = SyncRequest.build(
-                plain_copy(parent), plain_copy(children), related=plain_copy(related)
+                _seen(parent),
+                [_seen(c) for c in children],
+                related=plain_copy(related),
+                retry=retry,
             )
             calls += 1
             fields["handler_calls"] = calls
@@ -646,6 +666,8 @@ class Worker:
                 default_namespace=parent["metadata"].get("namespace"),
                 allowed_types=cfg.child_keys,
             )
+            _add_events(events, response.events)
+            fields["events"] = tuple(events)
             before = len(outcome.written)
             applier.apply_children(parent, children, list(response.children), outcome)
             wrote = [w for w in outcome.written[before:] if child_key(w["object"]) != parent_key]
@@ -654,6 +676,7 @@ class Worker:
             wrote_children = True
             if calls >= MAX_RUNS:
                 fields["children_changed"] = True
+                fields["changing"] = _changes(children, wrote)
                 break
             children = _children_after(children, wrote)
         status = response.status
@@ -674,7 +697,6 @@ class Worker:
                 outcome.upsert(updated)
                 outcome.status_written = True
         fields["resync_after"] = response.resync_after
-        fields["events"] = tuple((e.type, e.reason, e.message) for e in response.events)
 
     def _with_inputs(
         self,
@@ -734,6 +756,7 @@ class Worker:
         fields: dict,
         outcome: Outcome,
         related: list[dict] | tuple = (),
+        retry: int = 0,
     ) -> None:
         cfg, applier, handler = unit.config, unit.applier, unit.handler
         assert applier is not None
@@ -742,10 +765,11 @@ class Worker:
             return
         res = self._parent_resource(unit)
         request = SyncRequest.build(
-            plain_copy(parent),
-            plain_copy(children),
+            _seen(parent),
+            [_seen(c) for c in children],
             finalizing=True,
             related=plain_copy(related),
+            retry=retry,
         )
         fields["handler_calls"] = 1
         response = validate_finalize_response(
@@ -829,8 +853,43 @@ def plain_copy(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
+def _add_events(events: list[tuple[str, str, str]], new: Any) -> None:
+    """Append the Events of one handler run to those of the earlier runs of the same sync; an
+    Event an earlier run already returned (same type, reason and message) is not repeated."""
+    seen = set(events)
+    for e in new:
+        item = (e.type, e.reason, e.message)
+        if item not in seen:
+            events.append(item)
+
+
+def _seen(obj: dict) -> dict:
+    """The handler's copy of an object: without ``metadata.managedFields``, whether it comes
+    from the leader's cache (slimmed there) or from a write this task made (the API server's
+    answer carries them)."""
+    return slim(plain_copy(obj))
+
+
 def _uid(parent: dict) -> str:
     return (parent.get("metadata") or {}).get("uid") or ""
+
+
+def _changes(children: list[dict], written: list[dict]) -> tuple:
+    """(apiVersion, kind, namespace, name, field paths) of each child ``written`` changed,
+    compared with its version in ``children``."""
+    by_key = {child_key(c): c for c in children}
+    out = []
+    for w in written:
+        key = child_key(w["object"])
+        before = by_key.get(key)
+        if w["action"] != "upsert":
+            paths: tuple[str, ...] = ("deleted",)
+        elif before is None:
+            paths = ("created",)
+        else:
+            paths = tuple(changed_paths(before, w["object"]))
+        out.append((*key, paths))
+    return tuple(out)
 
 
 def _children_after(children: list[dict], written: list[dict]) -> list[dict]:
@@ -933,10 +992,16 @@ class _Outbox:
 
     def take(self, timeout: float) -> list[SyncResult]:
         with self._cond:
-            if not self._items:
+            if not self._items and not self.closed:
                 self._cond.wait(timeout)
             items, self._items = self._items, []
             return items
+
+    def close(self) -> None:
+        """No more results come: wake the sender at once, so it sends the rest and returns."""
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
 
 
 def worker_main(
@@ -1042,6 +1107,6 @@ def worker_main(
             for task in message.tasks:
                 pool.submit(task)
     pool.shutdown()
-    outbox.closed = True
+    outbox.close()
     sender_thread.join(5)
     worker.kube.close()

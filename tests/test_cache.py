@@ -178,3 +178,21 @@ def test_cached_objects_carry_no_managed_fields():
     listed["metadata"]["managedFields"] = []
     c.replace_children("v1", "ConfigMap", [listed])
     assert all("managedFields" not in k["metadata"] for k in c.snapshot("u1")[1])
+
+
+def test_deletions_index_follows_upserts_deletes_and_replaces():
+    c = Cache()
+    deleting = parent("u1", 1)
+    deleting["metadata"]["deletionTimestamp"] = "2026-01-02T03:04:05Z"
+    c.upsert_parent(parent("u0", 1))
+    c.upsert_parent(deleting)
+    assert c.deletions() == [1767323045.0]
+    gone_later = parent("u2", 1)
+    gone_later["metadata"]["deletionTimestamp"] = "2026-01-02T03:05:05Z"
+    c.replace_parents([parent("u0", 2), gone_later])  # u1 is gone, u2 is being deleted
+    assert c.deletions() == [1767323105.0]
+    c.delete_parent(gone_later)
+    assert c.deletions() == []
+    c.upsert_parent(deleting)
+    c.upsert_parent(parent("u1", 2))  # a newer version without the timestamp (cannot happen in
+    assert c.deletions() == []  # the API, but the index follows what is stored)

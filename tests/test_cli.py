@@ -26,7 +26,7 @@ def test_version():
 def test_help_lists_every_command():
     r = run("--help")
     assert r.returncode == 0
-    for command in ("run", "check-config", "apiserver", "demo"):
+    for command in ("run", "check-config", "finalizers", "apiserver", "demo"):
         assert command in r.stdout
 
 
@@ -197,3 +197,15 @@ def test_handler_import_does_not_depend_on_the_current_directory(tmp_path):
     )
     assert r.returncode == 1, r.stdout
     assert "examples" in r.stderr
+
+
+def test_log_level_and_format_flags_take_any_case(tmp_path):
+    import yaml
+
+    path = str(_config(tmp_path))
+    r = show("--config", path, "--log-level", "DEBUG", env={"OPERATORD_LOG_FORMAT": "Json"})
+    assert r.returncode == 0, r.stderr
+    shown = yaml.safe_load(r.stdout)
+    assert shown["logging"] == {"format": "json", "level": "debug"}
+    bad = show("--config", path, "--log-level", "LOUD")
+    assert bad.returncode == 1 and "--log-level: logging.level: must be one of" in bad.stderr

@@ -24,7 +24,7 @@ def test_the_transition_time_moves_only_when_the_status_changes():
     same = set_condition(first, "Ready", False, "StillWaiting", "x", now="T2")
     assert same[0]["lastTransitionTime"] == "T1" and same[0]["reason"] == "StillWaiting"
     flipped = set_condition(same, "Ready", True, now="T3")
-    assert flipped[0]["lastTransitionTime"] == "T3" and flipped[0]["reason"] == "True"
+    assert flipped[0]["lastTransitionTime"] == "T3" and flipped[0]["reason"] == "Ready"
     assert first[0]["reason"] == "Waiting"  # the input is not modified
 
 
@@ -37,3 +37,23 @@ def test_other_conditions_keep_their_place():
 def test_status_must_be_a_kubernetes_condition_status():
     with pytest.raises(ValueError):
         set_condition([], "Ready", "yes")
+
+
+@pytest.mark.parametrize(
+    ("type_", "status", "reason"),
+    [
+        ("Ready", True, "Ready"),
+        ("Ready", False, "NotReady"),
+        ("Ready", "Unknown", "ReadyUnknown"),
+        ("example.com/backup-done", False, "NotBackupDone"),
+        ("2fast", True, "Fast"),
+        ("...", True, "Condition"),
+    ],
+)
+def test_the_default_reason_is_a_valid_camel_case_word_from_type_and_status(type_, status, reason):
+    import re
+
+    got = set_condition([], type_, status)[0]["reason"]
+    assert got == reason
+    # metav1.Condition's reason pattern
+    assert re.fullmatch(r"[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?", got)

@@ -665,3 +665,84 @@ def test_cli_imports_handler_from_python_path_relative_to_config(tmp_path):
     res = run_cli("--config", cfg, cwd=REPO)
     assert res.returncode == 0, res.stderr
     assert res.stdout == "ok: rel handler=relop:sync parent=v1/Pod children=none\n"
+
+
+def test_the_multi_controller_example_checks_and_names_each_controller(capsys):
+    assert check_config_command(str(EXAMPLE.parent / "example-multi.yaml")) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("ok: examples/widgets handler=examples.widgets:Widgets")
+    assert out[1].startswith("ok: examples/websites handler=examples.websites:Websites")
+    assert out[2] == "ok: examples namespaces=default,team-*,!team-archive"
+    cfg = load_config(EXAMPLE.parent / "example-multi.yaml")
+    websites = cfg.controller("websites")
+    assert websites.finalizer == "operatord.io/examples.websites"
+    assert websites.backoff.initial_seconds == 1.0 and websites.backoff.max_seconds == 300.0
+    assert websites.in_flight_share == 0.5 and cfg.controller("widgets").in_flight_share == 1.0
+    assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+def test_a_single_controller_file_keeps_its_names():
+    cfg = Config.from_dict(MINIMAL)
+    (only,) = cfg.controllers
+    assert (only.name, only.finalizer, only.field_manager, only.managed_by) == (
+        cfg.name,
+        f"operatord.io/{cfg.name}",
+        f"operatord-{cfg.name}",
+        cfg.name,
+    )
+    assert "controllers" not in cfg.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (
+            {"controllers": [{"name": "a", "handler": "m:f", "parent": CM}] * 2},
+            [
+                "controllers[1].name: 'a' is already the name of controllers[0]",
+                "controllers[1].parent: v1/ConfigMap is already the parent of controllers[0] "
+                "(one controller per parent type)",
+            ],
+        ),
+        (
+            {"controllers": [{"name": "A", "handler": "m:f", "parent": CM}]},
+            [f"controllers[0].name: {DNS_LABEL}, got 'A'"],
+        ),
+        (
+            {"namespace": "x", "namespaces": ["y"]},
+            ["namespaces: give either namespace ('x') or namespaces, not both"],
+        ),
+        (
+            {"namespaces": ["Bad_NS"]},
+            [
+                "namespaces[0]: must be a namespace name or glob ('*', '?'), optionally starting "
+                "with '!', got 'Bad_NS'"
+            ],
+        ),
+    ],
+)
+def test_invalid_controllers_and_namespaces(changes, expected):
+    data = {"name": "op", **changes}
+    if "controllers" not in changes:
+        data.update(handler="m:f", parent=CM)
+    with pytest.raises(ConfigError) as exc:
+        Config.from_dict(data)
+    assert exc.value.errors == expected
+
+
+def test_a_controller_next_to_top_level_handler_keys_is_refused():
+    with pytest.raises(ConfigError) as exc:
+        Config.from_dict(
+            {
+                "name": "op",
+                "handler": "m:f",
+                "children": [CM],
+                "controllers": [{"name": "a", "handler": "m:f", "parent": CM}],
+            }
+        )
+    assert exc.value.errors == [
+        "handler: with a controllers list, each controller names its own handler: move it "
+        "into the controllers that need it",
+        "children: with a controllers list, each controller names its own children: move it "
+        "into the controllers that need it",
+    ]

@@ -74,7 +74,9 @@ def test_python_block_runs(where, marker, code):
 
 
 def _is_config(doc: object) -> bool:
-    return isinstance(doc, dict) and "handler" in doc and "parent" in doc
+    return isinstance(doc, dict) and (
+        ("handler" in doc and "parent" in doc) or ("name" in doc and "controllers" in doc)
+    )
 
 
 def _is_config_fragment(doc: object) -> bool:

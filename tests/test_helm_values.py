@@ -42,6 +42,7 @@ ALERTS = (
     "OperatordParentsStuckInBackoff",
     "OperatordWorkerCrashLooping",
     "OperatordApiErrors",
+    "OperatordParentDeletionStuck",
 )
 
 EVERYTHING = {
@@ -355,7 +356,7 @@ PROMTOOL_TESTS = {
         },
     },
     "OperatordSyncErrorRatioHigh": {
-        "description": "33.33% of the syncs of widget-operator failed (error, invalid or timeout) over 5 minutes.",
+        "description": "33.33% of the syncs of widget-operator failed (error, invalid, timeout or crash) over 5 minutes.",
         "series": [
             {"series": f'operatord_syncs_total{{{SERIES},result="ok"}}', "values": "0+10x40"},
             {"series": f'operatord_syncs_total{{{SERIES},result="error"}}', "values": "0+5x40"},
@@ -419,6 +420,22 @@ PROMTOOL_TESTS = {
             "namespace": "operators",
         },
     },
+    "OperatordParentDeletionStuck": {
+        # the oldest deletion is 20 minutes old at the start and keeps aging (60 s a minute)
+        "description": "A parent of widget-operator was deleted 40m 0s ago and is still there (more than 30 minutes): a finalizer, this operator's or another's, is not being removed.",
+        "series": [
+            {
+                "series": f"operatord_parent_deletion_max_age_seconds{{{SERIES}}}",
+                "values": "1200+60x40",
+            }
+        ],
+        "at": "20m",
+        "exp_labels": {
+            "severity": "warning",
+            "controller": "widget-operator",
+            "namespace": "operators",
+        },
+    },
 }
 
 
@@ -446,9 +463,16 @@ def test_promtool_unit_tests_fire_each_alert_on_its_input_series(tmp_path):
         {"series": f'operatord_leader{{{SERIES},pod="a"}}', "values": "1x60"},
         {"series": f'operatord_syncs_total{{{SERIES},result="ok"}}', "values": "0+10x60"},
         {"series": f'operatord_syncs_total{{{SERIES},result="error"}}', "values": "0+0x60"},
+        # child-name conflicts are the cluster's state, not the handler's failure
+        {"series": f'operatord_syncs_total{{{SERIES},result="conflict"}}', "values": "0+10x60"},
         {"series": f'operatord_queue_depth{{{SERIES},worker="0"}}', "values": "5x60"},
         {"series": f"operatord_parents_backing_off{{{SERIES}}}", "values": "0x60"},
         {"series": f"operatord_worker_restarts_total{{{SERIES}}}", "values": "0x60"},
+        # deletions that finish within minutes
+        {
+            "series": f"operatord_parent_deletion_max_age_seconds{{{SERIES}}}",
+            "values": "0 30 90 0x57",
+        },
     ]
     tests.append(
         {

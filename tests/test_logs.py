@@ -199,3 +199,71 @@ def test_redact_copies_only_what_changes():
     assert out["a"][0]["b"]["client_secret"] == REDACTED
     assert out["automountServiceAccountToken"] is False
     assert nested["a"][0]["b"]["client_secret"] == "s"
+
+
+# A handler failure as the worker logs it: the user's exception as exc_info, its frames holding a
+# password in local variables, and the password in the exception message as "password=...".
+HANDLER_FAILURE_SCENARIO = """
+import sys
+if {hide_rich}:
+    class _Hide:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("rich", "better_exceptions"):
+                raise ImportError(f"{{name}} hidden by the test")
+            return None
+    sys.meta_path.insert(0, _Hide())
+    for mod in [m for m in sys.modules if m.split(".")[0] in ("rich", "structlog")]:
+        del sys.modules[mod]
+import structlog
+from operatord.logs import configure_logging
+
+def connect(dsn):
+    password = "hunter2-local-" + "secret"
+    db_token = "tok-local-" + "secret"
+    raise ConnectionError(f"login failed for {{dsn}}: password={{password}}")
+
+def sync(parent):
+    creds = {{"user": "app", "password": "hunter2-dict-" + "secret"}}
+    connect("postgres://app@db")
+
+configure_logging("{fmt}")
+log = structlog.get_logger("operatord.worker")
+try:
+    sync({{"metadata": {{"name": "db1"}}}})
+except Exception as exc:
+    log.error("handler raised", error=str(exc), exc_info=exc)
+print("rich loaded:", "rich" in sys.modules, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("hide_rich", [False, True], ids=["rich-installed", "rich-hidden"])
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_a_failing_handler_leaks_no_secret_and_logs_one_plain_traceback(fmt, hide_rich):
+    if not hide_rich:
+        pytest.importorskip("rich")  # the case that printed every frame's locals
+    body = HANDLER_FAILURE_SCENARIO.format(fmt=fmt, hide_rich=hide_rich)
+    proc = subprocess.run(
+        [sys.executable, "-c", body],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"rich loaded: {not hide_rich}" in proc.stderr  # structlog.dev imports rich if it can
+    out = proc.stdout
+    assert "secret" not in out, out
+    if fmt == "json":
+        (line,) = out.splitlines()
+        event = json.loads(line)
+        text = event["exception"]
+        assert "password=[REDACTED]" in event["error"]
+    else:
+        text = out
+        assert "╭" not in out and "locals" not in out  # no rich box, no locals table
+    # one block: the plain traceback once, naming the user's frames and the exception
+    assert text.count("Traceback (most recent call last)") == 1
+    assert "in connect" in text and "in sync" in text
+    assert "ConnectionError: login failed for postgres://app@db: password=[REDACTED]" in text
+    assert len(out.splitlines()) < 20, out

@@ -66,6 +66,7 @@ PARENT = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"uid": 
         LeaseUpdate(12.5, shard=3),
         Tasks((SyncTask("u9", PARENT, [], 7.0, shard=5),)),
         Tasks((SyncTask("u10", PARENT, [], None, controller="carts"),)),
+        Tasks((SyncTask("u10", PARENT, [], retry=3),)),
         protocol.Credentials({"authorization": "Bearer t"}),
         Stop(),
         Ready(1234, ()),
@@ -181,3 +182,24 @@ def test_the_leader_reads_the_board_of_a_worker_that_died_mid_call(tmp_path):
     board.unlink()  # the mapping outlives the file and the process
     assert board.running() == ["the-culprit"]
     board.close()
+
+
+def test_describe_changes_names_each_child_and_its_fields():
+    changing = (
+        ("v1", "ConfigMap", "ns", "web", ("data.at", "metadata.labels.x")),
+        ("v1", "Namespace", "", "team", ("created",)),
+    )
+    assert protocol.describe_changes(changing) == (
+        "ConfigMap ns/web: data.at, metadata.labels.x; Namespace team: created"
+    )
+    assert protocol.describe_changes(()) == "unknown children"
+
+
+def test_changed_paths_ignores_server_metadata_and_stops_at_the_limit():
+    from operatord.apply import changed_paths
+
+    before = {"metadata": {"resourceVersion": "1", "labels": {"a": "1"}}, "data": {"x": "1"}}
+    after = {"metadata": {"resourceVersion": "2", "labels": {"a": "2"}}, "data": {"y": "1"}}
+    assert changed_paths(before, after) == ["data.x", "data.y", "metadata.labels.a"]
+    assert changed_paths(before, after, limit=1) == ["data.x"]
+    assert changed_paths({"spec": [1]}, {"spec": [2]}) == ["spec"]

@@ -97,6 +97,26 @@ def test_a_sync_that_wrote_children_runs_again_and_writes_status_once(api):
     assert sum(1 for s in status if s) == 1
 
 
+def test_the_events_of_the_creating_run_are_reported_with_those_of_the_follow_up(api):
+    worker = make_worker(api)
+    parent = widget(api, "creating", size=1, creatingEvent=True, announce="hi")
+    result = worker.handle(SyncTask(parent["metadata"]["uid"], parent, []))
+    assert result.outcome == "ok" and result.handler_calls == 2
+    # run 1 returned Announced + Creating, run 2 (ConfigMap observed) Announced only: once
+    assert result.events == (
+        ("Normal", "Announced", "hi"),
+        ("Normal", "Creating", "creating the ConfigMap creating"),
+    )
+
+
+def test_the_events_of_a_run_that_wrote_are_reported_when_a_later_run_fails(api):
+    worker = make_worker(api, handler="handlers:FailingFollowUp")
+    parent = widget(api, "second-fails", size=1, creatingEvent=True)
+    result = worker.handle(SyncTask(parent["metadata"]["uid"], parent, []))
+    assert result.outcome == "error" and result.handler_calls == 2
+    assert result.events == (("Normal", "Creating", "creating the ConfigMap second-fails"),)
+
+
 def test_a_handler_that_keeps_changing_children_is_reported_after_max_runs(api):
     worker = make_worker(api)
     parent = widget(api, "restless", unstable=True)
@@ -326,3 +346,51 @@ def test_plain_copy_is_deep_and_equal():
     assert original["metadata"]["labels"] == {"a": "b"}
     assert original["spec"]["items"][0] == {"n": 1}
     assert original["spec"]["pair"] == ("p", [1])
+
+
+def test_the_handler_sees_the_retry_count_of_its_task(api):
+    worker = make_worker(api, handler="handlers:Flaky")
+    parent = widget(api, "retried", flakySync=True)
+    uid = parent["metadata"]["uid"]
+    assert worker.handle(SyncTask(uid, parent, [], retry=1)).outcome == "error"
+    result = worker.handle(SyncTask(uid, parent, [], retry=2))
+    assert result.outcome == "ok"
+    status = [w["object"]["status"] for w in result.written if w["object"].get("status")]
+    assert status[-1]["succeededAtRetry"] == 2
+
+
+def test_a_child_name_taken_by_a_stranger_is_a_conflict_that_says_how_to_adopt(api):
+    client.CoreV1Api(api.client()).create_namespaced_config_map(
+        "default", {"metadata": {"name": "taken"}, "data": {"owner": "someone else"}}
+    )
+    worker = make_worker(api)
+    parent = widget(api, "taken", size=1)
+    uid = parent["metadata"]["uid"]
+    result = worker.handle(SyncTask(uid, parent, []))
+    assert (result.outcome, result.error_kind) == ("error", "conflict")
+    assert result.error == (
+        "ConfigMap default/taken already exists and is not a child of this parent; to adopt it, "
+        f"label it operatord.io/parent-uid={uid} (kubectl label configmap taken -n default "
+        f"operatord.io/parent-uid={uid}), or have the handler choose another name"
+    )
+    cm = client.CoreV1Api(api.client()).read_namespaced_config_map("taken", "default")
+    assert cm.data == {"owner": "someone else"}  # the stranger is left alone
+
+
+def test_a_child_that_never_settles_is_named_with_its_changing_fields(api):
+    worker = make_worker(api)
+    parent = widget(api, "named-restless", unstable=True)
+    result = worker.handle(SyncTask(parent["metadata"]["uid"], parent, []))
+    assert result.children_changed
+    assert result.changing == (("v1", "ConfigMap", "default", "named-restless", ("data.at",)),)
+
+
+def test_the_handler_never_sees_managed_fields_not_even_on_the_first_sync(api):
+    worker = make_worker(api)
+    parent = widget(api, "no-managed", size=1, reportManagedFields=True)
+    assert parent["metadata"]["managedFields"]  # as the API server returns it, never slimmed
+    result = worker.handle(SyncTask(parent["metadata"]["uid"], parent, []))
+    assert result.outcome == "ok" and result.handler_calls == 2
+    status = [w["object"]["status"] for w in result.written if w["object"].get("status")][-1]
+    # the second run sees the parent after the finalizer write and the ConfigMap as created
+    assert status["children"] == 1 and status["managedFields"] == []

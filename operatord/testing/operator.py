@@ -17,7 +17,8 @@ Guarantees:
 - `metric()` raises `KeyError` for a metric name the daemon does not export, so a typo cannot
   pass as a zero.
 - `stop()` sends SIGTERM and waits (killing after a timeout), so the operator drains as it would
-  in a pod; the context manager always stops it.
+  in a pod; the context manager always stops it. `start()` while the daemon runs (e.g. inside
+  ``with``) does nothing: one `OperatorProcess` runs at most one daemon.
 - Everything the operator logged stays readable through `output()` and `log_records()`.
 """
 
@@ -113,6 +114,10 @@ class OperatorProcess:
     # ---- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> OperatorProcess:
+        """Start the daemon; a no-op while it runs (``with`` starts it, so ``start()`` inside
+        the block does not start a second one). After `stop` it starts it again."""
+        if self.proc is not None and self.proc.poll() is None:
+            return self
         # After a restart on a taken port the first attempt's lines stay readable.
         mode = "a" if self._port_retries else "w"
         self._out = open(self.out_path, mode)  # noqa: SIM115 - closed in stop()

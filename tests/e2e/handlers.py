@@ -12,6 +12,10 @@ spec keys:
 - ``sleep``: seconds to sleep in sync (handler timeout tests).
 - ``crash``: the handler kills its own worker process (``os._exit``).
 - ``announce``: record a Normal Event ``Announced`` with that message.
+- ``reportManagedFields``: the status lists the objects of the request that carry
+  ``metadata.managedFields``.
+- ``creatingEvent``: record a Normal Event ``Creating`` while the ConfigMap is not observed yet
+  (the README's example: only the run that creates it returns the Event).
 - ``hog``: allocate that many MiB in sync (memory limit tests).
 Every call is appended to ``$E2E_LOG_DIR/<name>.log`` (one line: "<op> <monotonic time>") so
 tests can see how often and when a parent was handled.
@@ -83,7 +87,14 @@ class Driven(Handler):
             and (observed.get("data") or {}).get("size") == str(spec.get("size", 1)),
             "children": len(request.children),
         }
+        if spec.get("reportManagedFields"):
+            seen = [p, *request.children]
+            status["managedFields"] = [
+                o["metadata"]["name"] for o in seen if "managedFields" in o["metadata"]
+            ]
         events = [Event("Announced", spec["announce"])] if spec.get("announce") else []
+        if spec.get("creatingEvent") and observed is None:
+            events.append(Event("Creating", f"creating the ConfigMap {name}"))
         return SyncResponse(
             status=status, children=children, resync_after=spec.get("resyncAfter"), events=events
         )
@@ -167,6 +178,44 @@ async def napping(request):
 
     await asyncio.sleep(float((request.parent.get("spec") or {}).get("sleep", 0)))
     return SyncResponse(status={"napped": True}, children=[])
+
+
+class FailingFollowUp(Driven):
+    """`Driven`, raising in every run that observes its ConfigMap (the follow-up run)."""
+
+    def sync(self, request):
+        if request.children.of_type("v1", "ConfigMap").get(request.parent["metadata"]["name"]):
+            raise RuntimeError("the follow-up run fails")
+        return super().sync(request)
+
+
+class Flaky(Driven):
+    """`Driven` whose ``sync`` (with ``spec.flakySync``) and ``finalize`` raise while
+    ``request.retry < 2``. Every call appends "<op> <retry> <pid>" to
+    ``$E2E_LOG_DIR/<name>.retries``; the status records the retry count the sync succeeded at.
+    """
+
+    def _note(self, request, op: str) -> None:
+        log_dir = os.environ.get("E2E_LOG_DIR")
+        if not log_dir:
+            return
+        name = request.parent["metadata"]["name"]
+        with open(os.path.join(log_dir, f"{name}.retries"), "a") as f:
+            f.write(f"{op} {request.retry} {os.getpid()}\n")
+
+    def sync(self, request):
+        if not (request.parent.get("spec") or {}).get("flakySync"):
+            return super().sync(request)
+        self._note(request, "sync")
+        if request.retry < 2:
+            raise RuntimeError(f"sync fails at retry {request.retry}")
+        return SyncResponse(status={"succeededAtRetry": request.retry}, children=[])
+
+    def finalize(self, request):
+        self._note(request, "finalize")
+        if request.retry < 2:
+            raise RuntimeError(f"finalize fails at retry {request.retry}")
+        return FinalizeResponse(finalized=True)
 
 
 class Counting(Driven):

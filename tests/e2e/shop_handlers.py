@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import os
 
-from operatord import Handler, Related, SyncResponse
+from operatord import Event, Handler, Related, SyncResponse
 
 
 def _cm(prefix: str, parent: dict, data: dict) -> dict:
@@ -30,6 +30,7 @@ class Orders(Handler):
         return SyncResponse(
             status={"ready": True, "by": "orders"},
             children=[_cm("order", p, {"qty": str(p["spec"].get("qty", 1))})],
+            events=[Event("Ordered", f"quantity {p['spec'].get('qty', 1)}")],
         )
 
 

@@ -196,6 +196,16 @@ def test_three_controllers_converge_survive_a_worker_kill_and_finalize_on_their_
     wait_for(lambda: get(shop, ns, "Refund", "r1") is None, 30, message="refund finalized")
     attempts = (op.dir / "calls" / "r1.finalize").read_text()
     assert attempts == "xxx"
+    # Events name the controller that posted them.
+    events = wait_for(
+        lambda: [
+            e
+            for e in core.list_namespaced_event(ns).items
+            if e.reason == "Ordered" and e.involved_object.name == "o7"
+        ],
+        10,
+    )
+    assert events[0].source.component == "operatord-shop.orders"
     # Metrics carry each controller's name.
     for name in ("orders", "carts", "refunds"):
         assert op.metric("operatord_syncs_total", controller=name, result="ok") >= N, name

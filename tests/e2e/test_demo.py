@@ -57,3 +57,76 @@ def test_every_data_file_of_the_package_is_declared_package_data():
         if path.is_dir() or "__pycache__" in rel or rel.endswith(".py"):
             continue
         assert any(fnmatch.fnmatch(rel, p) for p in patterns), rel
+
+
+def test_demo_keep_leaves_the_api_server_and_operator_running_until_ctrl_c(tmp_path):
+    import json
+    import queue
+    import signal
+    import threading
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "operatord", "demo", "--parents", "4", "--keep"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines: list[str] = []
+    printed: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(
+        target=lambda: [printed.put(ln.rstrip("\n")) for ln in iter(proc.stdout.readline, "")],
+        daemon=True,
+    )
+    reader.start()
+    try:
+        while not any(ln.startswith("   Ctrl-C stops") for ln in lines):
+            try:
+                lines.append(printed.get(timeout=180))
+            except queue.Empty:
+                raise AssertionError("no --keep instructions:\n" + "\n".join(lines)) from None
+        text = "\n".join(lines)
+        (export,) = [ln.strip() for ln in lines if ln.strip().startswith("export KUBECONFIG=")]
+        kubeconfig = export.partition("=")[2]
+        assert "kubectl get widgets -n demo" in text
+        # the API server answers, with the operator's work in it, after the tour
+        kubectl = shutil.which("kubectl")
+        if kubectl:
+            got = subprocess.run(
+                [
+                    kubectl,
+                    "--cache-dir",
+                    str(tmp_path / "kc"),
+                    "get",
+                    "widgets",
+                    "-n",
+                    "demo",
+                    "-o",
+                    "json",
+                ],
+                env={**os.environ, "KUBECONFIG": kubeconfig},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert got.returncode == 0, got.stderr
+            items = json.loads(got.stdout)["items"]
+        else:
+            from kubernetes import client, config
+
+            api = client.CustomObjectsApi(config.new_client_from_config(kubeconfig))
+            items = api.list_namespaced_custom_object("example.com", "v1", "demo", "widgets")[
+                "items"
+            ]
+        assert len(items) == 2 and all(w["status"]["ready"] for w in items)
+        assert proc.poll() is None  # still running
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+        reader.join(10)
+        rest = "\n".join(printed.get() for _ in range(printed.qsize()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, rest
+    assert "exited with status 0; demo complete" in rest

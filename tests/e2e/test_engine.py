@@ -355,4 +355,24 @@ def test_a_handler_that_never_converges_is_slowed_down_not_hot_looped(operator, 
     assert max(between_tasks[:MAX_WRITE_STREAK]) < 0.5, between_tasks
     slow = between_tasks[MAX_WRITE_STREAK:]
     assert slow[0] > 0.15 and slow[2] > slow[0] * 2.5, between_tasks
-    assert "the handler does not converge, slowing down" in op.output()
+    warnings = [
+        r
+        for r in op.log_records()
+        if r.get("event", "").endswith("the handler does not converge, slowing down")
+    ]
+    # The first warning comes with the (MAX_WRITE_STREAK + 1)th such task, as the README says,
+    # and names the child and the field that keeps changing.
+    assert warnings[0]["consecutive_writing_syncs"] == MAX_WRITE_STREAK + 1
+    assert warnings[0]["handler_runs"] == (MAX_WRITE_STREAK + 1) * MAX_RUNS
+    assert warnings[0]["changing"] == f"ConfigMap {ns}/spin: data.at"
+    events = wait_for(
+        lambda: [
+            e
+            for e in client.CoreV1Api(kube).list_namespaced_event(ns).items
+            if e.involved_object.name == "spin" and e.reason == "ChildrenNotConverging"
+        ],
+        10,
+        message="ChildrenNotConverging event",
+    )
+    assert len(events) == 1 and events[0].type == "Warning"  # one Event, rate-limited
+    assert f"(ConfigMap {ns}/spin: data.at)" in events[0].message

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,21 @@ def test_wait_ready_fails_at_once_with_the_log_when_the_daemon_exited(api, tmp_p
         assert time.monotonic() - start < 20  # not the whole timeout
     assert "exited with 1" in str(failure.value)
     assert "no_such_module" in str(failure.value)  # the daemon's own words
+
+
+def test_start_inside_with_does_not_start_a_second_daemon(api, kube, tmp_path):
+    with OperatorProcess(api, widget_config(), workdir=tmp_path) as op:
+        first = op.proc
+        assert op.start() is op and op.proc is first
+        op.wait_ready()
+        assert first.poll() is None
+    assert first.poll() is not None  # the one daemon was stopped by the with block
+    again = op.start()  # after a stop, start runs it anew
+    try:
+        assert again.proc is not first
+        again.wait_ready()
+    finally:
+        again.stop()
 
 
 def test_metric_raises_for_an_unknown_name_and_counts_zero_for_a_known_one(api, kube, tmp_path):
@@ -122,8 +138,19 @@ def test_run_flags_beat_variables_and_the_daemon_exports_process_series(api, kub
                 30,
                 message=f"worker {worker} RSS",
             )
+            # An idle worker forked from the preloaded fork server may not have used one
+            # clock tick (10 ms) yet: its CPU series must exist, its value may still be 0.
             wait_for(
-                lambda w=worker: op.metric("operatord_worker_cpu_seconds_total", worker=w) > 0,
+                lambda w=worker: any(
+                    line.startswith("operatord_worker_cpu_seconds_total{")
+                    and f'worker="{w}"' in line
+                    for line in urllib.request.urlopen(
+                        f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5
+                    )
+                    .read()
+                    .decode()
+                    .splitlines()
+                ),
                 30,
                 message=f"worker {worker} CPU",
             )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import os
+import shutil
+import subprocess
 
 from conftest import wait_for
 from kubernetes import client
@@ -185,6 +187,36 @@ def test_a_handler_records_normal_events_on_its_parent(operator, kube, ns):
     assert event.type == "Normal" and event.message.startswith("hello")
     assert "hunter2" not in event.message  # redacted like logs
     assert event.source.component == "operatord-e2e"
+
+
+def test_kubectl_describe_shows_the_event_of_the_run_that_created_the_child(
+    operator, kube, ns, api, tmp_path
+):
+    # The README's example: Event("Creating") only from the run that creates the ConfigMap;
+    # the status is written from the follow-up run, which returns no Event.
+    operator(namespace=ns)
+    create_widget(kube, ns, "fresh", size=1, creatingEvent=True)
+    wait_for(lambda: ready(kube, ns, "fresh"), 30, message="fresh ready")
+    event = wait_for(
+        lambda: [e for e in events_about(kube, ns, "fresh") if e.reason == "Creating"],
+        30,
+        message="Creating event",
+    )[0]
+    assert event.type == "Normal" and event.message == "creating the ConfigMap fresh"
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        return  # the Events API above is what kubectl describe reads
+    out = subprocess.run(
+        [kubectl, "--cache-dir", str(tmp_path / "kc"), "describe", "widget", "fresh", "-n", ns],
+        env={**os.environ, "KUBECONFIG": api.kubeconfig},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    events = out.stdout.split("Events:", 1)[1]
+    assert "<none>" not in events and "Creating" in events, out.stdout
+    assert "creating the ConfigMap fresh" in events
 
 
 def test_a_handler_past_the_memory_limit_fails_its_parent_not_the_pod(operator, kube, ns):

@@ -10,14 +10,17 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
+import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
 import uuid
 
 import pytest
-from conftest import HERE, Operator, wait_for
+from conftest import HERE, REPO, Operator, wait_for
 from kubernetes import client, watch
 from prometheus_client.parser import text_string_to_metric_families
 from widgets import GROUP, PLURAL, VERSION, configmap, create_widget, custom, get_widget
@@ -502,3 +505,50 @@ def test_logs_are_json_carry_parent_context_and_never_secret_data(operator, kube
         )
     ]
     assert not missing, f"lines about the failing parent without its context: {missing}"
+
+
+@pytest.mark.parametrize("elect", [False, True], ids=["single", "elected"])
+def test_an_idle_daemon_exits_quickly_on_sigterm_and_says_so_last(operator, ns, elect):
+    # Measured before: 1.4-2.9 s (receivers and the worker's sender polled every 0.5 s, one
+    # worker after the other); now 0.3 s single, 0.5 s with election (lease release).
+    extra = {"leaderElection": {"enabled": True}} if elect else {}
+    op = operator(namespace=ns, workers=2, **extra)
+    op.wait_ready()
+    wait_for(
+        lambda: any(r.get("event") == "caches synced" for r in op.log_records()),
+        30,
+        message="controller running",
+    )
+    start = time.monotonic()
+    assert op.stop() == 0
+    took = time.monotonic() - start
+    assert took < 1.5, took
+    last = op.log_records()[-1]
+    assert (last["event"], last["exit_code"], last["process"]) == ("exited", 0, "leader")
+
+
+def test_the_runbook_finds_the_leader_pod_from_the_lease(replicas, kube, ns, api, tmp_path):
+    """The runbooks' LEADER line, run against the API server, names the leader's host (its pod
+    name in a cluster): `kubectl logs deploy/...` would pick any replica."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed on this machine")
+    text = (REPO / "docs" / "runbooks.md").read_text()
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("LEADER=$(")]
+    a = replicas("a", **ha_config(ns, ns))
+    wait_for(lambda: leading(a), 30, message="a leads")
+    script = (
+        line.replace(
+            "kubectl -n NS", f"kubectl --cache-dir {tmp_path / 'kc'} -n {LEASE_NAMESPACE}"
+        ).replace("NAME-leader", f"{ns}-leader")
+        + '\necho "${LEADER%_*}"\n'
+    )
+    out = subprocess.run(
+        ["bash", "-c", script],
+        env={**os.environ, "KUBECONFIG": api.kubeconfig, "PATH": os.path.dirname(kubectl)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == socket.gethostname() == identity(a).rpartition("_")[0]

@@ -410,7 +410,7 @@ workers, API requests) keep config.name. */}}
     runbook_url: {{ $runbook }}#operatordnoleader
 - alert: OperatordSyncErrorRatioHigh
   expr: |-
-    sum by ({{ $by }}) (rate(operatord_syncs_total{ {{- $ctlSel -}} ,result!="ok"}[5m]))
+    sum by ({{ $by }}) (rate(operatord_syncs_total{ {{- $ctlSel -}} ,result!~"ok|conflict"}[5m]))
       / sum by ({{ $by }}) (rate(operatord_syncs_total{ {{- $ctlSel -}} }[5m]))
       > {{ $t.syncErrorRatio }}
   for: {{ $t.syncErrorRatioFor }}
@@ -419,7 +419,7 @@ workers, API requests) keep config.name. */}}
     {{- with $labels }}{{ toYaml . | nindent 4 }}{{ end }}
   annotations:
     summary: Many handler syncs fail.
-    description: '{{ "{{" }} $value | humanizePercentage {{ "}}" }} of the syncs of {{ "{{" }} $labels.controller {{ "}}" }} failed (error, invalid or timeout) over 5 minutes.'
+    description: '{{ "{{" }} $value | humanizePercentage {{ "}}" }} of the syncs of {{ "{{" }} $labels.controller {{ "}}" }} failed (error, invalid, timeout or crash) over 5 minutes.'
     runbook_url: {{ $runbook }}#operatordsyncerrorratiohigh
 - alert: OperatordQueueBacklogGrowing
   expr: |-
@@ -465,4 +465,14 @@ workers, API requests) keep config.name. */}}
     summary: Kubernetes API requests fail.
     description: '{{ "{{" }} $value | humanizePercentage {{ "}}" }} of the API requests of {{ "{{" }} $labels.controller {{ "}}" }} got a 5xx, a 429 or no answer over 5 minutes.'
     runbook_url: {{ $runbook }}#operatordapierrors
+- alert: OperatordParentDeletionStuck
+  expr: max by ({{ $by }}) (operatord_parent_deletion_max_age_seconds{ {{- $sel -}} }) > {{ $t.parentDeletionStuckMinutes }} * 60
+  for: {{ $t.parentDeletionStuckFor }}
+  labels:
+    severity: warning
+    {{- with $labels }}{{ toYaml . | nindent 4 }}{{ end }}
+  annotations:
+    summary: A parent has been stuck in deletion.
+    description: 'A parent of {{ "{{" }} $labels.controller {{ "}}" }} was deleted {{ "{{" }} $value | humanizeDuration {{ "}}" }} ago and is still there (more than {{ $t.parentDeletionStuckMinutes }} minutes): a finalizer, this operator''s or another''s, is not being removed.'
+    runbook_url: {{ $runbook }}#operatordparentdeletionstuck
 {{- end }}
