@@ -6,6 +6,9 @@ embedded API server and measures:
   observedGeneration (each Widget needs a finalizer write, a ConfigMap create, and two syncs);
 - no-op resync: a fresh operator process lists the converged Widgets and syncs each once,
   writing nothing; measured from its caches being synced (readyz) until syncs_total >= N.
+  Both operators run with ``skipUnchanged: false``, so the fresh one calls the handler for
+  every parent: this measures sync throughput (bench/vs_kopf.py's restart and
+  bench/resync.py measure skipping).
 
     python bench/converge.py --parents 1000 --workers 1 2
 """
@@ -45,6 +48,7 @@ def start_operator(api, workdir: Path, workers: int) -> OperatorProcess:
         "children": [{"apiVersion": "v1", "kind": "ConfigMap"}],
         "workers": workers,
         "resyncSeconds": 0,
+        "skipUnchanged": False,  # the no-op resync measures syncs that call the handler
         "logging": {"format": "json", "level": "warning"},
     }
     op = OperatorProcess(api, config, workdir=workdir).start()

@@ -476,10 +476,15 @@ class Operatord:
         in_flight: int | None = None,
         burn: bool = False,
         workdir: Path | None = None,
+        skip_unchanged: bool = True,
+        resync_seconds: float = 0,
     ) -> None:
         self.api = api
-        self.label = f"operatord (workers={workers}" + (
-            f", inFlight={in_flight})" if in_flight else ")"
+        self.label = (
+            f"operatord (workers={workers}"
+            + (f", inFlight={in_flight}" if in_flight else "")
+            + ("" if skip_unchanged else ", skipUnchanged off")
+            + ")"
         )
         self.config: dict[str, Any] = {
             "name": "bench",
@@ -488,7 +493,8 @@ class Operatord:
             "parent": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND},
             "children": [{"apiVersion": "v1", "kind": "ConfigMap"}],
             "workers": workers,
-            "resyncSeconds": 0,
+            "resyncSeconds": resync_seconds,
+            "skipUnchanged": skip_unchanged,
             "logging": {"format": "json", "level": "warning"},
         }
         if in_flight:
@@ -504,8 +510,14 @@ class Operatord:
         self.op.wait_ready(timeout)
 
     def handled(self) -> int:
-        """Syncs finished so far, whatever their result (`operatord_syncs_total`)."""
-        return int(self.op.metric("operatord_syncs_total"))
+        """Parents handled so far: syncs finished, whatever their result
+        (`operatord_syncs_total`), and syncs skipped because the parent's inputs were those
+        of its last converged sync (`operatord_syncs_skipped_total`, skipUnchanged)."""
+        return int(self.op.metric("operatord_syncs_total")) + self.skipped()
+
+    def skipped(self) -> int:
+        """Dispatches skipped as unchanged (`operatord_syncs_skipped_total`)."""
+        return int(self.op.metric("operatord_syncs_skipped_total"))
 
     def calls(self) -> int:
         """Calls of the handler's `sync` so far: two per sync that wrote children (the

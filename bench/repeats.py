@@ -25,12 +25,14 @@ COLUMNS = [
     ("converge_s", "converge (s)", 1),
     ("update_s", "update wave (s)", 1),
     ("restart_s", "restart (s)", 1),
+    ("restart_cpu_s", "restart CPU (s)", 2),
     ("cpu_s", "CPU (s)", 1),
     ("rss_mb", "peak RSS (MB)", 0),
     ("pss_mb", "peak PSS (MB)", 0),
     ("writes", "API writes", 0),
     ("conflicts", "409s", 0),
     ("restart_writes", "restart writes", 0),
+    ("restart_calls", "restart handler calls", 0),
     ("calls", "handler calls", 0),
     ("missing", "missing", 0),
 ]
@@ -38,6 +40,7 @@ RATIOS = [
     ("converge_s", "converge"),
     ("update_s", "update wave"),
     ("restart_s", "restart"),
+    ("restart_cpu_s", "restart CPU"),
     ("cpu_s", "CPU"),
     ("pss_mb", "peak PSS"),
 ]

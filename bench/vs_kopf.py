@@ -26,13 +26,15 @@ Per system: converge (s) from the first create of N Widgets until every one is r
 observedGeneration = generation (seen by a watch); update wave (s) from the first of N spec
 changes until every status shows the new generation and ready; restart (s) from launching a
 fresh process over the N converged Widgets until every one was handled (operatord:
-syncs_total >= N; kopf: N resume handler calls), with the writes it made; CPU seconds and peak
+syncs_total + syncs_skipped_total >= N, the skipped ones with skipUnchanged; kopf: N resume
+handler calls), with the CPU seconds of its process tree up to that moment (start-up
+included), its handler calls and the writes it made; CPU seconds and peak
 RSS of the operator's process tree (/proc) over converge + update wave; API writes (the
 operator's non-read requests in the server's audit log) and 409 answers.
 
     python bench/vs_kopf.py [--parents 1000] [--scenarios none latency cpu] [--workers 1 2]
                             [--in-flight 16] [--systems floor operatord kopf]
-                            [--kopf-threads N] [--json FILE]
+                            [--skip-unchanged on off] [--kopf-threads N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -84,12 +86,14 @@ COLUMNS = [
     ("converge_s", "converge (s)"),
     ("update_s", "update wave (s)"),
     ("restart_s", "restart (s)"),
+    ("restart_cpu_s", "restart CPU (s)"),
     ("cpu_s", "CPU (s)"),
     ("rss_mb", "peak RSS (MB)"),
     ("pss_mb", "peak PSS (MB)"),
     ("writes", "API writes"),
     ("conflicts", "409s"),
     ("restart_writes", "restart writes"),
+    ("restart_calls", "restart handler calls"),
     ("calls", "handler calls"),
     ("missing", "missing"),
 ]
@@ -145,6 +149,8 @@ def run_system(make, scenario: dict, parents: int, threads: int, timeout: float)
         try:
             wait(lambda: system.handled() >= parents, timeout, "restart", 0.02)
             row["restart_s"] = time.monotonic() - t2
+            row["restart_cpu_s"] = tree.cpu()
+            row["restart_calls"] = system.calls()
         except AssertionError as exc:
             print(f"  {system.label}: {exc}", file=sys.stderr)
             row["restart_s"] = None
@@ -286,6 +292,8 @@ def _cell(key: str, value: Any) -> str:
         return "—"
     if key in ("converge_s", "update_s", "restart_s", "cpu_s"):
         return f"{value:.1f}"
+    if key == "restart_cpu_s":
+        return f"{value:.2f}"
     if key in ("rss_mb", "pss_mb"):
         return f"{value:.0f}"
     return str(value)
@@ -327,6 +335,7 @@ def ratio_lines(rows: list[dict]) -> list[str]:
                             ("converge_s", "converge"),
                             ("update_s", "update wave"),
                             ("restart_s", "restart"),
+                            ("restart_cpu_s", "restart CPU"),
                             ("cpu_s", "CPU"),
                             ("rss_mb", "peak RSS"),
                             ("pss_mb", "peak PSS"),
@@ -359,12 +368,17 @@ def system_factories(args: argparse.Namespace, sc: dict) -> list:
     """Per system to run in scenario ``sc``: a function of the API server making it."""
     out = []
     if "operatord" in args.systems:
-        for w in args.workers:
-            out.append(
-                lambda api, w=w: Operatord(
-                    api, workers=w, in_flight=args.in_flight, burn=sc["burn"] > 0
+        for skip in args.skip_unchanged:
+            for w in args.workers:
+                out.append(
+                    lambda api, w=w, skip=skip: Operatord(
+                        api,
+                        workers=w,
+                        in_flight=args.in_flight,
+                        burn=sc["burn"] > 0,
+                        skip_unchanged=skip == "on",
+                    )
                 )
-            )
     if "kopf" in args.systems:
         out.append(lambda api: Kopf(api, burn=sc["burn"], threads=args.kopf_threads))
     return out
@@ -386,6 +400,13 @@ def main() -> int:
         nargs="+",
         choices=["floor", "operatord", "kopf"],
         default=["floor", "operatord", "kopf"],
+    )
+    ap.add_argument(
+        "--skip-unchanged",
+        nargs="+",
+        choices=["on", "off"],
+        default=["on"],
+        help="operatord's skipUnchanged (one operatord row per value)",
     )
     ap.add_argument(
         "--kopf-threads",

@@ -183,6 +183,10 @@ class ControllerConfig:
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
     in_flight_share: float = 1.0
     conditions: bool = True  # maintain Ready/Reconciling/Stalled in the parents' status
+    # Skip the handler when a parent's inputs are those of its last converged sync
+    # (operatord.fingerprint); handler_version "" means: the hash of the handler's source.
+    skip_unchanged: bool = True
+    handler_version: str = ""
     finalizer: str = ""
     field_manager: str = ""
     managed_by: str = ""  # the daemon's name: the managed-by label value of every child
@@ -238,6 +242,8 @@ class ControllerConfig:
             },
             "inFlightShare": self.in_flight_share,
             "conditions": self.conditions,
+            "skipUnchanged": self.skip_unchanged,
+            "handlerVersion": self.handler_version,
         }
 
 
@@ -289,6 +295,10 @@ class Config:
     # Maintain the standard Ready/Reconciling/Stalled conditions in every parent's status (the
     # default of every controller; each may override it).
     conditions: bool = True
+    # Skip unchanged parents (the default of every controller) and, in the single-controller
+    # form, the handler's explicit version.
+    skip_unchanged: bool = True
+    handler_version: str = ""
     namespaces: tuple[str, ...] = ()
     namespace_selector: str = ""
     # Every controller of the daemon. A single-controller config (top-level handler and
@@ -348,6 +358,8 @@ class Config:
                         handler_timeout_seconds=self.handler_timeout_seconds,
                         backoff=self.backoff,
                         conditions=self.conditions,
+                        skip_unchanged=self.skip_unchanged,
+                        handler_version=self.handler_version,
                         finalizer=f"operatord.io/{self.name}",
                         field_manager=f"operatord-{self.name}",
                         managed_by=self.name,
@@ -472,6 +484,7 @@ class Config:
                         }
                         for c in self.children
                     ],
+                    "handlerVersion": self.handler_version,
                 }
             )
         else:
@@ -522,6 +535,7 @@ class Config:
             },
             "logging": {"format": self.logging_format, "level": self.logging_level},
             "conditions": self.conditions,
+            "skipUnchanged": self.skip_unchanged,
         }
 
     @classmethod
@@ -575,6 +589,10 @@ class Config:
                     backoff=_backoff_from(c.get("backoff", {}), backoff),
                     in_flight_share=float(c.get("inFlightShare", 1.0)),
                     conditions=bool(c.get("conditions", data.get("conditions", True))),
+                    skip_unchanged=bool(
+                        c.get("skipUnchanged", data.get("skipUnchanged", cls.skip_unchanged))
+                    ),
+                    handler_version=str(c.get("handlerVersion", "")),
                 )
                 for c in data.get("controllers", [])
             ),
@@ -619,6 +637,8 @@ class Config:
                 shards=int(data.get("sharding", {}).get("shards", ShardingConfig.shards))
             ),
             conditions=bool(data.get("conditions", cls.conditions)),
+            skip_unchanged=bool(data.get("skipUnchanged", cls.skip_unchanged)),
+            handler_version=str(data.get("handlerVersion", "")) if single else "",
         )
 
 
@@ -857,7 +877,7 @@ def _semantic_errors(d: dict[str, Any]) -> list[tuple[list[Any], str]]:
         out.append((["health", "port"], f"must differ from metrics.port ({metrics_port})"))
 
     if "controllers" in d:
-        for top_key in ("handler", "parent", "children", "related"):
+        for top_key in ("handler", "parent", "children", "related", "handlerVersion"):
             if top_key in d:
                 out.append(
                     (

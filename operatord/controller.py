@@ -25,6 +25,12 @@ Guarantees:
   verdict is synced again, uncharged.
 - No dispatch without the fence's grant (`shardwatch.Fence`): the leader lease, or the lease
   of the parent's replica shard.
+- With ``skipUnchanged``, a parent whose inputs hash to the fingerprint its status records
+  (`operatord.fingerprint`) is not sent to a worker: it counts as skipped
+  (``syncs_skipped_total``), nothing is written, and its periodic resync is scheduled. A
+  parent being finalized, and one whose last sync in this leader did not end converged (an
+  error, a crash, children still changing, a re-selection, a handler that asked for
+  ``resync_after``), is never skipped.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from operatord import protocol
+from operatord import fingerprint, protocol
 from operatord.backoff import Backoff
 from operatord.cache import Cache, child_key
 from operatord.config import ControllerConfig
@@ -83,6 +89,9 @@ class ParentRecord:
     changed: bool = False  # changed while in flight
     expected: dict | None = None  # cache versions when its task was built
     write_streak: int = 0  # consecutive results whose handler still changed children
+    # Its last sync did not end converged: the next dispatch calls the handler whatever the
+    # recorded fingerprint says.
+    must_sync: bool = False
 
 
 class Controller:
@@ -123,6 +132,18 @@ class Controller:
         self.limit = max(1, int(capacity * config.in_flight_share))
         self._lock = threading.Lock()
         self.records: dict[str, ParentRecord] = {}
+        # The controller's part of every parent's fingerprint; "" when skipping is off.
+        self.digest = ""
+        if config.skip_unchanged:
+            version = fingerprint.handler_version(config)
+            if fingerprint.unknown(version):
+                log.warning(
+                    "the handler's source files were not found: no parent is skipped (set "
+                    "handlerVersion, or skipUnchanged: false)",
+                    controller=self.name,
+                    handler=config.handler,
+                )
+            self.digest = fingerprint.controller_digest(config, version)
 
     # ---- the pool's side (operatord.pool.Feed) ----------------------------------------------
 
@@ -140,6 +161,12 @@ class Controller:
             q.done(uid)
             if self.fence.held(uid):
                 q.add_after(uid, 0.5)
+            return None
+        if self.digest and self._unchanged(uid, parent, children):
+            q.done(uid)
+            q.forget(uid)
+            self.metrics.inc("syncs_skipped_total", {"controller": self.name})
+            self._schedule_resync(q, uid)
             return None
         with self._lock:
             rec = self.records.get(uid)
@@ -160,11 +187,13 @@ class Controller:
         )
 
     def returned(self, uid: str, slot: int) -> None:
+        self._must_sync(uid)
         self._finish(slot, uid, None, again=True)
 
     def crashed(
         self, uid: str, parent: dict, slot: int, exit_code: int | None, others: int
     ) -> None:
+        self._must_sync(uid)
         delay = self.queues[slot].add_rate_limited(uid)
         c = {"controller": self.name}
         self.metrics.inc("retries_total", c)
@@ -195,6 +224,12 @@ class Controller:
                 else:
                     rec.write_streak = 0
                 streak = rec.write_streak
+                rec.must_sync = not (
+                    result.outcome == protocol.OK
+                    and not result.children_changed
+                    and not result.reselect
+                    and result.resync_after is None
+                )
         step = protocol.next_step(result, streak_exceeded=streak > MAX_WRITE_STREAK)
         if step.forget:
             queue.forget(uid)
@@ -235,8 +270,8 @@ class Controller:
                 )
         if step.after is not None:
             queue.add_after(uid, float(step.after))
-        if step.resync and self.config.resync_seconds > 0:
-            queue.add_after(uid, self.config.resync_seconds * random.uniform(0.9, 1.1), lane=RESYNC)
+        if step.resync:
+            self._schedule_resync(queue, uid)
         if result.outcome == protocol.ERROR:
             reason = "FinalizeFailed" if _finalizing(parent) else "SyncFailed"
             if result.error_kind == "conflict":
@@ -310,6 +345,44 @@ class Controller:
         }
 
     # ---- internals ----------------------------------------------------------------------------
+
+    def _schedule_resync(self, queue: WorkQueue[str], uid: str) -> None:
+        if self.config.resync_seconds > 0:
+            queue.add_after(uid, self.config.resync_seconds * random.uniform(0.9, 1.1), lane=RESYNC)
+
+    def _must_sync(self, uid: str) -> None:
+        with self._lock:
+            rec = self.records.get(uid)
+            if rec is not None:
+                rec.must_sync = True
+
+    def _unchanged(self, uid: str, parent: dict, children: list[dict]) -> bool:
+        """The parent's inputs are those its status records as converged (skip it).
+
+        On the first dispatch in this leader (a restart, a takeover) no related selection is
+        recorded yet: the one the status records is recorded first, so the fingerprint sees
+        the related objects the last sync saw, and their changes re-sync the parent."""
+        if _finalizing(parent):
+            return False
+        with self._lock:
+            rec = self.records.get(uid)
+            if rec is not None and rec.must_sync:
+                return False
+        stored = fingerprint.recorded(parent)
+        if stored is None:
+            return False
+        fields = self.related.task_fields(uid)
+        if self.config.related and fields.get("selection") is None and stored.selection:
+            self.related.record(uid, stored.selection, parent)
+            fields = self.related.task_fields(uid)
+        current = fingerprint.of(
+            self.digest,
+            parent,
+            children,
+            fields.get("selection") if self.config.related else None,
+            fields.get("related", ()),
+        )
+        return current == stored.fingerprint
 
     def _finish(self, slot: int, uid: str, expected: dict | None, again: bool) -> None:
         """Release ``uid`` from the queue's processing state and sync it again when ``again``

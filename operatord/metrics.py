@@ -96,6 +96,14 @@ CATALOG: tuple[MetricSpec, ...] = (
         values={"result": _SYNC_RESULTS},
     ),
     MetricSpec(
+        "syncs_skipped_total",
+        "counter",
+        "Dispatches of a parent skipped because its inputs (parent without status, children "
+        "and related objects by resourceVersion, controller config, handler version) hash to "
+        "the fingerprint its status records from its last converged sync (skipUnchanged): no "
+        "handler call, no write.",
+    ),
+    MetricSpec(
         "handler_calls_total",
         "counter",
         "Calls of the user's handler, by method (sync, finalize). One sync runs sync more than "

@@ -50,7 +50,7 @@ from typing import Any
 import structlog
 from multiprocess import parent_process
 
-from operatord import conditions, protocol
+from operatord import conditions, fingerprint, protocol
 from operatord.apply import (
     Applier,
     ChildConflict,
@@ -285,6 +285,12 @@ class _Unit:
     # declare status.conditions): adding them again would rewrite the status on every sync,
     # so this process stops maintaining them for this controller.
     conditions_dropped: bool = False
+    # The controller's part of each parent's inputs fingerprint ("" when skipUnchanged is off).
+    digest: str = ""
+    # The server dropped status.observedInputs from a status write (the CRD schema prunes it):
+    # recording it would rewrite the status on every sync, so this process stops recording
+    # it, and the leader never skips this controller's parents.
+    inputs_dropped: bool = False
 
 
 class Worker:
@@ -330,6 +336,8 @@ class Worker:
         self._fence_local = threading.local()
         for unit in self.units.values():
             unit.applier = Applier(self.kube, unit.config, guard=self._guard)
+            if unit.config.skip_unchanged:
+                unit.digest = fingerprint.controller_digest(unit.config)
         self.applier = first.applier
 
     def unit(self, task: SyncTask) -> _Unit:
@@ -352,6 +360,24 @@ class Worker:
                 "the server dropped status.conditions from a status write: the parent's CRD "
                 "schema does not declare them; not maintaining the standard conditions (declare "
                 "status.conditions, or set conditions: false)",
+                controller=unit.config.name,
+            )
+
+    @staticmethod
+    def records_inputs(unit: _Unit) -> bool:
+        return bool(unit.digest) and not unit.inputs_dropped
+
+    def _check_inputs_kept(self, unit: _Unit, sent: dict, updated: dict | None) -> None:
+        """Stop recording the inputs fingerprint once the server drops it from a status write."""
+        if updated is None or fingerprint.FIELD not in sent or unit.inputs_dropped:
+            return
+        if fingerprint.FIELD not in (updated.get("status") or {}):
+            unit.inputs_dropped = True
+            log.warning(
+                f"the server dropped status.{fingerprint.FIELD} from a status write: the "
+                f"parent's CRD schema does not declare it; unchanged parents are not skipped "
+                f"(declare status.{fingerprint.FIELD} as an object with "
+                "x-kubernetes-preserve-unknown-fields, or set skipUnchanged: false)",
                 controller=unit.config.name,
             )
 
@@ -545,6 +571,9 @@ class Worker:
             message = f"{failures} consecutive failed syncs, backing off: {message}"
         reason = conditions.FAILURE_REASONS.get(fields.get("error_kind") or "error", "HandlerError")
         status = with_conditions(parent, None, state, reason=reason, message=message)
+        if status is not None and not self.kube.dry_run:
+            # The parent is not converged any more: never skipped until a sync succeeds.
+            status.pop(fingerprint.FIELD, None)
         live = (parent.get("status") or {}).get("conditions")
         if status is None or conditions.transition_key(
             status.get("conditions")
@@ -615,6 +644,7 @@ class Worker:
                 )
         parent_key = child_key(parent)
         calls = 0
+        wrote_children = False
         events: list[tuple[str, str, str]] = []
         while True:
             request = SyncRequest.build(
@@ -643,6 +673,7 @@ class Worker:
             wrote = [w for w in outcome.written[before:] if child_key(w["object"]) != parent_key]
             if not wrote:
                 break
+            wrote_children = True
             if calls >= MAX_RUNS:
                 fields["children_changed"] = True
                 fields["changing"] = _changes(children, wrote)
@@ -654,13 +685,68 @@ class Worker:
                 conditions.PROGRESSING if fields.get("children_changed") else conditions.CONVERGED
             )
             status = with_conditions(parent, status, state)
+        if status is not None and self.records_inputs(unit):
+            status = self._with_inputs(
+                unit, parent, children, related, status, fields, response, wrote_children
+            )
         if status is not None:
             updated = applier.write_status(res, parent, status, outcome)
             self._check_kept(unit, status, updated)
+            self._check_inputs_kept(unit, status, updated)
             if updated is not None:
                 outcome.upsert(updated)
                 outcome.status_written = True
         fields["resync_after"] = response.resync_after
+
+    def _with_inputs(
+        self,
+        unit: _Unit,
+        parent: dict,
+        children: list[dict],
+        related: list[dict] | tuple,
+        status: dict,
+        fields: dict,
+        response: Any,
+        wrote_children: bool,
+    ) -> dict:
+        """``status`` with the fingerprint of the inputs this sync converged on (the parent it
+        saw, the children as its writes left them, its related objects) in
+        `fingerprint.FIELD`; without it when the sync did not converge (children still
+        changing) or the handler asked for a later sync (its answer depends on more than its
+        inputs).
+
+        A record alone (the status otherwise unchanged) is written only by a sync that wrote
+        children (a repair: its own writes moved the inputs) or when the live record is missing
+        or was made by another config or handler version (once per parent after a deploy, so
+        skipping resumes). Otherwise the live record stays and the sync writes nothing, so
+        inputs that churn without changing the status (a label, a child's status the handler
+        does not report) cost no write; an older record is harmless: it matches only the
+        inputs it was computed from. A dry run keeps the live record: it changes nothing."""
+        out = dict(status)
+        found = parent.get("status")
+        live_status: dict = found if isinstance(found, dict) else {}
+        live = live_status.get(fingerprint.FIELD)
+        if fields.get("children_changed") or response.resync_after is not None:
+            out.pop(fingerprint.FIELD, None)
+        else:
+            selection = fields.get("selection") if unit.config.related else None
+            value = fingerprint.of(unit.digest, parent, children, selection, related)
+            out[fingerprint.FIELD] = fingerprint.record(value, selection, unit.digest)
+        if out.get(fingerprint.FIELD) == live:
+            return out
+        keep = self.kube.dry_run
+        if not keep and not wrote_children and fingerprint.recorded_version(parent) == unit.digest:
+            rest = {k: v for k, v in out.items() if k != fingerprint.FIELD}
+            generation = (parent.get("metadata") or {}).get("generation")
+            if generation is not None:
+                rest["observedGeneration"] = generation  # as write_status adds it
+            keep = rest == {k: v for k, v in live_status.items() if k != fingerprint.FIELD}
+        if keep:
+            if live is None:
+                out.pop(fingerprint.FIELD, None)
+            else:
+                out[fingerprint.FIELD] = live
+        return out
 
     def _finalize(
         self,

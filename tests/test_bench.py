@@ -46,7 +46,10 @@ def test_vs_kopf_runs_both_systems_and_the_floor(tmp_path):
     for row in (operatord, kopf):
         assert row["restart_writes"] == 0, row
         assert row["restart_s"] > 0 and row["cpu_s"] > 0 and row["rss_mb"] > 0, row
+        assert row["restart_cpu_s"] > 0, row
         assert 0 < row["pss_mb"] <= row["rss_mb"], row
+    assert kopf["restart_calls"] == 20  # one resume handler call per Widget
+    assert operatord["restart_calls"] == 0  # skipUnchanged: every Widget was unchanged
     assert kopf["calls"] == 40  # one create and one update handler call per Widget
     # a sync that wrote children runs the handler twice: create and update each write one
     assert operatord["calls"] == 80
@@ -57,6 +60,20 @@ def test_vs_kopf_runs_both_systems_and_the_floor(tmp_path):
     assert "| none | kopf |" in stdout
     assert "- none: operatord (workers=2)/kopf: converge " in stdout
     assert result["machine"]["kopf"] != "not installed"
+
+
+@pytest.mark.timeout(120)
+def test_resync_skips_unchanged_parents_only_with_skip_unchanged_on(tmp_path):
+    stdout, result = _run(
+        ["bench/resync.py", "--parents", "20", "--resync", "1", "--window", "3"], tmp_path, 110
+    )
+    on, off = result["rows"]
+    assert (on["mode"], off["mode"]) == ("on", "off")
+    assert on["calls"] == 0 and on["syncs"] == 0 and on["writes"] == 0, on
+    assert on["skipped"] >= 20, on  # about 20 * 3 / 1 resyncs, all skipped
+    assert off["skipped"] == 0 and off["calls"] >= 20, off
+    assert on["cpu_s"] >= 0 and off["cores"] > 0, off
+    assert "| on | " in stdout and "| off | " in stdout
 
 
 @pytest.mark.timeout(120)

@@ -216,7 +216,7 @@ ALLOWED_TOP = (
     "namespaces, namespaceSelector, workers, "
     "inFlightPerWorker, workerMemoryLimitMB, "
     "resyncSeconds, "
-    "handlerTimeoutSeconds, backoff, leaderElection, conditions, sharding, metrics, health, logging"
+    "handlerTimeoutSeconds, backoff, leaderElection, conditions, skipUnchanged, handlerVersion, sharding, metrics, health, logging"
 )
 DNS_LABEL = (
     "must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a "

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from operatord import protocol
+from operatord import fingerprint, protocol
 from operatord.cache import Cache
 from operatord.config import Config
-from operatord.controller import MAX_WRITE_STREAK, Controller
+from operatord.controller import MAX_WRITE_STREAK, Controller, ParentRecord
 from operatord.metrics import Metrics
 from operatord.pool import WorkerPool
 from operatord.protocol import SyncResult
@@ -268,3 +268,220 @@ def test_a_controller_holds_at_most_its_share_of_a_worker():
     pool = pool_with(greedy)
     pool.slots[0].per_feed["greedy"] = 2
     assert len(pool._take(pool.slots[0])) == 1
+
+
+# ---- skipUnchanged: the fingerprint its status records -----------------------------------------
+
+
+def converged(ctl: Controller, p: dict, children: list[dict], related=(), selection=None) -> dict:
+    """``p`` with the status a converged sync of these inputs leaves."""
+    value = fingerprint.of(ctl.digest, p, children, selection, related)
+    return {**p, "status": {"ready": True, fingerprint.FIELD: fingerprint.record(value, selection)}}
+
+
+def skipped(metrics: Metrics) -> float:
+    text = metrics.render().decode()
+    for line in text.splitlines():
+        if line.startswith('operatord_syncs_skipped_total{controller="orders"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_parent_whose_inputs_match_its_record_is_skipped_and_resynced_later(setup):
+    ctl, cache, _, metrics, _ = setup
+    c = child("u-x", "x", rv="3")
+    cache.upsert_parent(converged(ctl, parent("x"), [c]))
+    cache.upsert_child(c)
+    ctl.enqueue("u-x")
+    assert take(ctl) == "u-x"
+    assert ctl.task("u-x", 0) is None, "not sent to a worker"
+    assert not ctl.in_flight("u-x") and skipped(metrics) == 1
+    # Its periodic resync is scheduled (the default 600 s) and is skipped in turn.
+    q = ctl.queue(0)
+    assert len(q) == 0 and 500 < q.next_due() <= 660
+
+
+def test_each_change_to_an_input_makes_the_parent_sync(setup):
+    ctl, cache, _, metrics, _ = setup
+    c = child("u-x", "x", rv="3")
+    record = converged(ctl, parent("x"), [c])
+    cache.upsert_parent(record)
+    cache.upsert_child(c)
+    # A child changed by hand: a new resourceVersion.
+    cache.upsert_child(child("u-x", "x", rv="4"))
+    ctl.enqueue("u-x")
+    take(ctl)
+    assert ctl.task("u-x", 0) is not None
+    ctl.completed(ok("u-x"), record, 0)
+    # A spec change.
+    cache.upsert_child(c | {"metadata": {**c["metadata"], "resourceVersion": "5"}})
+    p = converged(ctl, parent("x", rv="6"), [cache.snapshot("u-x")[1][0]])
+    cache.upsert_parent(p)
+    ctl.enqueue("u-x")
+    take(ctl)
+    assert ctl.task("u-x", 0) is None  # the record matches again
+    cache.upsert_parent(
+        {**p, "metadata": {**p["metadata"], "resourceVersion": "7"}, "spec": {"a": 1}}
+    )
+    ctl.enqueue("u-x")
+    take(ctl)
+    assert ctl.task("u-x", 0) is not None
+    assert skipped(metrics) == 1
+
+
+def test_a_status_only_change_is_skipped(setup):
+    ctl, cache, _, metrics, _ = setup
+    p = converged(ctl, parent("x"), [])
+    cache.upsert_parent(p)
+    edited = {**p, "metadata": {**p["metadata"], "resourceVersion": "2"}}
+    edited["status"] = {**p["status"], "ready": False}
+    cache.upsert_parent(edited)
+    ctl.enqueue("u-x")
+    take(ctl)
+    assert ctl.task("u-x", 0) is None and skipped(metrics) == 1
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        SyncResult(uid="u-x", outcome=protocol.ERROR, error="boom"),
+        SyncResult(uid="u-x", outcome=protocol.OK, children_changed=True),
+        SyncResult(uid="u-x", outcome=protocol.OK, resync_after=1.0),
+        SyncResult(uid="u-x", outcome=protocol.OK, reselect=True),
+    ],
+    ids=["error", "children-changed", "resync-after", "reselect"],
+)
+def test_a_parent_whose_last_sync_did_not_converge_is_never_skipped(setup, result):
+    ctl, cache, *_ = setup
+    p = converged(ctl, parent("x"), [])
+    cache.upsert_parent(p)
+    ctl.queue(0).add("u-x")
+    take(ctl)
+    ctl.records["u-x"] = ParentRecord(must_sync=True)  # this first sync is not skipped
+    assert ctl.task("u-x", 0) is not None
+    ctl.completed(result, p, 0)
+    ctl.queue(0).forget("u-x")
+    ctl.queue(0).add("u-x")
+    assert take(ctl) == "u-x"
+    assert ctl.task("u-x", 0) is not None, "synced, not skipped"
+    ctl.completed(ok("u-x"), p, 0)  # converged now
+    ctl.queue(0).add("u-x")
+    take(ctl)
+    assert ctl.task("u-x", 0) is None
+
+
+def test_a_returned_or_crashed_parent_syncs_again(setup):
+    ctl, cache, *_ = setup
+    for n in ("a", "b"):
+        cache.upsert_parent(parent(n))
+        ctl.queue(0).add(f"u-{n}")
+    take(ctl), take(ctl)
+    pa = ctl.task("u-a", 0).parent
+    ctl.task("u-b", 0)
+    for n in ("a", "b"):  # meanwhile, their status records these very inputs
+        cache.upsert_parent(converged(ctl, parent(n, rv="2"), []))
+    ctl.crashed("u-a", pa, 0, -9, 0)
+    ctl.returned("u-b", 0)
+    assert take(ctl) == "u-b"
+    assert ctl.task("u-b", 0) is not None
+    ctl.queue(0).forget("u-a")
+    ctl.queue(0).add("u-a")  # not after its backoff: now
+    assert take(ctl) == "u-a"
+    assert ctl.task("u-a", 0) is not None
+
+
+def test_a_parent_being_deleted_is_never_skipped(setup):
+    ctl, cache, *_ = setup
+    p = parent("x")
+    p["metadata"]["deletionTimestamp"] = "2024-01-01T00:00:00Z"
+    cache.upsert_parent(converged(ctl, p, []))
+    ctl.enqueue("u-x")
+    take(ctl)
+    assert ctl.task("u-x", 0) is not None
+
+
+def test_skip_unchanged_false_always_syncs():
+    cfg = Config.from_dict(
+        {
+            "name": "shop",
+            "skipUnchanged": False,
+            "controllers": [
+                {
+                    "name": "orders",
+                    "handler": "m:f",
+                    "parent": {"apiVersion": "shop.example.com/v1", "kind": "Order"},
+                }
+            ],
+        }
+    )
+    cache = Cache()
+    ctl = Controller(
+        cfg.controllers[0],
+        cache=cache,
+        related=RelatedTypes(cfg, lambda uids: None),
+        events=Events(),  # type: ignore[arg-type]
+        metrics=Metrics(controller="shop"),
+        fence=Fence(),
+        workers=1,
+        capacity=4,
+        slot_of=lambda uid: 0,
+    )
+    assert ctl.digest == ""
+    p = parent("x")
+    p["status"] = {fingerprint.FIELD: fingerprint.record(fingerprint.of("", p, []), None)}
+    cache.upsert_parent(p)
+    ctl.enqueue("u-x")
+    take(ctl)
+    assert ctl.task("u-x", 0) is not None
+
+
+def test_on_a_restart_the_recorded_selection_is_restored_and_its_objects_counted():
+    cfg = Config.from_dict(
+        {
+            "name": "shop",
+            "controllers": [
+                {
+                    "name": "orders",
+                    "handler": "m:f",
+                    "parent": {"apiVersion": "shop.example.com/v1", "kind": "Order"},
+                    "related": [{"apiVersion": "v1", "kind": "Secret"}],
+                }
+            ],
+        }
+    )
+    cache = Cache()
+    enqueued: list[set[str]] = []
+    related = RelatedTypes(cfg, enqueued.append)
+    related.index.namespaced[("v1", "Secret")] = True
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "tls", "namespace": "ns", "resourceVersion": "5"},
+    }
+    related.index.upsert(dict(secret))
+    metrics = Metrics(controller="shop")
+    ctl = Controller(
+        cfg.controllers[0],
+        cache=cache,
+        related=related,
+        events=Events(),  # type: ignore[arg-type]
+        metrics=metrics,
+        fence=Fence(),
+        workers=1,
+        capacity=4,
+        slot_of=lambda uid: 0,
+    )
+    selection = (("v1", "Secret", ("tls",), None, None),)
+    cache.upsert_parent(converged(ctl, parent("x"), [], [secret], selection))
+    ctl.enqueue("u-x")
+    take(ctl)
+    assert ctl.task("u-x", 0) is None, "a fresh leader skips it"
+    assert related.index.selection("u-x") == selection
+    # The Secret changes: the parent is routed again and, its input changed, synced.
+    changed = {**secret, "metadata": {**secret["metadata"], "resourceVersion": "6"}}
+    related._on_event("MODIFIED", changed)
+    assert enqueued == [{"u-x"}]
+    ctl.enqueue_related("u-x")
+    take(ctl)
+    task = ctl.task("u-x", 0)
+    assert task is not None and task.selection == selection

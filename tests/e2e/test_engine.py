@@ -239,6 +239,7 @@ def test_cluster_scoped_parent_with_function_handler(operator, kube, ns):
         30,
     )
     conditions = g["status"].pop("conditions")
+    assert g["status"].pop("observedInputs")["fingerprint"]  # skipUnchanged's record
     assert g["status"] == {"ok": True, "observedGeneration": 1}
     assert [(c["type"], c["status"]) for c in conditions][0] == ("Ready", "True")
     assert configmap(kube, ns, name).metadata.owner_references[0].uid == g["metadata"]["uid"]
