@@ -23,6 +23,17 @@ Guarantees of `RelatedIndex` (thread-safe; every method is atomic):
   than the cached version is ignored and affects nobody.
 
 Selectors are parsed by `operatord.selectors.parse_selector`.
+
+Cache modes (``related[].cache``, `operatord.config.RELATED_CACHE_MODES`), per type:
+
+- ``full``: the leader's informer holds whole objects; tasks carry them as cached.
+- ``metadata``: the informer lists and watches PartialObjectMetadata and keeps only
+  `trim_metadata` of each object (apiVersion, kind, name, namespace, labels, resourceVersion),
+  which is all the index needs to find the parents a change affects: no other field (data,
+  annotations, managedFields) is ever held by the leader. Tasks carry those stubs; the worker
+  replaces them by the objects it GETs (`SelectedReader`) before the handler runs.
+- ``none``: no informer and nothing in the index; the worker GETs (or, for a label
+  selection, lists) the selected objects itself at each sync. A change to them causes no sync.
 """
 
 from __future__ import annotations
@@ -56,6 +67,20 @@ def _meta(obj: dict) -> dict:
 
 def _labels(obj: dict | None) -> Labels:
     return (_meta(obj).get("labels") or {}) if obj else {}
+
+
+_KEPT_METADATA = ("name", "namespace", "labels", "resourceVersion")
+
+
+def trim_metadata(obj: dict) -> dict:
+    """What the leader keeps of an object of a ``metadata`` related type: its type, name,
+    namespace, labels and resourceVersion (the index's needs), nothing else."""
+    meta = _meta(obj)
+    return {
+        "apiVersion": obj.get("apiVersion", ""),
+        "kind": obj.get("kind", ""),
+        "metadata": {k: meta[k] for k in _KEPT_METADATA if k in meta},
+    }
 
 
 class _Selector:
@@ -310,6 +335,7 @@ class RelatedTypes:
                 types.setdefault(rt.key, rt)
         self.types: list[RelatedType] = list(types.values())
         self.resources: list[Resource] = []  # once resolved
+        self.cached = any(rt.cache != "none" for rt in self.types)
 
     def resolve(self, resolve: Callable[[str, str], Resource]) -> None:
         """Resolve every related type through discovery (``resolve(apiVersion, kind)``)."""
@@ -325,15 +351,21 @@ class RelatedTypes:
         wrap: Callable[[Any, Any], tuple[Any, Any]] | None = None,
         **informer_args: Any,
     ) -> list[Informer]:
-        """Informers for every related type, each limited to its ``labelSelector``: a
-        namespaced type once per namespace of ``namespaces`` (None: all namespaces), a
-        cluster-scoped type once. ``wrap(on_list, on_event)`` may filter the callbacks (the
-        daemon's namespace scope, its replica shards)."""
+        """Informers for every related type cached by the leader (``cache`` not ``none``),
+        each limited to its ``labelSelector``: a namespaced type once per namespace of
+        ``namespaces`` (None: all namespaces), a cluster-scoped type once. ``metadata`` types
+        watch PartialObjectMetadata and keep `trim_metadata` of each object; ``full`` types
+        keep objects without managedFields. ``wrap(on_list, on_event)`` may filter the
+        callbacks (the daemon's namespace scope, its replica shards)."""
+        from operatord.cache import slim
         from operatord.informer import Informer
 
         spaces = list(namespaces)
         out = []
         for rt, res in zip(self.types, self.resources, strict=True):
+            if rt.cache == "none":
+                continue
+            metadata = rt.cache == "metadata"
             for ns in spaces if res.namespaced else [None]:
                 on_list: Any = partial(self._on_list, res, ns)
                 on_event: Any = self._on_event
@@ -347,6 +379,8 @@ class RelatedTypes:
                         label_selector=rt.label_selector or None,
                         on_list=on_list,
                         on_event=on_event,
+                        metadata_only=metadata,
+                        transform=trim_metadata if metadata else slim,
                         **informer_args,
                     )
                 )
@@ -369,7 +403,8 @@ class RelatedTypes:
         """The `SyncTask` fields for ``uid``: its selected objects and its recorded selection."""
         if not self.types:
             return {}
-        return {"related": self.index.selected(uid), "selection": self.index.selection(uid)}
+        related = self.index.selected(uid) if self.cached else []
+        return {"related": related, "selection": self.index.selection(uid)}
 
     def record(self, uid: str, selection: Selection | None, parent: dict) -> None:
         """Record the selection a result carried (None: the result carried none)."""
@@ -380,5 +415,153 @@ class RelatedTypes:
         self.index.forget(uid)
 
     def counts(self) -> list[tuple[Resource, int]]:
-        """(resource, cached objects) per related type, for ``operatord_cached_objects``."""
-        return [(res, self.index.count(res.api_version, res.kind)) for res in self.resources]
+        """(resource, cached objects) per related type the leader caches, for
+        ``operatord_cached_objects``."""
+        return [
+            (res, self.index.count(res.api_version, res.kind))
+            for rt, res in zip(self.types, self.resources, strict=True)
+            if rt.cache != "none"
+        ]
+
+
+# ---- the worker's side -------------------------------------------------------------------------
+
+
+class _Wanted:
+    """One entry of a selection as the worker resolves it."""
+
+    __slots__ = ("res", "namespace", "names", "selector", "matcher", "type_matcher")
+
+    def __init__(
+        self,
+        res: Resource,
+        namespace: str | None,
+        names: tuple[str, ...],
+        selector: str | None,
+        type_matcher: Matcher | None,
+    ) -> None:
+        self.res = res
+        self.namespace = namespace  # None: every namespace (or a cluster-scoped type)
+        self.names = names
+        self.selector = selector  # the entry's label selector (None: none)
+        self.matcher = None if selector is None else parse_selector(selector)
+        self.type_matcher = type_matcher  # the type's configured labelSelector
+
+    def matches(self, obj: dict) -> bool:
+        meta = _meta(obj)
+        if (obj.get("apiVersion"), obj.get("kind")) != (self.res.api_version, self.res.kind):
+            return False
+        if self.res.namespaced and self.namespace is not None:
+            if (meta.get("namespace") or "") != self.namespace:
+                return False
+        if self.names and meta.get("name") not in self.names:
+            return False
+        labels = meta.get("labels") or {}
+        return (self.matcher is None or self.matcher(labels)) and (
+            self.type_matcher is None or self.type_matcher(labels)
+        )
+
+
+class SelectedReader:
+    """The worker's side of ``metadata`` and ``none`` related types: the objects a parent
+    selected, read from the API server through the worker's own connection at sync time.
+
+    Guarantees of `read`:
+
+    - Objects of ``full`` types are the task's cached objects, unchanged.
+    - Each object of a ``metadata`` type is re-read by name; one that is gone, or whose labels
+      no longer match the selection (or the type's ``labelSelector``), is absent.
+    - Objects of ``none`` types are read now: each named object by GET (in every namespace, for
+      a cluster-scoped parent, by a list with a ``metadata.name`` field selector), a label
+      selection by a list with that selector (and the type's ``labelSelector``).
+    - Every object appears once, without ``metadata.managedFields``; ``full`` and ``metadata``
+      objects first (in the task's order), then ``none`` objects in selection order.
+    - API errors other than 404 propagate (the sync fails and is retried like any API error).
+    """
+
+    def __init__(self, kube: Kube, types: Iterable[RelatedType]) -> None:
+        self.kube = kube
+        self.types = {rt.key: rt for rt in types}
+        self.needed = any(rt.cache != "full" for rt in self.types.values())
+
+    def _wanted(self, selection: Selection, parent: dict) -> list[tuple[RelatedType, _Wanted]]:
+        parent_ns = _meta(parent).get("namespace") or None
+        out = []
+        for api_version, kind, names, namespace, label_selector in selection:
+            rt = self.types.get((api_version, kind))
+            if rt is None or rt.cache == "full":
+                continue
+            res = self.kube.resource(api_version, kind)
+            ns = (namespace if namespace is not None else parent_ns) if res.namespaced else None
+            type_matcher = parse_selector(rt.label_selector) if rt.label_selector else None
+            out.append((rt, _Wanted(res, ns, tuple(names), label_selector, type_matcher)))
+        return out
+
+    def read(self, selection: Selection, parent: dict, cached: Iterable[dict]) -> list[dict]:
+        """``request.related`` of a parent whose selection is ``selection`` (see the class)."""
+        from operatord.cache import slim
+
+        wanted = self._wanted(selection, parent)
+        out: dict[tuple[str, str, str, str], dict] = {}
+
+        def keep(obj: dict) -> None:
+            meta = _meta(obj)
+            key = (
+                obj.get("apiVersion", ""),
+                obj.get("kind", ""),
+                meta.get("namespace") or "",
+                meta.get("name", ""),
+            )
+            out.setdefault(key, slim(obj))
+
+        for obj in cached:
+            rt = self.types.get((obj.get("apiVersion", ""), obj.get("kind", "")))
+            if rt is None or rt.cache != "metadata":
+                keep(obj)
+                continue
+            meta = _meta(obj)
+            res = self.kube.resource(rt.api_version, rt.kind)
+            fresh = self._get(res, meta.get("name", ""), meta.get("namespace") or None)
+            if fresh is not None and any(w.matches(fresh) for r, w in wanted if r.key == rt.key):
+                keep(fresh)
+        for rt, w in wanted:
+            if rt.cache != "none":
+                continue
+            for obj in self._read_now(rt, w):
+                if w.matches(obj):
+                    keep(obj)
+        return list(out.values())
+
+    def _get(self, res: Resource, name: str, namespace: str | None) -> dict | None:
+        from operatord.kube import is_not_found
+
+        try:
+            obj = self.kube.get(res, name, namespace)
+        except Exception as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        obj.setdefault("apiVersion", res.api_version)
+        obj.setdefault("kind", res.kind)
+        return obj
+
+    def _read_now(self, rt: RelatedType, w: _Wanted) -> list[dict]:
+        """The candidates of one ``none`` selection entry, straight from the API server."""
+        all_namespaces = w.res.namespaced and w.namespace is None
+        if w.names and not all_namespaces:
+            found = (self._get(w.res, name, w.namespace) for name in w.names)
+            return [obj for obj in found if obj is not None]
+        if w.names:
+            out = []
+            for name in w.names:
+                items, _ = self.kube.list(
+                    w.res,
+                    None,
+                    label_selector=rt.label_selector or None,
+                    field_selector=f"metadata.name={name}",
+                )
+                out.extend(items)
+            return out
+        selector = ",".join(s for s in (rt.label_selector, w.selector) if s)
+        items, _ = self.kube.list(w.res, w.namespace, label_selector=selector or None)
+        return items
