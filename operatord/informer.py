@@ -91,7 +91,8 @@ Metadata only (``metadata_only=True``):
 - ``transform`` (as client-go's ``SetTransform``) is applied to every object as it arrives,
   before it is kept: each streamed event, each item as its page is decoded, each watch
   event. Trimming there (e.g. ``cache.slim``) keeps full objects from piling up during a
-  full list.
+  full list. What it returns is what the callbacks get (it need not be a dict, e.g.
+  `operatord.related.MetaStub`).
 """
 
 from __future__ import annotations
@@ -225,7 +226,7 @@ class Informer:
         metadata_only: bool = False,
         streaming_list: bool = True,
         initial_events_timeout: float = INITIAL_EVENTS_TIMEOUT_SECONDS,
-        transform: Callable[[dict], dict] | None = None,
+        transform: Callable[[dict], Any] | None = None,
     ):
         self.kube = kube
         self.resource = resource
@@ -583,7 +584,7 @@ class Informer:
 
     # ---- initial list: streaming where supported; metadata-only objects ---------------------
 
-    def _shaped(self, obj: dict) -> dict:
+    def _shaped(self, obj: dict) -> Any:
         """A listed or watched object as delivered: typed, and stripped when metadata-only."""
         if self.metadata_only:
             obj = self._metadata(obj)

@@ -28,9 +28,9 @@ Cache modes (``related[].cache``, `operatord.config.RELATED_CACHE_MODES`), per t
 
 - ``full``: the leader's informer holds whole objects; tasks carry them as cached.
 - ``metadata``: the informer lists and watches PartialObjectMetadata and keeps only
-  `trim_metadata` of each object (apiVersion, kind, name, namespace, labels, resourceVersion),
-  which is all the index needs to find the parents a change affects: no other field (data,
-  annotations, managedFields) is ever held by the leader. Tasks carry those stubs; the worker
+  `trim_metadata` of each object (a `MetaStub`: apiVersion, kind, namespace, name,
+  resourceVersion, labels), which is all the index needs to find the parents a change
+  affects: no other field (data, annotations, managedFields) is ever held by the leader. Tasks carry those stubs; the worker
   replaces them by the objects it GETs (`SelectedReader`) before the handler runs.
 - ``none``: no informer and nothing in the index; the worker GETs (or, for a label
   selection, lists) the selected objects itself at each sync. A change to them causes no sync.
@@ -38,10 +38,11 @@ Cache modes (``related[].cache``, `operatord.config.RELATED_CACHE_MODES`), per t
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import structlog
 
@@ -65,22 +66,61 @@ def _meta(obj: dict) -> dict:
     return obj.get("metadata") or {}
 
 
-def _labels(obj: dict | None) -> Labels:
-    return (_meta(obj).get("labels") or {}) if obj else {}
+class MetaStub(NamedTuple):
+    """What the leader keeps of an object of a ``metadata`` related type (`trim_metadata`):
+    a tuple, about a third of the smallest dict form, with the type and namespace strings
+    shared between objects. `to_object` is its wire form for tasks."""
+
+    api_version: str
+    kind: str
+    namespace: str  # "" for cluster-scoped objects
+    name: str
+    resource_version: str | None
+    labels: Labels | None  # None: no labels
+
+    def to_object(self) -> dict:
+        meta: dict[str, Any] = {"name": self.name, "labels": dict(self.labels or {})}
+        if self.namespace:
+            meta["namespace"] = self.namespace
+        if self.resource_version is not None:
+            meta["resourceVersion"] = self.resource_version
+        return {"apiVersion": self.api_version, "kind": self.kind, "metadata": meta}
 
 
-_KEPT_METADATA = ("name", "namespace", "labels", "resourceVersion")
+Stored = dict | MetaStub  # what the index holds per object: a whole object, or a stub
+_Fields = tuple[str, str, str, str, "str | None", Labels]
 
 
-def trim_metadata(obj: dict) -> dict:
+def _fields(obj: Stored) -> _Fields:
+    """(apiVersion, kind, namespace or "", name, resourceVersion, labels) of either form."""
+    if isinstance(obj, MetaStub):
+        return (obj[0], obj[1], obj[2], obj[3], obj[4], obj[5] or _NO_LABELS)
+    meta = obj.get("metadata") or {}
+    return (
+        obj.get("apiVersion", ""),
+        obj.get("kind", ""),
+        meta.get("namespace") or "",
+        meta.get("name", ""),
+        meta.get("resourceVersion"),
+        meta.get("labels") or _NO_LABELS,
+    )
+
+
+_NO_LABELS: Labels = {}
+
+
+def trim_metadata(obj: dict) -> MetaStub:
     """What the leader keeps of an object of a ``metadata`` related type: its type, name,
     namespace, labels and resourceVersion (the index's needs), nothing else."""
     meta = _meta(obj)
-    return {
-        "apiVersion": obj.get("apiVersion", ""),
-        "kind": obj.get("kind", ""),
-        "metadata": {k: meta[k] for k in _KEPT_METADATA if k in meta},
-    }
+    return MetaStub(
+        sys.intern(obj.get("apiVersion", "")),
+        sys.intern(obj.get("kind", "")),
+        sys.intern(meta.get("namespace") or ""),
+        meta.get("name", ""),
+        meta.get("resourceVersion"),
+        meta.get("labels") or None,
+    )
 
 
 class _Selector:
@@ -108,8 +148,8 @@ class RelatedIndex:
         self._lock = threading.Lock()
         # (apiVersion, kind) -> namespaced? (from discovery); unknown types select nothing.
         self.namespaced: dict[TypeKey, bool] = dict(namespaced or {})
-        # (apiVersion, kind) -> namespace ("" for cluster-scoped) -> name -> object
-        self._objects: dict[TypeKey, dict[str, dict[str, dict]]] = {}
+        # (apiVersion, kind) -> namespace ("" for cluster-scoped) -> name -> object or stub
+        self._objects: dict[TypeKey, dict[str, dict[str, Stored]]] = {}
         self._selections: dict[str, tuple[Selection, list[_Selector]]] = {}
         # (apiVersion, kind, namespace | None, name) -> {uid: selectors of that uid}
         self._by_name: dict[tuple, dict[str, list[_Selector]]] = {}
@@ -193,39 +233,37 @@ class RelatedIndex:
                         del index[key]
 
     def selected(self, uid: str) -> list[dict]:
-        """The cached objects ``uid``'s selection matches, each once, in selection order."""
+        """The cached objects ``uid``'s selection matches, each once, in selection order
+        (`MetaStub` objects in their wire form)."""
         with self._lock:
             entry = self._selections.get(uid)
             if entry is None:
                 return []
-            out: dict[int, dict] = {}
+            out: dict[int, Stored] = {}
             for sel in entry[1]:
                 by_ns = self._objects.get(sel.type_key)
                 if not by_ns:
                     continue
-                spaces: Iterable[dict[str, dict]]
+                spaces: Iterable[dict[str, Stored]]
                 if sel.namespace is not None:
                     spaces = [by_ns.get(sel.namespace) or {}]
                 else:
                     spaces = list(by_ns.values())
                 for objects in spaces:
-                    candidates: Iterable[dict]
+                    candidates: Iterable[Stored]
                     if sel.names:
                         candidates = [objects[n] for n in sel.names if n in objects]
                     else:
                         candidates = objects.values()
                     for obj in candidates:
-                        if sel.matcher is None or sel.matcher(_labels(obj)):
+                        if sel.matcher is None or sel.matcher(_fields(obj)[5]):
                             out.setdefault(id(obj), obj)
-            return list(out.values())
+            return [o.to_object() if isinstance(o, MetaStub) else o for o in out.values()]
 
-    def _affected_locked(self, obj: dict | None) -> set[str]:
+    def _affected_locked(self, obj: Stored | None) -> set[str]:
         if obj is None:
             return set()
-        meta = _meta(obj)
-        api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
-        ns, name = meta.get("namespace") or "", meta.get("name", "")
-        labels = _labels(obj)
+        api_version, kind, ns, name, _, labels = _fields(obj)
         out: set[str] = set()
         for key in ((api_version, kind, ns, name), (api_version, kind, None, name)):
             for uid, selectors in self._by_name.get(key, {}).items():
@@ -241,44 +279,39 @@ class RelatedIndex:
 
     # ---- objects ----------------------------------------------------------------------------
 
-    def upsert(self, obj: dict) -> set[str]:
-        """Store a related object; returns the parents whose selection matches it (before or
-        after the change). An object that is not newer than the cached one affects nobody."""
-        meta = _meta(obj)
-        key = (obj.get("apiVersion", ""), obj.get("kind", ""))
-        ns, name = meta.get("namespace") or "", meta.get("name", "")
+    def upsert(self, obj: Stored) -> set[str]:
+        """Store a related object (or its `MetaStub`); returns the parents whose selection
+        matches it (before or after the change). An object that is not newer than the cached
+        one affects nobody."""
+        api_version, kind, ns, name, rv, _ = _fields(obj)
         with self._lock:
-            space = self._objects.setdefault(key, {}).setdefault(ns, {})
+            space = self._objects.setdefault((api_version, kind), {}).setdefault(ns, {})
             old = space.get(name)
-            if old is not None and not newer(
-                meta.get("resourceVersion"), _meta(old).get("resourceVersion")
-            ):
+            if old is not None and not newer(rv, _fields(old)[4]):
                 return set()
             space[name] = obj
             return self._affected_locked(old) | self._affected_locked(obj)
 
-    def delete(self, obj: dict) -> set[str]:
+    def delete(self, obj: Stored) -> set[str]:
         """Forget a related object; returns the parents whose selection matched it."""
-        meta = _meta(obj)
-        key = (obj.get("apiVersion", ""), obj.get("kind", ""))
-        ns, name = meta.get("namespace") or "", meta.get("name", "")
+        api_version, kind, ns, name, _, _ = _fields(obj)
         with self._lock:
-            spaces = self._objects.get(key, {})
+            spaces = self._objects.get((api_version, kind), {})
             old = spaces.get(ns, {}).pop(name, None)
             if ns in spaces and not spaces[ns]:
                 del spaces[ns]
             return self._affected_locked(old) | self._affected_locked(obj)
 
     def replace(
-        self, api_version: str, kind: str, objs: Iterable[dict], namespace: str | None = None
+        self, api_version: str, kind: str, objs: Iterable[Stored], namespace: str | None = None
     ) -> set[str]:
         """Make the cached objects of one type (in ``namespace``; None: in every namespace)
         exactly ``objs`` (a relist); returns the parents affected by what was added, changed
         or removed."""
-        fresh: dict[str, dict[str, dict]] = {}
+        fresh: dict[str, dict[str, Stored]] = {}
         for obj in objs:
-            meta = _meta(obj)
-            fresh.setdefault(meta.get("namespace") or "", {})[meta.get("name", "")] = obj
+            f = _fields(obj)
+            fresh.setdefault(f[2], {})[f[3]] = obj
         with self._lock:
             old = self._objects.get((api_version, kind), {})
             if namespace is not None:
@@ -289,7 +322,7 @@ class RelatedIndex:
                     new = fresh.get(ns, {}).get(name)
                     if new is None:
                         affected |= self._affected_locked(cur)
-                    elif _meta(new).get("resourceVersion") != _meta(cur).get("resourceVersion"):
+                    elif _fields(new)[4] != _fields(cur)[4]:
                         affected |= self._affected_locked(cur) | self._affected_locked(new)
             for ns, objects in fresh.items():
                 for name, new in objects.items():

@@ -137,7 +137,7 @@ def test_metadata_types_reach_the_handler_as_read_by_the_worker(api):
     assert worker.units["unit"].config.related[0].cache == "metadata"  # the Secret default
     parent = widget(api, "meta", secret="db")
     live = api.client().sanitize_for_serialization(core.read_namespaced_secret("db", "default"))
-    stub = trim_metadata(live)  # what the leader keeps and sends
+    stub = trim_metadata(live).to_object()  # what the leader keeps and sends
     assert "data" not in stub and stub["metadata"]["labels"] == {"a": "b"}
     selection = (("v1", "Secret", ("db",), None, None),)
     status = sync_with(worker, parent, selection, [stub])
