@@ -50,7 +50,7 @@ def child_key(obj: dict) -> ChildKey:
     )
 
 
-def newer(candidate: str | None, current: str | None) -> bool:
+def newer(candidate: str | int | None, current: str | int | None) -> bool:
     """True when resourceVersion ``candidate`` is newer than ``current`` (unknown counts as newer)."""
     if not current:
         return True
