@@ -389,9 +389,9 @@ class RelatedTypes:
         each limited to its ``labelSelector``: a namespaced type once per namespace of
         ``namespaces`` (None: all namespaces), a cluster-scoped type once. ``metadata`` types
         watch PartialObjectMetadata and keep `trim_metadata` of each object; ``full`` types
-        keep objects without managedFields. ``wrap(on_list, on_event)`` may filter the
+        keep `operatord.cache.compact` objects. ``wrap(on_list, on_event)`` may filter the
         callbacks (the daemon's namespace scope, its replica shards)."""
-        from operatord.cache import slim
+        from operatord.cache import compact
         from operatord.informer import Informer
 
         spaces = list(namespaces)
@@ -414,7 +414,7 @@ class RelatedTypes:
                         on_list=on_list,
                         on_event=on_event,
                         metadata_only=metadata,
-                        transform=trim_metadata if metadata else slim,
+                        transform=trim_metadata if metadata else compact,
                         **informer_args,
                     )
                 )

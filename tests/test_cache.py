@@ -178,3 +178,44 @@ def test_cached_objects_carry_no_managed_fields():
     listed["metadata"]["managedFields"] = []
     c.replace_children("v1", "ConfigMap", [listed])
     assert all("managedFields" not in k["metadata"] for k in c.snapshot("u1")[1])
+
+
+def test_cached_objects_share_keys_and_short_strings_whatever_path_they_came_by():
+    """A parent from a watch, one from a list and a child a worker wrote (each decoded on
+    its own, as they are) share one copy of every key and short string in the cache."""
+    import json
+
+    def decoded(name: str, uid: str, parent_uid: str = "") -> dict:
+        obj = {
+            "apiVersion": "example.com/v1",
+            "kind": "Widget",
+            "metadata": {
+                "name": name,
+                "namespace": "team-a",
+                "uid": uid,
+                "resourceVersion": "5",
+                "labels": {"operatord.io/parent-uid": parent_uid} if parent_uid else {},
+                "managedFields": [{"manager": "x"}],
+            },
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        }
+        return json.loads(json.dumps(obj))  # a separate decode: nothing shared yet
+
+    cache = Cache()
+    long_uid = "u" * 40
+    cache.replace_parents([decoded("a", long_uid)])
+    cache.upsert_parent(decoded("b", "uid-b"))
+    child = decoded("c", "uid-c", parent_uid="uid-b")
+    child.update(apiVersion="v1", kind="ConfigMap")
+    cache.upsert_child(child)
+    a, b = cache.parent(long_uid), cache.parent("uid-b")
+    (c,) = cache.snapshot("uid-b")[1]
+    assert a is not None and b is not None
+    assert "managedFields" not in a["metadata"] and "managedFields" not in c["metadata"]
+    for x, y in ((a, b), (a, c)):
+        assert next(k for k in x if k == "metadata") is next(k for k in y if k == "metadata")
+        assert x["metadata"]["namespace"] is y["metadata"]["namespace"]
+        cx, cy = x["status"]["conditions"][0], y["status"]["conditions"][0]
+        assert cx["status"] is cy["status"] and cx["type"] is cy["type"]
+    assert b["apiVersion"] is a["apiVersion"]
+    assert a["metadata"]["uid"] == long_uid  # long strings are kept as they are, equal
