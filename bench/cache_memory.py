@@ -9,8 +9,9 @@ the leader's ``transform``) handing its list to the leader's store, and report t
 their RSS from before the informer started to after the store is filled (garbage collected),
 divided by the number of objects:
 
-- ``parent``: the Widgets into `Cache.replace_parents` (``transform=cache.slim``);
-- ``child``: the ConfigMaps into `Cache.replace_children` (``transform=cache.slim``);
+- ``parent``: the Widgets into `Cache.replace_parents` (``transform=cache.compact``, as the
+  leader does);
+- ``child``: the ConfigMaps into `Cache.replace_children` (``transform=cache.compact``);
 - ``related (full)``: the Secrets into a `RelatedIndex` (``cache: full``);
 - ``related (metadata)``: the Secrets' PartialObjectMetadata into a `RelatedIndex` as
   `MetaStub` tuples (``cache: metadata``).
@@ -62,7 +63,7 @@ def child(kubeconfig: str, kind: str) -> None:
     """One store filled as the leader fills it; prints a JSON line."""
     import gc
 
-    from operatord.cache import Cache, slim
+    from operatord.cache import Cache, compact
     from operatord.informer import Informer
     from operatord.kube import ClientSettings, Kube
     from operatord.related import RelatedIndex, trim_metadata
@@ -78,7 +79,7 @@ def child(kubeconfig: str, kind: str) -> None:
             count["n"] = len(items)
             cache.replace_parents(items)
 
-        extra: dict = {"transform": slim}
+        extra: dict = {"transform": compact}
     elif kind == "child":
         res = kube.resource("v1", "ConfigMap")
 
@@ -86,7 +87,7 @@ def child(kubeconfig: str, kind: str) -> None:
             count["n"] = len(items)
             cache.replace_children("v1", "ConfigMap", items)
 
-        extra = {"transform": slim, "label_selector": "operatord.io/parent-uid"}
+        extra = {"transform": compact, "label_selector": "operatord.io/parent-uid"}
     else:
         res = kube.resource("v1", "Secret")
 
@@ -95,7 +96,7 @@ def child(kubeconfig: str, kind: str) -> None:
             index.replace("v1", "Secret", items)
 
         metadata = kind == "related (metadata)"
-        extra = {"transform": trim_metadata if metadata else slim, "metadata_only": metadata}
+        extra = {"transform": trim_metadata if metadata else compact, "metadata_only": metadata}
     kube._pool  # noqa: B018 - the watch client, loaded before the baseline
     gc.collect()
     base_kb = _status_kb("VmRSS")

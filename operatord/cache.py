@@ -66,7 +66,13 @@ def compact(obj: dict) -> dict:
     """A copy of ``obj`` without ``metadata.managedFields``, its keys and short strings
     interned (shared with every other object compacted in this process); ``obj`` itself loses
     its managedFields only. About 40% less memory for an operatord parent, 25% for a child,
-    than the same object decoded by ``json.loads``."""
+    than the same object decoded by ``json.loads``.
+
+    An object that is compact already (its first key is the interned string, which no JSON
+    decode or unpickling produces) is returned as it is, so compacting twice costs nothing."""
+    first = next(iter(obj), None)
+    if first is not None and first is _intern(first):
+        return slim(obj)
     return _shared(slim(obj))
 
 

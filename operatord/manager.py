@@ -7,8 +7,9 @@ Guarantees:
   uids being unique across kinds). A related type named by several controllers is cached once.
 - Every parent event, child event and related change is routed to the controller of the
   parent it concerns (by the parent's ``(apiVersion, kind)``).
-- Parent and child objects lose ``metadata.managedFields`` as each arrives (the informers'
-  ``transform``), so a start-up list never holds them (about half a small object's memory).
+- Parent and child objects are made `operatord.cache.compact` as each arrives (the
+  informers' ``transform``: managedFields dropped, keys and short strings shared), so a
+  start-up list never holds them in their decoded form (about twice the memory).
 - Nothing is dispatched before every informer has listed once, so the first sync of a parent
   already sees its existing children; `readiness` fails until then.
 - Namespace scope (`operatord.namespaces.NamespaceScope`): literal names are watched per
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from operatord.cache import Cache, slim
+from operatord.cache import Cache, compact
 from operatord.config import Config
 from operatord.controller import Controller
 from operatord.events import EventRecorder
@@ -309,7 +310,7 @@ class Manager:
                         on_event=on_event,
                         watch_timeout=self.watch_timeout,
                         observe=self._observe_informer,
-                        transform=slim,
+                        transform=compact,
                     )
                 )
         for ctl in self.controllers:
@@ -333,7 +334,7 @@ class Manager:
                         watch_timeout=self.watch_timeout,
                         observe=self._observe_informer,
                         shard_selector=shard_selector,
-                        transform=slim,
+                        transform=compact,
                     )
                 )
         return children + parents

@@ -219,3 +219,13 @@ def test_cached_objects_share_keys_and_short_strings_whatever_path_they_came_by(
         assert cx["status"] is cy["status"] and cx["type"] is cy["type"]
     assert b["apiVersion"] is a["apiVersion"]
     assert a["metadata"]["uid"] == long_uid  # long strings are kept as they are, equal
+
+
+def test_compacting_a_compact_object_returns_it_unchanged():
+    import json
+
+    from operatord.cache import compact
+
+    once = compact(json.loads('{"metadata": {"name": "x", "managedFields": []}, "spec": {}}'))
+    assert once == {"metadata": {"name": "x"}, "spec": {}}
+    assert compact(once) is once
