@@ -120,7 +120,6 @@ class Cache:
         uid = _meta(obj).get("uid")
         if not uid:
             return False
-        obj = compact(obj)
         with self._lock:
             cur = self._parents.get(uid)
             if cur is None and only_existing:
@@ -128,8 +127,8 @@ class Cache:
             if cur is not None and not newer(
                 _meta(obj).get("resourceVersion"), _meta(cur).get("resourceVersion")
             ):
-                return False
-            self._parents[uid] = obj
+                return False  # an echo of what is cached: not even compacted
+            self._parents[uid] = compact(obj)
             return True
 
     def delete_parent(self, obj: dict) -> bool:
@@ -215,7 +214,6 @@ class Cache:
 
     def upsert_child(self, obj: dict) -> set[str]:
         """Store a child; returns the parent uids whose children changed."""
-        obj = compact(obj)
         key = child_key(obj)
         rv = _meta(obj).get("resourceVersion")
         owner = self._owner_label(obj)
@@ -230,7 +228,7 @@ class Cache:
                 cur = self._children.get(prev_owner, {}).get(key)
                 if cur is not None and not newer(rv, _meta(cur).get("resourceVersion")):
                     return set()
-            return self._place_child_locked(key, obj, owner, prev_owner)
+            return self._place_child_locked(key, compact(obj), owner, prev_owner)
 
     def _place_child_locked(
         self, key: ChildKey, obj: dict, owner: str | None, prev_owner: str | None

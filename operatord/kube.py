@@ -764,7 +764,7 @@ class Kube:
         shard_selector: str | None = None,
         seconds: int = 1,
         timeout: float = 3.0,
-    ) -> builtins.list[dict]:
+    ) -> Iterator[dict]:
         """The events a watch from ``resource_version`` gets within ``seconds``: one watch
         request that the server ends itself, its answer read whole (a cheap check that the
         watch path answers and of what an open watch should have delivered).
@@ -792,7 +792,8 @@ class Kube:
         if status != 200:
             decoded = _decode_status(data)
             raise ApiError(status, decoded.get("reason") or reason or "Error", decoded)
-        return [json.loads(line) for line in data.splitlines() if line.strip()]
+        # decoded as the caller reads them: a check stops at the first event that matters
+        return (json.loads(line) for line in data.splitlines() if line.strip())
 
 
 def _stream_socket(resp: urllib3.BaseHTTPResponse) -> Any:

@@ -7,9 +7,11 @@ Guarantees:
   uids being unique across kinds). A related type named by several controllers is cached once.
 - Every parent event, child event and related change is routed to the controller of the
   parent it concerns (by the parent's ``(apiVersion, kind)``).
-- Parent and child objects are made `operatord.cache.compact` as each arrives (the
+- Listed parent and child objects are made `operatord.cache.compact` as each arrives (the
   informers' ``transform``: managedFields dropped, keys and short strings shared), so a
-  start-up list never holds them in their decoded form (about twice the memory).
+  start-up list never holds them in their decoded form (about twice the memory); a watched
+  one is compacted by the cache only when it is newer than what the cache holds (most are
+  echoes of the workers' own writes).
 - Nothing is dispatched before every informer has listed once, so the first sync of a parent
   already sees its existing children; `readiness` fails until then.
 - Namespace scope (`operatord.namespaces.NamespaceScope`): literal names are watched per
@@ -311,6 +313,7 @@ class Manager:
                         watch_timeout=self.watch_timeout,
                         observe=self._observe_informer,
                         transform=compact,
+                        transform_events=False,
                     )
                 )
         for ctl in self.controllers:
@@ -335,6 +338,7 @@ class Manager:
                         observe=self._observe_informer,
                         shard_selector=shard_selector,
                         transform=compact,
+                        transform_events=False,
                     )
                 )
         return children + parents
