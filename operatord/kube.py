@@ -25,7 +25,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import builtins
 import json
 import random
 import ssl
