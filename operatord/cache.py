@@ -107,6 +107,11 @@ class Cache:
         self._child_owner: dict[ChildKey, str] = {}
         self._tombstones: dict[ChildKey, str] = {}
         self._type_counts: dict[str, int] = {}  # "apiVersion/kind" -> children cached
+        self._parent_counts: dict[tuple[str, str], int] = {}  # (apiVersion, kind) -> parents
+
+    def _count_parent_locked(self, obj: dict, delta: int) -> None:
+        key = (obj.get("apiVersion", ""), obj.get("kind", ""))
+        self._parent_counts[key] = self._parent_counts.get(key, 0) + delta
 
     def _count_locked(self, key: ChildKey, delta: int) -> None:
         name = f"{key[0]}/{key[1]}"
@@ -129,12 +134,17 @@ class Cache:
             ):
                 return False  # an echo of what is cached: not even compacted
             self._parents[uid] = compact(obj)
+            if cur is None:
+                self._count_parent_locked(obj, 1)
             return True
 
     def delete_parent(self, obj: dict) -> bool:
         uid = _meta(obj).get("uid") or ""
         with self._lock:
-            existed = self._parents.pop(uid, None) is not None
+            gone = self._parents.pop(uid, None)
+            if gone is not None:
+                self._count_parent_locked(gone, -1)
+            existed = gone is not None
             for key in self._children.pop(uid, {}):
                 if self._child_owner.pop(key, None) is not None:
                     self._count_locked(key, -1)
@@ -174,9 +184,15 @@ class Cache:
                     changed.add(uid)
             if kind is None:
                 self._parents = fresh
+                self._parent_counts = {}
+                for obj in fresh.values():
+                    self._count_parent_locked(obj, 1)
             else:
                 for uid in removed:
-                    del self._parents[uid]
+                    self._count_parent_locked(self._parents.pop(uid), -1)
+                for uid, obj in fresh.items():
+                    if uid not in self._parents:
+                        self._count_parent_locked(obj, 1)
                 self._parents.update(fresh)
             for uid in removed:
                 for key in self._children.pop(uid, {}):
@@ -295,20 +311,17 @@ class Cache:
                 uid for uid, p in self._parents.items() if _meta(p).get("namespace") == namespace
             }
             for uid in gone:
-                del self._parents[uid]
+                self._count_parent_locked(self._parents.pop(uid), -1)
             for key in [k for k in self._child_owner if k[2] == namespace]:
                 self._remove_child_locked(key)
             self._tombstones = {k: v for k, v in self._tombstones.items() if k[2] != namespace}
             return gone
 
     def parent_counts(self) -> dict[tuple[str, str], int]:
-        """Cached parents by ``(apiVersion, kind)``."""
+        """Cached parents by ``(apiVersion, kind)``; O(types), kept as parents come and go
+        (a metrics scrape must not walk 100,000 parents under the cache's lock)."""
         with self._lock:
-            out: dict[tuple[str, str], int] = {}
-            for p in self._parents.values():
-                key = (p.get("apiVersion", ""), p.get("kind", ""))
-                out[key] = out.get(key, 0) + 1
-            return out
+            return {k: n for k, n in self._parent_counts.items() if n}
 
     def snapshot(self, uid: str) -> tuple[dict | None, list[dict]]:
         with self._lock:

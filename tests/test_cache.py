@@ -229,3 +229,29 @@ def test_compacting_a_compact_object_returns_it_unchanged():
     once = compact(json.loads('{"metadata": {"name": "x", "managedFields": []}, "spec": {}}'))
     assert once == {"metadata": {"name": "x"}, "spec": {}}
     assert compact(once) is once
+
+
+def test_parent_counts_follow_every_way_parents_come_and_go():
+    def p(uid: str, kind: str, ns: str = "a", rv: str = "1") -> dict:
+        meta = {"uid": uid, "name": uid, "namespace": ns, "resourceVersion": rv}
+        return {"apiVersion": "x/v1", "kind": kind, "metadata": meta}
+
+    def recount(cache: Cache) -> dict:
+        out: dict = {}
+        for uid in cache.parent_uids():
+            obj = cache.parent(uid)
+            key = (obj["apiVersion"], obj["kind"])
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    cache = Cache()
+    cache.replace_parents([p("1", "A"), p("2", "A"), p("3", "B")])
+    cache.upsert_parent(p("4", "B", ns="b"))
+    cache.upsert_parent(p("1", "A", rv="2"))  # an update: no new parent
+    cache.replace_parents([p("5", "A")], api_version="x/v1", kind="A")  # 1 and 2 go
+    cache.delete_parent(p("3", "B"))
+    assert cache.parent_counts() == recount(cache) == {("x/v1", "A"): 1, ("x/v1", "B"): 1}
+    cache.drop_namespace("b")
+    assert cache.parent_counts() == recount(cache) == {("x/v1", "A"): 1}
+    cache.replace_parents([])
+    assert cache.parent_counts() == {}
