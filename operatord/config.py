@@ -54,6 +54,9 @@ __all__ = [
 
 UPDATE_STRATEGIES = ("Replace", "Recreate", "OnDelete", "Apply")
 LOGGING_FORMATS = ("auto", "console", "json")
+# How the leader caches a related type (``related[].cache``): whole objects, their metadata
+# only (the worker reads the selected objects at sync time), or nothing (the worker reads them).
+RELATED_CACHE_MODES = ("full", "metadata", "none")
 LOGGING_LEVELS = ("debug", "info", "warning", "error")
 
 PARENT_UID_LABEL = "operatord.io/parent-uid"
@@ -113,16 +116,27 @@ class ResourceType:
         return f"{self.api_version}/{self.kind}"
 
 
+def default_related_cache(api_version: str, kind: str) -> str:
+    """``metadata`` for core Secrets (their data never enters the leader), else ``full``."""
+    return "metadata" if (api_version, kind) == ("v1", "Secret") else "full"
+
+
 @dataclass(frozen=True)
 class RelatedType:
     """A type the handler may read (``related``): watched and cached by the leader, read only.
 
-    ``label_selector`` (``""``: none) limits what is listed, watched and cached.
+    ``label_selector`` (``""``: none) limits what is listed, watched and cached. ``cache``
+    is one of `RELATED_CACHE_MODES`; ``""`` resolves to `default_related_cache` of the type.
     """
 
     api_version: str
     kind: str
     label_selector: str = ""
+    cache: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.cache:
+            object.__setattr__(self, "cache", default_related_cache(self.api_version, self.kind))
 
     @property
     def key(self) -> tuple[str, str]:
@@ -229,7 +243,12 @@ class ControllerConfig:
                 for c in self.children
             ],
             "related": [
-                {"apiVersion": r.api_version, "kind": r.kind, "labelSelector": r.label_selector}
+                {
+                    "apiVersion": r.api_version,
+                    "kind": r.kind,
+                    "labelSelector": r.label_selector,
+                    "cache": r.cache,
+                }
                 for r in self.related
             ],
             "resyncSeconds": self.resync_seconds,
@@ -494,7 +513,12 @@ class Config:
         out.update(self._daemon_dict(b, le))
         if self.parent is not None:
             out["related"] = [
-                {"apiVersion": r.api_version, "kind": r.kind, "labelSelector": r.label_selector}
+                {
+                    "apiVersion": r.api_version,
+                    "kind": r.kind,
+                    "labelSelector": r.label_selector,
+                    "cache": r.cache,
+                }
                 for r in self.related
             ]
         out["sharding"] = {"shards": self.sharding.shards}
@@ -653,7 +677,10 @@ def _children_from(items: list[dict[str, Any]]) -> tuple[ResourceType, ...]:
 
 
 def _related_from(items: list[dict[str, Any]]) -> tuple[RelatedType, ...]:
-    return tuple(RelatedType(r["apiVersion"], r["kind"], r.get("labelSelector", "")) for r in items)
+    return tuple(
+        RelatedType(r["apiVersion"], r["kind"], r.get("labelSelector", ""), r.get("cache", ""))
+        for r in items
+    )
 
 
 def _backoff_from(b: dict[str, Any], default: BackoffConfig) -> BackoffConfig:
@@ -889,6 +916,7 @@ def _semantic_errors(d: dict[str, Any]) -> list[tuple[list[Any], str]]:
         names: dict[str, int] = {}
         parents: dict[tuple[str, str], int] = {}
         related_selectors: dict[tuple[str, str], tuple[str, int, int]] = {}
+        related_modes: dict[tuple[str, str], tuple[str, int]] = {}
         for n, ctl in enumerate(d["controllers"]):
             if ctl["name"] in names:
                 out.append(
@@ -936,6 +964,18 @@ def _semantic_errors(d: dict[str, Any]) -> list[tuple[list[Any], str]]:
                         )
                     )
                 related_selectors.setdefault(rkey, (selector, n, i))
+                mode = rel.get("cache") or default_related_cache(*rkey)
+                if rkey in related_modes and related_modes[rkey][0] != mode:
+                    other, on = related_modes[rkey]
+                    out.append(
+                        (
+                            ["controllers", n, "related", i, "cache"],
+                            f"{rkey[0]}/{rkey[1]} is related to controllers[{on}] with cache "
+                            f"{other!r}; a related type is cached once per daemon, so every "
+                            "controller must give it the same cache mode",
+                        )
+                    )
+                related_modes.setdefault(rkey, (mode, n))
     elif "handler" not in d or "parent" not in d:
         for missing in ("handler", "parent"):
             if missing not in d:

@@ -91,7 +91,11 @@ Metadata only (``metadata_only=True``):
 - ``transform`` (as client-go's ``SetTransform``) is applied to every object as it arrives,
   before it is kept: each streamed event, each item as its page is decoded, each watch
   event. Trimming there (e.g. ``cache.slim``) keeps full objects from piling up during a
-  full list.
+  full list. What it returns is what the callbacks get (it need not be a dict, e.g.
+  `operatord.related.MetaStub`). With ``transform_events=False`` it is applied to listed
+  objects only: watch events reach ``on_event`` as decoded (typed, metadata-stripped), for
+  callers that transform only what they keep (most events of a busy operator are echoes of
+  its own writes, which its cache ignores).
 """
 
 from __future__ import annotations
@@ -225,7 +229,8 @@ class Informer:
         metadata_only: bool = False,
         streaming_list: bool = True,
         initial_events_timeout: float = INITIAL_EVENTS_TIMEOUT_SECONDS,
-        transform: Callable[[dict], dict] | None = None,
+        transform: Callable[[dict], Any] | None = None,
+        transform_events: bool = True,
     ):
         self.kube = kube
         self.resource = resource
@@ -257,6 +262,7 @@ class Informer:
         self.streaming_list = streaming_list
         self.initial_events_timeout = initial_events_timeout
         self.transform = transform  # applied to every object as it arrives
+        self.transform_events = transform_events  # ... including watch events
         self.server_metadata: bool | None = None  # the server sent PartialObjectMetadata
         self.last_list_streamed: bool | None = None  # how the last full list arrived
         self._tripped: str | None = None  # why the watchdog tore the open watch down
@@ -562,7 +568,7 @@ class Informer:
                 progressed = True
                 if etype == "BOOKMARK":
                     continue
-                self.on_event(etype, self._shaped(obj))
+                self.on_event(etype, self._shaped(obj, listed=False))
         except ApiError as exc:
             if self._response is None or exc.status != 0:
                 raise  # the watch could not be opened, or the server sent an ERROR event
@@ -583,14 +589,17 @@ class Informer:
 
     # ---- initial list: streaming where supported; metadata-only objects ---------------------
 
-    def _shaped(self, obj: dict) -> dict:
-        """A listed or watched object as delivered: typed, and stripped when metadata-only."""
+    def _shaped(self, obj: dict, listed: bool = True) -> Any:
+        """A listed or watched object as delivered: typed, stripped when metadata-only, and
+        transformed (a watch event only with ``transform_events``)."""
         if self.metadata_only:
             obj = self._metadata(obj)
         else:
             obj.setdefault("apiVersion", self.resource.api_version)
             obj.setdefault("kind", self.resource.kind)
-        return self.transform(obj) if self.transform is not None else obj
+        if self.transform is None or not (listed or self.transform_events):
+            return obj
+        return self.transform(obj)
 
     def _metadata(self, obj: dict) -> dict:
         """``obj`` reduced to its metadata, typed as the watched resource."""

@@ -25,11 +25,9 @@ Guarantees:
 
 from __future__ import annotations
 
-import builtins
 import json
 import random
 import ssl
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -442,12 +440,10 @@ class Kube:
         timeout: float | None = None,
         verb: str | None = None,
         retry: bool = True,
-        shared_keys: bool = False,
         accept: str = "application/json",
     ) -> dict:
         """Send one request and return the decoded JSON body (``{}`` for an empty body).
 
-        ``shared_keys``: decode with `decode_shared` (for objects that are kept in a cache).
         ``accept``: the ``Accept`` header (e.g. a PartialObjectMetadata media type)."""
         verb = verb or _verb_for(method, path)
         if self.dry_run and method in _WRITE_METHODS:
@@ -477,7 +473,7 @@ class Kube:
             if 200 <= status < 300:
                 if not data:
                     return {}
-                return decode_shared(data) if shared_keys else json.loads(data)
+                return json.loads(data)
             decoded = _decode_status(data)
             if _retryable(status) and attempt < attempts:
                 wait = _retry_after(retry_after)
@@ -600,7 +596,6 @@ class Kube:
                 verb="list",
                 timeout=timeout,
                 retry=retry,
-                shared_keys=True,
                 accept=accept,
             )
             for item in page.get("items") or []:
@@ -752,9 +747,9 @@ class Kube:
                 buf = lines.pop()
                 for line in lines:
                     if line.strip():
-                        yield decode_shared(line)
+                        yield json.loads(line)
             if buf.strip():
-                yield decode_shared(buf)
+                yield json.loads(buf)
         except connection_errors + (OSError,) as exc:
             raise ApiError(0, "ConnectionError", message=str(exc)) from exc
         finally:
@@ -770,7 +765,7 @@ class Kube:
         shard_selector: str | None = None,
         seconds: int = 1,
         timeout: float = 3.0,
-    ) -> builtins.list[dict]:
+    ) -> Iterator[dict]:
         """The events a watch from ``resource_version`` gets within ``seconds``: one watch
         request that the server ends itself, its answer read whole (a cheap check that the
         watch path answers and of what an open watch should have delivered).
@@ -798,7 +793,8 @@ class Kube:
         if status != 200:
             decoded = _decode_status(data)
             raise ApiError(status, decoded.get("reason") or reason or "Error", decoded)
-        return [decode_shared(line) for line in data.splitlines() if line.strip()]
+        # decoded as the caller reads them: a check stops at the first event that matters
+        return (json.loads(line) for line in data.splitlines() if line.strip())
 
 
 def _stream_socket(resp: urllib3.BaseHTTPResponse) -> Any:
@@ -811,22 +807,6 @@ def _stream_socket(resp: urllib3.BaseHTTPResponse) -> Any:
         fp = getattr(getattr(resp, "_fp", None), "fp", None)  # http.client's buffered file
         sock = getattr(getattr(fp, "raw", None), "_sock", None)  # socket.SocketIO
     return sock
-
-
-def _shared_keys(pairs: list[tuple[str, Any]]) -> dict:
-    return {_intern(k): v for k, v in pairs}
-
-
-_intern = sys.intern
-_SHARED_KEYS = json.JSONDecoder(object_pairs_hook=_shared_keys)
-
-
-def decode_shared(data: bytes | str) -> Any:
-    """``json.loads`` whose object keys are interned strings: every object decoded this way
-    shares one copy of each key ("metadata", "resourceVersion", ...). Listed and watched
-    objects stay in the leader's cache, where separate key strings were over a third of a
-    small object's memory."""
-    return _SHARED_KEYS.decode(data.decode() if isinstance(data, bytes) else data)
 
 
 def _qv(v: Any) -> str:

@@ -7,6 +7,11 @@ Guarantees:
   uids being unique across kinds). A related type named by several controllers is cached once.
 - Every parent event, child event and related change is routed to the controller of the
   parent it concerns (by the parent's ``(apiVersion, kind)``).
+- Listed parent and child objects are made `operatord.cache.compact` as each arrives (the
+  informers' ``transform``: managedFields dropped, keys and short strings shared), so a
+  start-up list never holds them in their decoded form (about twice the memory); a watched
+  one is compacted by the cache only when it is newer than what the cache holds (most are
+  echoes of the workers' own writes).
 - Nothing is dispatched before every informer has listed once, so the first sync of a parent
   already sees its existing children; `readiness` fails until then.
 - Namespace scope (`operatord.namespaces.NamespaceScope`): literal names are watched per
@@ -42,7 +47,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from operatord.cache import Cache
+from operatord.cache import Cache, compact
 from operatord.config import PARENT_UID_LABEL, Config
 from operatord.controller import Controller
 from operatord.events import EventRecorder
@@ -333,6 +338,8 @@ class Manager:
                         on_event=on_event,
                         watch_timeout=self.watch_timeout,
                         observe=self._observe_informer,
+                        transform=compact,
+                        transform_events=False,
                     )
                 )
         for ctl in self.controllers:
@@ -356,6 +363,8 @@ class Manager:
                         watch_timeout=self.watch_timeout,
                         observe=self._observe_informer,
                         shard_selector=shard_selector,
+                        transform=compact,
+                        transform_events=False,
                     )
                 )
         return children + parents

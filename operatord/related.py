@@ -23,14 +23,26 @@ Guarantees of `RelatedIndex` (thread-safe; every method is atomic):
   than the cached version is ignored and affects nobody.
 
 Selectors are parsed by `operatord.selectors.parse_selector`.
+
+Cache modes (``related[].cache``, `operatord.config.RELATED_CACHE_MODES`), per type:
+
+- ``full``: the leader's informer holds whole objects; tasks carry them as cached.
+- ``metadata``: the informer lists and watches PartialObjectMetadata and keeps only
+  `trim_metadata` of each object (a `MetaStub`: apiVersion, kind, namespace, name,
+  resourceVersion, labels), which is all the index needs to find the parents a change
+  affects: no other field (data, annotations, managedFields) is ever held by the leader. Tasks carry those stubs; the worker
+  replaces them by the objects it GETs (`SelectedReader`) before the handler runs.
+- ``none``: no informer and nothing in the index; the worker GETs (or, for a label
+  selection, lists) the selected objects itself at each sync. A change to them causes no sync.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import structlog
 
@@ -54,8 +66,62 @@ def _meta(obj: dict) -> dict:
     return obj.get("metadata") or {}
 
 
-def _labels(obj: dict | None) -> Labels:
-    return (_meta(obj).get("labels") or {}) if obj else {}
+class MetaStub(NamedTuple):
+    """What the leader keeps of an object of a ``metadata`` related type (`trim_metadata`):
+    a tuple, about a third of the smallest dict form, with the type and namespace strings
+    shared between objects. `to_object` is its wire form for tasks."""
+
+    api_version: str
+    kind: str
+    namespace: str  # "" for cluster-scoped objects
+    name: str
+    resource_version: int | str | None  # an int when it is one (half the memory of its text)
+    labels: Labels | None  # None: no labels
+
+    def to_object(self) -> dict:
+        meta: dict[str, Any] = {"name": self.name, "labels": dict(self.labels or {})}
+        if self.namespace:
+            meta["namespace"] = self.namespace
+        if self.resource_version is not None:
+            meta["resourceVersion"] = str(self.resource_version)
+        return {"apiVersion": self.api_version, "kind": self.kind, "metadata": meta}
+
+
+Stored = dict | MetaStub  # what the index holds per object: a whole object, or a stub
+_Fields = tuple[str, str, str, str, "int | str | None", Labels]
+
+
+def _fields(obj: Stored) -> _Fields:
+    """(apiVersion, kind, namespace or "", name, resourceVersion, labels) of either form."""
+    if isinstance(obj, MetaStub):
+        return (obj[0], obj[1], obj[2], obj[3], obj[4], obj[5] or _NO_LABELS)
+    meta = obj.get("metadata") or {}
+    return (
+        obj.get("apiVersion", ""),
+        obj.get("kind", ""),
+        meta.get("namespace") or "",
+        meta.get("name", ""),
+        meta.get("resourceVersion"),
+        meta.get("labels") or _NO_LABELS,
+    )
+
+
+_NO_LABELS: Labels = {}
+
+
+def trim_metadata(obj: dict) -> MetaStub:
+    """What the leader keeps of an object of a ``metadata`` related type: its type, name,
+    namespace, labels and resourceVersion (the index's needs), nothing else."""
+    meta = _meta(obj)
+    rv = meta.get("resourceVersion")
+    return MetaStub(
+        sys.intern(obj.get("apiVersion", "")),
+        sys.intern(obj.get("kind", "")),
+        sys.intern(meta.get("namespace") or ""),
+        meta.get("name", ""),
+        int(rv) if isinstance(rv, str) and rv.isdigit() else rv,
+        meta.get("labels") or None,
+    )
 
 
 class _Selector:
@@ -83,8 +149,8 @@ class RelatedIndex:
         self._lock = threading.Lock()
         # (apiVersion, kind) -> namespaced? (from discovery); unknown types select nothing.
         self.namespaced: dict[TypeKey, bool] = dict(namespaced or {})
-        # (apiVersion, kind) -> namespace ("" for cluster-scoped) -> name -> object
-        self._objects: dict[TypeKey, dict[str, dict[str, dict]]] = {}
+        # (apiVersion, kind) -> namespace ("" for cluster-scoped) -> name -> object or stub
+        self._objects: dict[TypeKey, dict[str, dict[str, Stored]]] = {}
         self._selections: dict[str, tuple[Selection, list[_Selector]]] = {}
         # (apiVersion, kind, namespace | None, name) -> {uid: selectors of that uid}
         self._by_name: dict[tuple, dict[str, list[_Selector]]] = {}
@@ -168,39 +234,37 @@ class RelatedIndex:
                         del index[key]
 
     def selected(self, uid: str) -> list[dict]:
-        """The cached objects ``uid``'s selection matches, each once, in selection order."""
+        """The cached objects ``uid``'s selection matches, each once, in selection order
+        (`MetaStub` objects in their wire form)."""
         with self._lock:
             entry = self._selections.get(uid)
             if entry is None:
                 return []
-            out: dict[int, dict] = {}
+            out: dict[int, Stored] = {}
             for sel in entry[1]:
                 by_ns = self._objects.get(sel.type_key)
                 if not by_ns:
                     continue
-                spaces: Iterable[dict[str, dict]]
+                spaces: Iterable[dict[str, Stored]]
                 if sel.namespace is not None:
                     spaces = [by_ns.get(sel.namespace) or {}]
                 else:
                     spaces = list(by_ns.values())
                 for objects in spaces:
-                    candidates: Iterable[dict]
+                    candidates: Iterable[Stored]
                     if sel.names:
                         candidates = [objects[n] for n in sel.names if n in objects]
                     else:
                         candidates = objects.values()
                     for obj in candidates:
-                        if sel.matcher is None or sel.matcher(_labels(obj)):
+                        if sel.matcher is None or sel.matcher(_fields(obj)[5]):
                             out.setdefault(id(obj), obj)
-            return list(out.values())
+            return [o.to_object() if isinstance(o, MetaStub) else o for o in out.values()]
 
-    def _affected_locked(self, obj: dict | None) -> set[str]:
+    def _affected_locked(self, obj: Stored | None) -> set[str]:
         if obj is None:
             return set()
-        meta = _meta(obj)
-        api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
-        ns, name = meta.get("namespace") or "", meta.get("name", "")
-        labels = _labels(obj)
+        api_version, kind, ns, name, _, labels = _fields(obj)
         out: set[str] = set()
         for key in ((api_version, kind, ns, name), (api_version, kind, None, name)):
             for uid, selectors in self._by_name.get(key, {}).items():
@@ -216,44 +280,39 @@ class RelatedIndex:
 
     # ---- objects ----------------------------------------------------------------------------
 
-    def upsert(self, obj: dict) -> set[str]:
-        """Store a related object; returns the parents whose selection matches it (before or
-        after the change). An object that is not newer than the cached one affects nobody."""
-        meta = _meta(obj)
-        key = (obj.get("apiVersion", ""), obj.get("kind", ""))
-        ns, name = meta.get("namespace") or "", meta.get("name", "")
+    def upsert(self, obj: Stored) -> set[str]:
+        """Store a related object (or its `MetaStub`); returns the parents whose selection
+        matches it (before or after the change). An object that is not newer than the cached
+        one affects nobody."""
+        api_version, kind, ns, name, rv, _ = _fields(obj)
         with self._lock:
-            space = self._objects.setdefault(key, {}).setdefault(ns, {})
+            space = self._objects.setdefault((api_version, kind), {}).setdefault(ns, {})
             old = space.get(name)
-            if old is not None and not newer(
-                meta.get("resourceVersion"), _meta(old).get("resourceVersion")
-            ):
+            if old is not None and not newer(rv, _fields(old)[4]):
                 return set()
             space[name] = obj
             return self._affected_locked(old) | self._affected_locked(obj)
 
-    def delete(self, obj: dict) -> set[str]:
+    def delete(self, obj: Stored) -> set[str]:
         """Forget a related object; returns the parents whose selection matched it."""
-        meta = _meta(obj)
-        key = (obj.get("apiVersion", ""), obj.get("kind", ""))
-        ns, name = meta.get("namespace") or "", meta.get("name", "")
+        api_version, kind, ns, name, _, _ = _fields(obj)
         with self._lock:
-            spaces = self._objects.get(key, {})
+            spaces = self._objects.get((api_version, kind), {})
             old = spaces.get(ns, {}).pop(name, None)
             if ns in spaces and not spaces[ns]:
                 del spaces[ns]
             return self._affected_locked(old) | self._affected_locked(obj)
 
     def replace(
-        self, api_version: str, kind: str, objs: Iterable[dict], namespace: str | None = None
+        self, api_version: str, kind: str, objs: Iterable[Stored], namespace: str | None = None
     ) -> set[str]:
         """Make the cached objects of one type (in ``namespace``; None: in every namespace)
         exactly ``objs`` (a relist); returns the parents affected by what was added, changed
         or removed."""
-        fresh: dict[str, dict[str, dict]] = {}
+        fresh: dict[str, dict[str, Stored]] = {}
         for obj in objs:
-            meta = _meta(obj)
-            fresh.setdefault(meta.get("namespace") or "", {})[meta.get("name", "")] = obj
+            f = _fields(obj)
+            fresh.setdefault(f[2], {})[f[3]] = obj
         with self._lock:
             old = self._objects.get((api_version, kind), {})
             if namespace is not None:
@@ -264,7 +323,7 @@ class RelatedIndex:
                     new = fresh.get(ns, {}).get(name)
                     if new is None:
                         affected |= self._affected_locked(cur)
-                    elif _meta(new).get("resourceVersion") != _meta(cur).get("resourceVersion"):
+                    elif _fields(new)[4] != _fields(cur)[4]:
                         affected |= self._affected_locked(cur) | self._affected_locked(new)
             for ns, objects in fresh.items():
                 for name, new in objects.items():
@@ -310,6 +369,7 @@ class RelatedTypes:
                 types.setdefault(rt.key, rt)
         self.types: list[RelatedType] = list(types.values())
         self.resources: list[Resource] = []  # once resolved
+        self.cached = any(rt.cache != "none" for rt in self.types)
 
     def resolve(self, resolve: Callable[[str, str], Resource]) -> None:
         """Resolve every related type through discovery (``resolve(apiVersion, kind)``)."""
@@ -325,15 +385,21 @@ class RelatedTypes:
         wrap: Callable[[Any, Any], tuple[Any, Any]] | None = None,
         **informer_args: Any,
     ) -> list[Informer]:
-        """Informers for every related type, each limited to its ``labelSelector``: a
-        namespaced type once per namespace of ``namespaces`` (None: all namespaces), a
-        cluster-scoped type once. ``wrap(on_list, on_event)`` may filter the callbacks (the
-        daemon's namespace scope, its replica shards)."""
+        """Informers for every related type cached by the leader (``cache`` not ``none``),
+        each limited to its ``labelSelector``: a namespaced type once per namespace of
+        ``namespaces`` (None: all namespaces), a cluster-scoped type once. ``metadata`` types
+        watch PartialObjectMetadata and keep `trim_metadata` of each object; ``full`` types
+        keep `operatord.cache.compact` objects. ``wrap(on_list, on_event)`` may filter the
+        callbacks (the daemon's namespace scope, its replica shards)."""
+        from operatord.cache import compact
         from operatord.informer import Informer
 
         spaces = list(namespaces)
         out = []
         for rt, res in zip(self.types, self.resources, strict=True):
+            if rt.cache == "none":
+                continue
+            metadata = rt.cache == "metadata"
             for ns in spaces if res.namespaced else [None]:
                 on_list: Any = partial(self._on_list, res, ns)
                 on_event: Any = self._on_event
@@ -347,6 +413,8 @@ class RelatedTypes:
                         label_selector=rt.label_selector or None,
                         on_list=on_list,
                         on_event=on_event,
+                        metadata_only=metadata,
+                        transform=trim_metadata if metadata else compact,
                         **informer_args,
                     )
                 )
@@ -369,7 +437,8 @@ class RelatedTypes:
         """The `SyncTask` fields for ``uid``: its selected objects and its recorded selection."""
         if not self.types:
             return {}
-        return {"related": self.index.selected(uid), "selection": self.index.selection(uid)}
+        related = self.index.selected(uid) if self.cached else []
+        return {"related": related, "selection": self.index.selection(uid)}
 
     def record(self, uid: str, selection: Selection | None, parent: dict) -> None:
         """Record the selection a result carried (None: the result carried none)."""
@@ -380,5 +449,153 @@ class RelatedTypes:
         self.index.forget(uid)
 
     def counts(self) -> list[tuple[Resource, int]]:
-        """(resource, cached objects) per related type, for ``operatord_cached_objects``."""
-        return [(res, self.index.count(res.api_version, res.kind)) for res in self.resources]
+        """(resource, cached objects) per related type the leader caches, for
+        ``operatord_cached_objects``."""
+        return [
+            (res, self.index.count(res.api_version, res.kind))
+            for rt, res in zip(self.types, self.resources, strict=True)
+            if rt.cache != "none"
+        ]
+
+
+# ---- the worker's side -------------------------------------------------------------------------
+
+
+class _Wanted:
+    """One entry of a selection as the worker resolves it."""
+
+    __slots__ = ("res", "namespace", "names", "selector", "matcher", "type_matcher")
+
+    def __init__(
+        self,
+        res: Resource,
+        namespace: str | None,
+        names: tuple[str, ...],
+        selector: str | None,
+        type_matcher: Matcher | None,
+    ) -> None:
+        self.res = res
+        self.namespace = namespace  # None: every namespace (or a cluster-scoped type)
+        self.names = names
+        self.selector = selector  # the entry's label selector (None: none)
+        self.matcher = None if selector is None else parse_selector(selector)
+        self.type_matcher = type_matcher  # the type's configured labelSelector
+
+    def matches(self, obj: dict) -> bool:
+        meta = _meta(obj)
+        if (obj.get("apiVersion"), obj.get("kind")) != (self.res.api_version, self.res.kind):
+            return False
+        if self.res.namespaced and self.namespace is not None:
+            if (meta.get("namespace") or "") != self.namespace:
+                return False
+        if self.names and meta.get("name") not in self.names:
+            return False
+        labels = meta.get("labels") or {}
+        return (self.matcher is None or self.matcher(labels)) and (
+            self.type_matcher is None or self.type_matcher(labels)
+        )
+
+
+class SelectedReader:
+    """The worker's side of ``metadata`` and ``none`` related types: the objects a parent
+    selected, read from the API server through the worker's own connection at sync time.
+
+    Guarantees of `read`:
+
+    - Objects of ``full`` types are the task's cached objects, unchanged.
+    - Each object of a ``metadata`` type is re-read by name; one that is gone, or whose labels
+      no longer match the selection (or the type's ``labelSelector``), is absent.
+    - Objects of ``none`` types are read now: each named object by GET (in every namespace, for
+      a cluster-scoped parent, by a list with a ``metadata.name`` field selector), a label
+      selection by a list with that selector (and the type's ``labelSelector``).
+    - Every object appears once, without ``metadata.managedFields``; ``full`` and ``metadata``
+      objects first (in the task's order), then ``none`` objects in selection order.
+    - API errors other than 404 propagate (the sync fails and is retried like any API error).
+    """
+
+    def __init__(self, kube: Kube, types: Iterable[RelatedType]) -> None:
+        self.kube = kube
+        self.types = {rt.key: rt for rt in types}
+        self.needed = any(rt.cache != "full" for rt in self.types.values())
+
+    def _wanted(self, selection: Selection, parent: dict) -> list[tuple[RelatedType, _Wanted]]:
+        parent_ns = _meta(parent).get("namespace") or None
+        out = []
+        for api_version, kind, names, namespace, label_selector in selection:
+            rt = self.types.get((api_version, kind))
+            if rt is None or rt.cache == "full":
+                continue
+            res = self.kube.resource(api_version, kind)
+            ns = (namespace if namespace is not None else parent_ns) if res.namespaced else None
+            type_matcher = parse_selector(rt.label_selector) if rt.label_selector else None
+            out.append((rt, _Wanted(res, ns, tuple(names), label_selector, type_matcher)))
+        return out
+
+    def read(self, selection: Selection, parent: dict, cached: Iterable[dict]) -> list[dict]:
+        """``request.related`` of a parent whose selection is ``selection`` (see the class)."""
+        from operatord.cache import slim
+
+        wanted = self._wanted(selection, parent)
+        out: dict[tuple[str, str, str, str], dict] = {}
+
+        def keep(obj: dict) -> None:
+            meta = _meta(obj)
+            key = (
+                obj.get("apiVersion", ""),
+                obj.get("kind", ""),
+                meta.get("namespace") or "",
+                meta.get("name", ""),
+            )
+            out.setdefault(key, slim(obj))
+
+        for obj in cached:
+            rt = self.types.get((obj.get("apiVersion", ""), obj.get("kind", "")))
+            if rt is None or rt.cache != "metadata":
+                keep(obj)
+                continue
+            meta = _meta(obj)
+            res = self.kube.resource(rt.api_version, rt.kind)
+            fresh = self._get(res, meta.get("name", ""), meta.get("namespace") or None)
+            if fresh is not None and any(w.matches(fresh) for r, w in wanted if r.key == rt.key):
+                keep(fresh)
+        for rt, w in wanted:
+            if rt.cache != "none":
+                continue
+            for obj in self._read_now(rt, w):
+                if w.matches(obj):
+                    keep(obj)
+        return list(out.values())
+
+    def _get(self, res: Resource, name: str, namespace: str | None) -> dict | None:
+        from operatord.kube import is_not_found
+
+        try:
+            obj = self.kube.get(res, name, namespace)
+        except Exception as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        obj.setdefault("apiVersion", res.api_version)
+        obj.setdefault("kind", res.kind)
+        return obj
+
+    def _read_now(self, rt: RelatedType, w: _Wanted) -> list[dict]:
+        """The candidates of one ``none`` selection entry, straight from the API server."""
+        all_namespaces = w.res.namespaced and w.namespace is None
+        if w.names and not all_namespaces:
+            found = (self._get(w.res, name, w.namespace) for name in w.names)
+            return [obj for obj in found if obj is not None]
+        if w.names:
+            out = []
+            for name in w.names:
+                items, _ = self.kube.list(
+                    w.res,
+                    None,
+                    label_selector=rt.label_selector or None,
+                    field_selector=f"metadata.name={name}",
+                )
+                out.extend(items)
+            return out
+        selector = ",".join(s for s in (rt.label_selector, w.selector) if s)
+        items, _ = self.kube.list(w.res, w.namespace, label_selector=selector or None)
+        return items

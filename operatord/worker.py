@@ -30,6 +30,9 @@ Guarantees:
 - Every handler call (sync, related, finalize) is marked on the worker's `protocol.CallBoard`
   with its parent's uid from its start until it returns, so the leader can name the parent
   whose call was running if the process dies.
+- Objects of ``metadata`` and ``none`` related types reach the handler as this worker reads
+  them from the API server, before the handler's sync or finalize
+  (`operatord.related.SelectedReader`); the leader never holds their data.
 - Only plain data crosses the pipe (`operatord.protocol`).
 """
 
@@ -73,6 +76,7 @@ from operatord.kube import ApiError, ClientSettings, Connection, Kube, Resource
 from operatord.logs import bind_parent, configure_logging, redact
 from operatord.metrics import DeltaRecorder
 from operatord.protocol import SyncResult, SyncTask
+from operatord.related import SelectedReader
 
 log = structlog.get_logger("operatord.worker")
 
@@ -291,6 +295,8 @@ class _Unit:
     # recording it would rewrite the status on every sync, so this process stops recording
     # it, and the leader never skips this controller's parents.
     inputs_dropped: bool = False
+    # Reads the selected objects of its ``metadata`` and ``none`` related types.
+    reader: SelectedReader | None = None
 
 
 class Worker:
@@ -314,7 +320,12 @@ class Worker:
         # One unit per controller: its config, its handler (every worker imports every
         # handler) and its applier; a task names its controller ("" = the first).
         self.units = {
-            c.name: _Unit(c, load_handler(c.handler, c.python_path), None)
+            c.name: _Unit(
+                c,
+                load_handler(c.handler, c.python_path),
+                None,
+                reader=SelectedReader(self.kube, c.related),
+            )
             for c in config.controllers
         }
         first = next(iter(self.units.values()))
@@ -619,6 +630,11 @@ class Worker:
             fields["reselect"] = True
             log.debug("related selection changed; asking for its objects")
             return None
+        reader = unit.reader
+        if (
+            reader is not None and reader.needed
+        ):  # metadata and none types: read from the API server now
+            return reader.read(selection, task.parent, task.related)
         return list(task.related)
 
     def _sync(

@@ -224,3 +224,80 @@ def test_parent_counts_by_type_follow_every_way_parents_come_and_go():
     c.replace_parents([p("B", "9")])
     assert c.parent_counts() == {("x/v1", "B"): 1}
     assert sum(c.parent_counts().values()) == c.parent_count()
+
+
+def test_cached_objects_share_keys_and_short_strings_whatever_path_they_came_by():
+    """A parent from a watch, one from a list and a child a worker wrote (each decoded on
+    its own, as they are) share one copy of every key and short string in the cache."""
+    import json
+
+    def decoded(name: str, uid: str, parent_uid: str = "") -> dict:
+        obj = {
+            "apiVersion": "example.com/v1",
+            "kind": "Widget",
+            "metadata": {
+                "name": name,
+                "namespace": "team-a",
+                "uid": uid,
+                "resourceVersion": "5",
+                "labels": {"operatord.io/parent-uid": parent_uid} if parent_uid else {},
+                "managedFields": [{"manager": "x"}],
+            },
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        }
+        return json.loads(json.dumps(obj))  # a separate decode: nothing shared yet
+
+    cache = Cache()
+    long_uid = "u" * 40
+    cache.replace_parents([decoded("a", long_uid)])
+    cache.upsert_parent(decoded("b", "uid-b"))
+    child = decoded("c", "uid-c", parent_uid="uid-b")
+    child.update(apiVersion="v1", kind="ConfigMap")
+    cache.upsert_child(child)
+    a, b = cache.parent(long_uid), cache.parent("uid-b")
+    (c,) = cache.snapshot("uid-b")[1]
+    assert a is not None and b is not None
+    assert "managedFields" not in a["metadata"] and "managedFields" not in c["metadata"]
+    for x, y in ((a, b), (a, c)):
+        assert next(k for k in x if k == "metadata") is next(k for k in y if k == "metadata")
+        assert x["metadata"]["namespace"] is y["metadata"]["namespace"]
+        cx, cy = x["status"]["conditions"][0], y["status"]["conditions"][0]
+        assert cx["status"] is cy["status"] and cx["type"] is cy["type"]
+    assert b["apiVersion"] is a["apiVersion"]
+    assert a["metadata"]["uid"] == long_uid  # long strings are kept as they are, equal
+
+
+def test_compacting_a_compact_object_returns_it_unchanged():
+    import json
+
+    from operatord.cache import compact
+
+    once = compact(json.loads('{"metadata": {"name": "x", "managedFields": []}, "spec": {}}'))
+    assert once == {"metadata": {"name": "x"}, "spec": {}}
+    assert compact(once) is once
+
+
+def test_parent_counts_follow_every_way_parents_come_and_go():
+    def p(uid: str, kind: str, ns: str = "a", rv: str = "1") -> dict:
+        meta = {"uid": uid, "name": uid, "namespace": ns, "resourceVersion": rv}
+        return {"apiVersion": "x/v1", "kind": kind, "metadata": meta}
+
+    def recount(cache: Cache) -> dict:
+        out: dict = {}
+        for uid in cache.parent_uids():
+            obj = cache.parent(uid)
+            key = (obj["apiVersion"], obj["kind"])
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    cache = Cache()
+    cache.replace_parents([p("1", "A"), p("2", "A"), p("3", "B")])
+    cache.upsert_parent(p("4", "B", ns="b"))
+    cache.upsert_parent(p("1", "A", rv="2"))  # an update: no new parent
+    cache.replace_parents([p("5", "A")], api_version="x/v1", kind="A")  # 1 and 2 go
+    cache.delete_parent(p("3", "B"))
+    assert cache.parent_counts() == recount(cache) == {("x/v1", "A"): 1, ("x/v1", "B"): 1}
+    cache.drop_namespace("b")
+    assert cache.parent_counts() == recount(cache) == {("x/v1", "A"): 1}
+    cache.replace_parents([])
+    assert cache.parent_counts() == {}

@@ -1612,6 +1612,30 @@ def test_related_types_are_granted_read_only_cluster_wide() -> None:
     ]
 
 
+def test_related_types_cached_as_none_are_granted_get_only() -> None:
+    values = {
+        "config": {
+            "related": [
+                {"apiVersion": "v1", "kind": "Secret", "cache": "none"},
+                {"apiVersion": "v1", "kind": "ConfigMap", "cache": "metadata"},
+                {"apiVersion": "v1", "kind": "Namespace", "cache": "none"},
+            ],
+            "namespace": "team-a",
+        }
+    }
+    grants = default_grants(values)
+    assert {(g.resource, g.verb) for g in grants if g.resource == "secrets"} == {("secrets", "get")}
+    # metadata still lists and watches (the leader's informer); configmaps are a child too
+    assert {"get", "list", "watch"} <= {g.verb for g in grants if g.resource == "configmaps"}
+    # a cluster-scoped type cached as none: get only, in the -related ClusterRole
+    assert {(g.namespace, g.verb) for g in grants if g.resource == "namespaces"} == {(None, "get")}
+    assert [r["cache"] for r in rendered_config(render_objects(values))["related"]] == [
+        "none",
+        "metadata",
+        "none",
+    ]
+
+
 def test_related_types_in_a_namespaced_install() -> None:
     values = copy.deepcopy(VARIANTS["related"])
     values["config"]["related"].append(
@@ -1722,8 +1746,9 @@ def test_end_to_end_rbac_covers_related_types(tmp_path: Path) -> None:
         if r["resource"] in ("secrets", "namespaces")
     }
     # Read through streaming lists, which are watch requests; `list` stays granted for API
-    # servers without them (the informers fall back to paged lists).
-    assert related_used == {("secrets", "watch"), ("namespaces", "watch")}
+    # servers without them (the informers fall back to paged lists). Secrets are cached as
+    # metadata by default: the worker gets the selected one.
+    assert related_used == {("secrets", "watch"), ("secrets", "get"), ("namespaces", "watch")}
     granted = {(g.group, g.resource, g.verb) for g in grants}
     assert {("", "secrets", "list"), ("", "namespaces", "list")} <= granted
 

@@ -502,3 +502,21 @@ def test_transform_runs_on_every_object_as_it_arrives(kube, res, ns, start, stre
     assert seen == ["x0", "x1"]
     delivered = [*mirror.lists[0].values(), *mirror.state.values()]
     assert all("data" not in o and "managedFields" not in o["metadata"] for o in delivered)
+
+
+def test_transform_can_be_left_to_listed_objects(kube, res, ns, start):
+    kube.create(res, cm("y0", big="1"), ns)
+    seen: list[str] = []
+
+    def mark(obj: dict) -> dict:
+        seen.append(obj["metadata"]["name"])
+        return {**obj, "marked": True}
+
+    mirror = Mirror()
+    inf = start(ns, mirror, transform=mark, transform_events=False)
+    assert inf.synced.wait(10)
+    rv = kube.create(res, cm("y1", big="2"), ns)["metadata"]["resourceVersion"]
+    wait_for(lambda: rv in mirror.rvs(), message="an untransformed event")
+    assert seen == ["y0"]
+    assert mirror.lists[0]["y0"]["marked"] and "marked" not in mirror.state["y1"]
+    assert mirror.state["y1"]["kind"] == "ConfigMap"  # events are still typed

@@ -322,34 +322,6 @@ def test_watch_yields_events_from_a_resource_version(kube, ns):
     assert all(e["object"]["kind"] == "ConfigMap" for e in events)
 
 
-def test_listed_and_watched_objects_share_their_key_strings(kube, ns):
-    """Objects headed for the cache share one copy of each key (a third of their memory)."""
-    res = kube.resource("v1", "ConfigMap")
-    _, rv = kube.list(res, ns)
-    for name in ("shared-a", "shared-b"):
-        kube.create(res, cm(name, k="v"), ns)
-    items, _ = kube.list(res, ns)
-    a, b = (next(i for i in items if i["metadata"]["name"] == n) for n in ("shared-a", "shared-b"))
-
-    def same_keys(x: dict, y: dict) -> bool:
-        keys = {k: k for k in y}
-        return all(keys[k] is k for k in x) and all(
-            same_keys(x[k], y[k]) for k in x if isinstance(x[k], dict)
-        )
-
-    assert same_keys(a, b) and same_keys(a["metadata"], b["metadata"])
-    events = []
-    for event in kube.watch(res, ns, resource_version=rv, timeout_seconds=5):
-        if event["type"] == "ADDED":
-            events.append(event["object"])
-        if len(events) == 2:
-            break
-    assert same_keys(events[0], events[1]) and same_keys(events[0], a)
-    # An ordinary request answer is a plain decode (nothing to share).
-    got = kube.get(res, "shared-a", ns)
-    assert got == {**a, "metadata": {**a["metadata"]}}
-
-
 def test_watch_ends_cleanly_at_timeout_with_a_bookmark(kube, ns):
     res = kube.resource("v1", "ConfigMap")
     _, rv = kube.list(res, ns)

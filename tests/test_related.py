@@ -17,7 +17,7 @@ from operatord.handler import (
     validate_related,
     validate_sync_response,
 )
-from operatord.related import RelatedIndex
+from operatord.related import MetaStub, RelatedIndex, trim_metadata
 from operatord.selectors import SelectorError, parse_selector
 
 # ---- label selectors --------------------------------------------------------------------------
@@ -84,6 +84,33 @@ def index() -> RelatedIndex:
     return RelatedIndex(
         {("v1", "Secret"): True, ("v1", "ConfigMap"): True, ("v1", "Namespace"): False}
     )
+
+
+def test_metadata_stubs_are_indexed_like_objects_and_sent_as_metadata():
+    idx = index()
+    idx.set_selection("p1", (by_label("Secret", "app=web"),), parent("p1"))
+    idx.set_selection("p2", (by_name("Secret", "db"),), parent("p2"))
+    web = trim_metadata(obj("Secret", "tls", labels={"app": "web"}, rv="7"))
+    assert isinstance(web, MetaStub) and web.resource_version == 7
+    assert idx.upsert(web) == {"p1"}
+    assert idx.upsert(trim_metadata(obj("Secret", "tls", labels={"app": "web"}, rv="7"))) == set()
+    assert idx.replace("v1", "Secret", [web, trim_metadata(obj("Secret", "db", rv="3"))]) == {"p2"}
+    assert idx.selected("p1") == [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": "tls",
+                "namespace": "ns",
+                "labels": {"app": "web"},
+                "resourceVersion": "7",
+            },
+        }
+    ]
+    moved = trim_metadata(obj("Secret", "tls", labels={"app": "db"}, rv="8"))
+    assert idx.upsert(moved) == {"p1"}  # its old labels matched
+    assert idx.selected("p1") == []
+    assert idx.delete(trim_metadata(obj("Secret", "db", rv="9"))) == {"p2"}
 
 
 def test_a_named_object_affects_the_parents_that_name_it_in_their_namespace():

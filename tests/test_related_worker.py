@@ -1,6 +1,9 @@
 """A worker in-process with related objects: it re-selects before syncing, never syncs with
-objects chosen by an outdated selection, and fails a parent that selects an undeclared type."""
+objects chosen by an outdated selection, fails a parent that selects an undeclared type, and
+reads the objects of ``metadata`` and ``none`` related types from the API server itself."""
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ from operatord import protocol
 from operatord.config import Config
 from operatord.kube import ClientSettings
 from operatord.protocol import SyncTask
+from operatord.related import trim_metadata
 from operatord.testing import ApiServer
 from operatord.worker import Worker
 
@@ -26,7 +30,7 @@ def api():
         yield server
 
 
-def make_worker(api, related=({"apiVersion": "v1", "kind": "Secret"},)) -> Worker:
+def make_worker(api, related=({"apiVersion": "v1", "kind": "Secret", "cache": "full"},)) -> Worker:
     config = Config.from_dict(
         {
             "name": "unit",
@@ -109,3 +113,65 @@ def test_an_undeclared_type_fails_the_parent_without_writes(api):
     assert (result.outcome, result.error_kind, result.selection) == ("error", "invalid", None)
     assert "v1/Service, which is not a configured related type" in result.error
     assert result.written == ()
+
+
+def digest(data: dict) -> str:  # as related_handlers.digest
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def sync_with(worker, parent, selection, related=()):
+    task = SyncTask(
+        parent["metadata"]["uid"], parent, [], related=list(related), selection=selection
+    )
+    result = worker.handle(task)
+    assert (result.outcome, result.reselect, result.handler_calls) == ("ok", False, 1), result
+    return [w["object"]["status"] for w in result.written if w["object"].get("status")][-1]
+
+
+def test_metadata_types_reach_the_handler_as_read_by_the_worker(api):
+    core = client.CoreV1Api(api.client())
+    core.create_namespaced_secret(
+        "default", {"metadata": {"name": "db", "labels": {"a": "b"}}, "data": {"pw": "c2VjcmV0"}}
+    )
+    worker = make_worker(api, related=({"apiVersion": "v1", "kind": "Secret"},))
+    assert worker.units["unit"].config.related[0].cache == "metadata"  # the Secret default
+    parent = widget(api, "meta", secret="db")
+    live = api.client().sanitize_for_serialization(core.read_namespaced_secret("db", "default"))
+    stub = trim_metadata(live).to_object()  # what the leader keeps and sends
+    assert "data" not in stub and stub["metadata"]["labels"] == {"a": "b"}
+    selection = (("v1", "Secret", ("db",), None, None),)
+    status = sync_with(worker, parent, selection, [stub])
+    assert status["secret"] == digest({"pw": "c2VjcmV0"})  # the data came from the server
+
+    # Gone since the leader saw it: absent, as a selected object that does not exist is.
+    core.delete_namespaced_secret("db", "default")
+    assert sync_with(worker, parent, selection, [stub])["secret"] is None
+
+
+def test_none_types_are_read_by_name_and_by_label_selector_at_each_sync(api):
+    core = client.CoreV1Api(api.client())
+    core.create_namespaced_config_map(
+        "default", {"metadata": {"name": "settings"}, "data": {"setting": "fast"}}
+    )
+    for name, team in (("ns-red-1", "red"), ("ns-red-2", "red"), ("ns-blue", "blue")):
+        core.create_namespace({"metadata": {"name": name, "labels": {"team": team}}})
+    worker = make_worker(
+        api,
+        related=(
+            {"apiVersion": "v1", "kind": "ConfigMap", "cache": "none"},
+            {"apiVersion": "v1", "kind": "Namespace", "cache": "none", "labelSelector": "team"},
+        ),
+    )
+    parent = widget(api, "uncached", configMap="settings", team="red")
+    selection = (
+        ("v1", "ConfigMap", ("settings",), None, None),
+        ("v1", "Namespace", (), None, "team=red"),
+    )
+    status = sync_with(worker, parent, selection)  # nothing comes from the leader
+    assert (status["setting"], status["namespaces"]) == ("fast", ["ns-red-1", "ns-red-2"])
+
+    core.patch_namespaced_config_map("settings", "default", {"data": {"setting": "slow"}})
+    core.patch_namespace("ns-blue", {"metadata": {"labels": {"team": "red"}}})
+    status = sync_with(worker, parent, selection)  # read again: the next sync sees changes
+    assert status["setting"] == "slow"
+    assert status["namespaces"] == ["ns-blue", "ns-red-1", "ns-red-2"]

@@ -5,8 +5,10 @@ every sync seen here was caused by an event)."""
 from __future__ import annotations
 
 import base64
+import urllib.request
 import uuid
 
+import pytest
 from conftest import wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -194,3 +196,64 @@ def test_an_undeclared_related_type_fails_only_that_parent(operator, kube, ns):
         if e.involved_object.name == "good"
     ]
     assert op.metric("operatord_syncs_total", result="invalid") >= 1
+
+
+MARKER = "zebra-marker-7f3a9"  # 18 characters: its base64 is whole (24 characters, no "=")
+B64_MARKER = base64.b64encode(MARKER.encode()).decode()
+
+
+def process_memory_contains(pid: int, needle: bytes) -> bool:
+    """Whether any readable writable mapping of process ``pid`` holds ``needle`` (live or
+    freed heap alike: this is what a memory dump of the process would show)."""
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            if len(fields) < 2 or not fields[1].startswith("rw"):
+                continue
+            if len(fields) >= 6 and fields[5] in ("[vvar]", "[vsyscall]"):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(start)
+                chunk = mem.read(end - start)
+            except (OSError, ValueError, OverflowError):
+                continue
+            if needle in chunk:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("mode", ["full", "metadata", "none"])
+def test_secret_data_reaches_the_leader_only_when_cached_in_full(operator, kube, ns, mode):
+    # full is the control: the same scan finds the marker when the leader does hold the data.
+    op = related_operator(
+        operator,
+        ns,
+        related=[{"apiVersion": "v1", "kind": "Secret", "cache": mode}],
+        logging={"format": "json", "level": "debug"},
+        resyncSeconds=1 if mode == "none" else 0,
+    )
+    for i in range(20):  # unrelated Secrets, cached (or not) like the selected one
+        put_secret(kube, ns, f"other-{i}", {"password": MARKER})
+    put_secret(kube, ns, "creds", {"password": MARKER})
+    create_widget(kube, ns, "w", secret="creds")
+    first = digest(encoded({"password": MARKER}))
+    wait_for(lambda: status(kube, ns, "w").get("secret") == first, 30, message="first")
+
+    # A data change reaches the handler: at once under full and metadata (the leader's
+    # watch still sees it), at the next resync under none.
+    put_secret(kube, ns, "creds", {"password": MARKER + "-2"})
+    second = digest(encoded({"password": MARKER + "-2"}))
+    wait_for(lambda: status(kube, ns, "w").get("secret") == second, 30, message="rotated")
+
+    needles = (MARKER.encode(), B64_MARKER.encode())
+    held = any(process_memory_contains(op.proc.pid, n) for n in needles)
+    with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    out = op.output()
+    assert ("secrets" in metrics) is (mode != "none")  # the informer's series, or none
+    assert all(n.decode() not in metrics for n in needles)
+    assert all(n.decode() not in out for n in needles)  # leader and workers, debug level
+    assert held is (mode == "full")
+    cached = op.metric("operatord_cached_objects", resource="secrets")
+    assert cached == (0 if mode == "none" else 21)

@@ -234,6 +234,9 @@ keys'), not the chart's. */}}
 {{- if .labelSelector }}
 {{- $_ := set $r "labelSelector" .labelSelector }}
 {{- end }}
+{{- if .cache }}
+{{- $_ := set $r "cache" .cache }}
+{{- end }}
 {{- $related = append $related $r }}
 {{- end }}
 {{- $_ := set $out "related" $related }}
@@ -266,7 +269,11 @@ operatord rejects unknown keys. */}}
 {{- end }}
 {{- $related := list }}
 {{- range $c.related }}
-{{- $related = append $related (dict "apiVersion" .apiVersion "kind" .kind "labelSelector" (default "" .labelSelector)) }}
+{{- $r := dict "apiVersion" .apiVersion "kind" .kind "labelSelector" (default "" .labelSelector) }}
+{{- if .cache }}
+{{- $_ := set $r "cache" .cache }}
+{{- end }}
+{{- $related = append $related $r }}
 {{- end }}
 {{- $le := $c.leaderElection }}
 {{- $cfg := dict
