@@ -27,6 +27,7 @@ import statistics
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,40 @@ class Watch:
             return max(self.seen.values())
 
 
+def buckets(op: OperatorProcess, name: str, controller: str) -> dict[float, float]:
+    """Cumulative bucket counts of histogram ``name`` for one controller, from a fresh scrape."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5) as r:
+        body = r.read().decode()
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket" and sample.labels.get("controller") == controller:
+                le = float(sample.labels["le"])
+                out[le] = out.get(le, 0.0) + sample.value
+    return out
+
+
+def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
+    """The upper bound of the bucket holding quantile ``q`` of the observations made between
+    two scrapes (None: no observation)."""
+    edges = sorted(after)
+    counts = [after[e] - before.get(e, 0.0) for e in edges]
+    if not counts or counts[-1] <= 0:
+        return None
+    for edge, count in zip(edges, counts, strict=True):
+        if count >= q * counts[-1]:
+            return edge
+    return edges[-1]
+
+
+STAGES = {
+    "queue": "operatord_queue_wait_seconds",  # ready in the leader's queue -> sent to a worker
+    "worker": "operatord_sync_duration_seconds",  # taken by the worker -> its result
+}
+
+
 def one_run(args: argparse.Namespace, with_calm: bool) -> dict[str, Any]:
     api = ApiServer(history_size=max(50_000, 20 * args.storm)).start()
     op = None
@@ -180,6 +215,7 @@ def one_run(args: argparse.Namespace, with_calm: bool) -> dict[str, Any]:
                 next_at += 1 / args.rate
                 time.sleep(max(0.0, next_at - time.monotonic()))
 
+        before = {k: buckets(op, name, "calm") for k, name in STAGES.items()}
         t0 = time.monotonic()
         changer = threading.Thread(target=calm, daemon=True)
         if with_calm:
@@ -193,6 +229,12 @@ def one_run(args: argparse.Namespace, with_calm: bool) -> dict[str, Any]:
         storming.clear()
         if with_calm:
             changer.join(5)
+        after = {k: buckets(op, name, "calm") for k, name in STAGES.items()}
+        stages = {
+            f"{k}_p{round(q * 100)}": quantile(before[k], after[k], q)
+            for k in STAGES
+            for q in (0.5, 0.99)
+        }
         latencies = []
         missing = 0
         for name, gen, t in changes:
@@ -211,6 +253,7 @@ def one_run(args: argparse.Namespace, with_calm: bool) -> dict[str, Any]:
             if latencies
             else None,
             "max": latencies[-1] if latencies else None,
+            **stages,
         }
     finally:
         if op is not None:
@@ -253,6 +296,12 @@ def main() -> int:
     print(
         f"| calm: changes during the storm (missing) | {med([r['changes'] for r in together])} ({sum(r['missing'] for r in together)}) |"
     )
+    for key in (f"{k}_p{q}" for k in STAGES for q in (50, 99)):
+        stage = key.split("_")[0]
+        print(
+            f"| calm: {stage} stage {key.split('_')[1]} (ms, bucket bound) | "
+            f"{med([r[key] * 1000 for r in together if r[key] is not None])} |"
+        )
     print(f"| storm: converge with calm's changes (s) | {med([r['converge'] for r in together])} |")
     print(f"| storm: converge alone (s) | {med([r['converge'] for r in alone])} |")
     print(f"| storm: with / alone | {med(ratio)} |")

@@ -371,7 +371,7 @@ class WorkerPool:
             picked = self._take(slot)
             picks = []
             for feed, it in picked:
-                self.metrics.observe("queue_wait_seconds", it.waited)
+                self.metrics.observe("queue_wait_seconds", it.waited, {"controller": feed.name})
                 if it.key in self.suspects:
                     with slot.cond:
                         slot.suspect_queue.append((feed, it.key))

@@ -77,6 +77,7 @@ from operatord.logs import bind_parent, configure_logging, redact
 from operatord.metrics import DeltaRecorder
 from operatord.protocol import SyncResult, SyncTask
 from operatord.related import SelectedReader
+from operatord.turns import TurnLock
 
 log = structlog.get_logger("operatord.worker")
 
@@ -109,9 +110,11 @@ class Fenced(Exception):
 class HandlerRunner:
     """Calls the user's handler with a per-call timeout.
 
-    Synchronous functions run on the calling thread, one call at a time per runner (callers
-    wait on a lock, in no guaranteed order), so handler code need not be thread-safe, and no
-    thread hand-off is paid per call. The timeout counts from the moment a call starts. A
+    Synchronous functions run on the calling thread, one call at a time per runner, so
+    handler code need not be thread-safe, and no thread hand-off is paid per call. Waiting
+    callers are served in turn (`TurnLock`): each ``turn`` key (a controller's name) gets one
+    call in rotation, and calls of one key go first come, first served, so one controller's
+    storm of calls delays another controller's call by at most one call of each. The timeout counts from the moment a call starts. A
     watchdog thread looks at the running call every ``tick`` seconds (1/20 of the timeout,
     between 5 ms and 0.5 s); once a call overruns, the runner is *wedged*: ``on_overrun`` gets
     the overrunning caller's thread id (that thread is stuck in user code and cannot answer
@@ -133,7 +136,7 @@ class HandlerRunner:
         self.on_overrun = on_overrun
         self.tick = min(0.5, max(0.005, timeout / 20))
         self.wedged = False
-        self._call_lock = threading.Lock()  # held while a synchronous call runs
+        self._call_lock = TurnLock()  # held while a synchronous call runs
         self._state = threading.Lock()  # guards _running / _overran transitions
         self._running: tuple[float, int, float] | None = None  # (start, caller, timeout)
         self._overran: int | None = None  # the thread id of the call that overran
@@ -153,16 +156,16 @@ class HandlerRunner:
         is_async: bool,
         uid: str = "",
         timeout: float | None = None,
+        turn: str = "",
     ) -> Any:
         """``fn(request)`` for the parent ``uid``, under ``timeout`` (default: the runner's;
-        each controller of a daemon has its own)."""
+        each controller of a daemon has its own), waiting in ``turn``'s turn."""
         limit = self.timeout if timeout is None else timeout
         if is_async:
             return self._call_async(fn, request, uid, limit)
         self._ensure_watchdog()
-        while not self._call_lock.acquire(timeout=self.tick):
-            if self.wedged:
-                raise Wedged("the handler is stuck in another call")
+        if not self._call_lock.acquire(turn, self.tick, lambda: self.wedged):
+            raise Wedged("the handler is stuck in another call")
         me = threading.get_ident()
         error: BaseException | None = None
         result: Any = None
@@ -622,6 +625,7 @@ class Worker:
                     handler.related_is_async,
                     task.uid,
                     unit.config.handler_timeout_seconds,
+                    turn=unit.config.name,
                 ),
                 allowed_types=unit.config.related_keys,
             )
@@ -678,6 +682,7 @@ class Worker:
                     handler.sync_is_async,
                     _uid(parent),
                     cfg.handler_timeout_seconds,
+                    turn=cfg.name,
                 ),
                 default_namespace=parent["metadata"].get("namespace"),
                 allowed_types=cfg.child_keys,
@@ -795,6 +800,7 @@ class Worker:
                 handler.finalize_is_async,
                 _uid(parent),
                 cfg.handler_timeout_seconds,
+                turn=cfg.name,
             )
         )
         status = response.status

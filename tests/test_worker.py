@@ -222,6 +222,34 @@ def test_handler_runner_serializes_calls_on_the_callers_threads():
         runner.call(fn, 1, False)
 
 
+def test_handler_runner_serves_waiting_controllers_in_turn():
+    """One controller with many calls waiting does not hold another's call behind all of them."""
+    from operatord.worker import HandlerRunner
+
+    runner = HandlerRunner(10)
+    release = threading.Event()
+    order = []
+
+    def fn(name):
+        order.append(name)
+        return name
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        first = pool.submit(
+            runner.call, lambda _: release.wait(10), None, False, "p0", None, "storm"
+        )
+        wait_for(lambda: runner.running, 5)
+        calls = []
+        for name, turn in [("s1", "storm"), ("s2", "storm"), ("s3", "storm"), ("c1", "calm")]:
+            calls.append(pool.submit(runner.call, fn, name, False, name, None, turn))
+            queued = len(calls)
+            wait_for(lambda n=queued: sum(runner._call_lock.waiting().values()) == n, 5)
+        release.set()
+        assert first.result(5) is True
+        assert [c.result(5) for c in calls] == ["s1", "s2", "s3", "c1"]
+    assert order == ["c1", "s1", "s2", "s3"]
+
+
 def test_no_write_after_the_lease_fence(api):
     worker = make_worker(api)
     parent = widget(api, "fenced", size=1)
