@@ -5,9 +5,10 @@ Guarantees:
   to (`sharding.shard_for`), by whichever controller it belongs to; a slot holds up to
   ``inFlightPerWorker`` parents at once, and one controller at most its ``limit`` of them.
 - Controllers never share a queue: each offers the pool one queue per slot (a `Feed`). A
-  slot's dispatcher takes work from its controllers' queues round-robin, one parent per
-  controller in turn, so a controller with a storm of work cannot starve another: each
-  controller with ready work gets an equal share of the dispatch turns.
+  slot's dispatcher gives each free place to the controller with ready work that holds the
+  fewest parents on that worker (ties rotate), so a controller with a storm of work cannot
+  starve another: a controller with nothing in flight gets the worker's next free place, and
+  controllers with steady work converge on equal shares of it.
 - Tasks go out in batches (at most MAX_BATCH per message); results are handed back to the
   controller that sent the task (`Feed.completed`).
 - A worker that dies, or stays silent past its deadline while holding parents, is replaced and
@@ -385,8 +386,9 @@ class WorkerPool:
         return min(self.capacity - len(slot.inflight), feed.limit - slot.per_feed.get(feed.name, 0))
 
     def _take(self, slot: Slot) -> list[tuple[Feed, Item[str]]]:
-        """Up to the slot's free room of ready parents, round-robin over the controllers that
-        have room; waits (up to 0.5 s) when none has ready work."""
+        """Up to the slot's free room of ready parents, each place to the controller with ready
+        work and room that holds the fewest parents here; waits (up to 0.5 s) when none has
+        ready work."""
         feeds = self.feeds
         if len(feeds) == 1:  # one controller: block on its queue itself
             feed = feeds[0]
@@ -411,23 +413,25 @@ class WorkerPool:
         with slot.cond:
             free = self.capacity - len(slot.inflight)
             rooms = {f.name: self._room(slot, f) for f in feeds}
+            held = {f.name: slot.per_feed.get(f.name, 0) for f in feeds}
         out: list[tuple[Feed, Item[str]]] = []
-        active = True
         n = len(feeds)
-        while active and len(out) < min(free, MAX_BATCH):
-            active = False
-            for k in range(n):
-                feed = feeds[(slot.turn + k) % n]
-                if rooms[feed.name] <= 0 or len(out) >= min(free, MAX_BATCH):
-                    continue
-                item = feed.queue(slot.index).get(timeout=0)
-                if item is None:
-                    rooms[feed.name] = 0  # nothing ready: skip it for this round
-                    continue
-                out.append((feed, item))
-                rooms[feed.name] -= 1
-                active = True
-            slot.turn = (slot.turn + 1) % n
+        # Rotation breaks ties, so equally loaded controllers alternate between batches.
+        order = [feeds[(slot.turn + k) % n] for k in range(n)]
+        slot.turn = (slot.turn + 1) % n
+        while len(out) < min(free, MAX_BATCH):
+            # Water-filling: the controller holding the fewest parents here goes next.
+            candidates = [f for f in order if rooms[f.name] > 0]
+            if not candidates:
+                break
+            feed = min(candidates, key=lambda f: held[f.name])
+            item = feed.queue(slot.index).get(timeout=0)
+            if item is None:
+                rooms[feed.name] = 0  # nothing ready: not asked again in this call
+                continue
+            out.append((feed, item))
+            rooms[feed.name] -= 1
+            held[feed.name] += 1
         if not out:
             waits = [d for f in feeds if (d := f.queue(slot.index).next_due()) is not None]
             slot.wake.wait(min([0.5, *waits]))

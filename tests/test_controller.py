@@ -12,7 +12,7 @@ from operatord.cache import Cache
 from operatord.config import Config
 from operatord.controller import MAX_WRITE_STREAK, Controller, ParentRecord
 from operatord.metrics import Metrics
-from operatord.pool import WorkerPool
+from operatord.pool import InFlight, WorkerPool
 from operatord.protocol import SyncResult
 from operatord.queue import WorkQueue
 from operatord.related import RelatedTypes
@@ -261,6 +261,32 @@ def test_a_storm_in_one_controller_does_not_starve_another():
     # one turn each per round (the round's first turn rotates)
     assert sorted(taken[:2]) == sorted(taken[2:4]) == ["calm", "storm"], taken
     assert len(taken) == 8
+
+
+def test_a_free_place_goes_to_the_controller_holding_the_fewest_parents():
+    storm, calm = Feed("storm", 5000), Feed("calm", 3)
+    pool = pool_with(storm, calm)
+    slot = pool.slots[0]
+    for i in range(7):  # the storm fills 7 of 8 places; one is free
+        slot.inflight[f"held-{i}"] = InFlight(f"held-{i}", storm, {}, False)  # type: ignore[arg-type]
+    slot.per_feed["storm"] = 7
+    for turn in range(2):  # whichever controller the rotation would have asked first
+        slot.turn = turn
+        taken = pool._take(slot)
+        assert [f.name for f, _ in taken] == ["calm"], taken
+        calm.q.done(taken[0][1].key)
+        calm.q.add(taken[0][1].key)
+    for i in range(2, 7):
+        del slot.inflight[f"held-{i}"]
+    slot.per_feed.update(storm=2, calm=0)  # 6 free: calm's 3 first, then the storm's
+    assert [f.name for f, _ in pool._take(slot)] == [
+        "calm",
+        "calm",
+        "storm",
+        "calm",
+        "storm",
+        "storm",
+    ]
 
 
 def test_a_controller_holds_at_most_its_share_of_a_worker():
