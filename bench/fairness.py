@@ -169,6 +169,7 @@ def one_run(args: argparse.Namespace, with_calm: bool) -> dict[str, Any]:
         config = {
             "name": "fair",
             "workers": args.workers,
+            "inFlightPerWorker": args.in_flight,
             "resyncSeconds": 0,
             "pythonPath": [str(BENCH), str(REPO)],
             "logging": {"format": "json", "level": "warning"},
@@ -275,6 +276,7 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=5.0)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--in-flight", type=int, default=16, help="inFlightPerWorker")
     args = p.parse_args()
     together, alone = [], []
     for _ in range(args.runs):
@@ -286,7 +288,7 @@ def main() -> int:
     print(f"{machine_line()}; load average {load_average()}")
     print(
         f"\n{args.storm} parents of `storm` changing at once, {args.calm} of `calm` changing at "
-        f"{args.rate:g}/s, {args.workers} workers; median (range) of {args.runs} runs\n"
+        f"{args.rate:g}/s, {args.workers} workers, inFlightPerWorker {args.in_flight}; median (range) of {args.runs} runs\n"
     )
     print("| figure | value |")
     print("|---|---|")

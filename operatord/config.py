@@ -296,6 +296,7 @@ class Config:
     namespace: str = ""
     workers: int = field(default_factory=_cpu_count)
     in_flight_per_worker: int = 16
+    in_flight_adaptive: bool = True
     worker_memory_limit_mb: int = 0
     resync_seconds: float = 600.0
     handler_timeout_seconds: float = 30.0
@@ -529,6 +530,7 @@ class Config:
             "namespace": self.namespace,
             "workers": self.workers,
             "inFlightPerWorker": self.in_flight_per_worker,
+            "inFlightAdaptive": self.in_flight_adaptive,
             "workerMemoryLimitMB": self.worker_memory_limit_mb,
             "resyncSeconds": self.resync_seconds,
             "handlerTimeoutSeconds": self.handler_timeout_seconds,
@@ -625,6 +627,7 @@ class Config:
             namespace=data.get("namespace", cls.namespace),
             workers=_cpu_count() if workers is None else int(workers),
             in_flight_per_worker=int(data.get("inFlightPerWorker", cls.in_flight_per_worker)),
+            in_flight_adaptive=bool(data.get("inFlightAdaptive", cls.in_flight_adaptive)),
             worker_memory_limit_mb=int(data.get("workerMemoryLimitMB", cls.worker_memory_limit_mb)),
             resync_seconds=resync,
             handler_timeout_seconds=timeout,

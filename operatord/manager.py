@@ -101,6 +101,7 @@ class Manager:
             worker_context(start_method),
             workers=config.workers,
             capacity=config.in_flight_per_worker,
+            adaptive=config.in_flight_adaptive,
             task_deadline=config.max_handler_timeout_seconds + 60,
             metrics=metrics,
             fence_ok=self.fence.ok,

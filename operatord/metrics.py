@@ -147,6 +147,14 @@ CATALOG: tuple[MetricSpec, ...] = (
         ("worker",),
     ),
     MetricSpec(
+        "in_flight_limit",
+        "gauge",
+        "How many parents a worker may hold now, by worker index: inFlightPerWorker, or with "
+        "inFlightAdaptive the limit adapted to the latency of its API requests (lower while "
+        "they queue in the API server).",
+        ("worker",),
+    ),
+    MetricSpec(
         "queue_wait_seconds",
         "histogram",
         "Time a parent spent queued between becoming ready and being dispatched to a worker.",

@@ -2,8 +2,10 @@
 
 Guarantees:
 - ``workers`` slots, each one worker process. A parent is dispatched to the slot its uid hashes
-  to (`sharding.shard_for`), by whichever controller it belongs to; a slot holds up to
-  ``inFlightPerWorker`` parents at once, and one controller at most its ``limit`` of them.
+  to (`sharding.shard_for`), by whichever controller it belongs to; a slot holds up to its
+  in-flight limit of parents at once (``inFlightPerWorker``, or with ``inFlightAdaptive`` a
+  limit between ADAPTIVE_FLOOR and it that follows the worker's API latency,
+  `inflight.InFlightLimit`), and one controller at most its ``limit`` of them.
 - Controllers never share a queue: each offers the pool one queue per slot (a `Feed`). A
   slot's dispatcher gives each free place to the controller with ready work that holds the
   fewest parents on that worker (ties rotate), so a controller with a storm of work cannot
@@ -42,6 +44,7 @@ import structlog
 
 from operatord import protocol
 from operatord.health import Heartbeat
+from operatord.inflight import InFlightLimit
 from operatord.protocol import SyncResult, SyncTask
 from operatord.queue import Item, WorkQueue
 from operatord.sharding import shard_for
@@ -54,6 +57,8 @@ log = structlog.get_logger("operatord.pool")
 
 # At most this many tasks go to a worker in one message.
 MAX_BATCH = 64
+# The lowest in-flight limit an adaptive worker goes down to.
+ADAPTIVE_FLOOR = 2
 
 
 class Feed(Protocol):
@@ -114,6 +119,7 @@ class Slot:
         # Set whenever one of this slot's queues gets ready work (or an earlier due time).
         self.wake = threading.Event()
         self.turn = 0  # round-robin position over the feeds
+        self.limit = InFlightLimit(1)  # how many parents it may hold now (set by the pool)
         self.spare = SpareWorker(
             index, lambda: WorkerProcess(index, proc.config_dict, proc.connection_dict, proc.ctx)
         )
@@ -128,6 +134,7 @@ class WorkerPool:
         *,
         workers: int,
         capacity: int,
+        adaptive: bool = True,
         task_deadline: float,
         metrics: Metrics,
         fence_ok: Callable[[], bool],
@@ -143,6 +150,10 @@ class WorkerPool:
         self.slots = [
             Slot(i, WorkerProcess(i, config_dict, connection_dict, ctx)) for i in range(workers)
         ]
+        for slot in self.slots:  # fixed at ``capacity`` unless adaptive
+            slot.limit = InFlightLimit(
+                capacity, floor=min(ADAPTIVE_FLOOR, capacity) if adaptive else capacity
+            )
         self.feeds: list[Feed] = []
         self.heartbeats = [
             Heartbeat(f"dispatcher {i}", max_age=task_deadline + 30) for i in range(workers)
@@ -335,6 +346,7 @@ class WorkerPool:
         m.set("workers_alive", sum(1 for s in self.slots if s.proc.alive()))
         for s in self.slots:
             m.set("in_flight", len(s.inflight), {"worker": str(s.index)})
+            m.set("in_flight_limit", s.limit.limit, {"worker": str(s.index)})
             for f in self.feeds:  # per controller: the dashboard lists controllers by it
                 m.set(
                     "queue_depth",
@@ -383,7 +395,9 @@ class WorkerPool:
 
     def _room(self, slot: Slot, feed: Feed) -> int:
         """Called with slot.cond held."""
-        return min(self.capacity - len(slot.inflight), feed.limit - slot.per_feed.get(feed.name, 0))
+        return min(
+            slot.limit.limit - len(slot.inflight), feed.limit - slot.per_feed.get(feed.name, 0)
+        )
 
     def _take(self, slot: Slot) -> list[tuple[Feed, Item[str]]]:
         """Up to the slot's free room of ready parents, each place to the controller with ready
@@ -411,7 +425,7 @@ class WorkerPool:
             return batch
         slot.wake.clear()
         with slot.cond:
-            free = self.capacity - len(slot.inflight)
+            free = slot.limit.limit - len(slot.inflight)
             rooms = {f.name: self._room(slot, f) for f in feeds}
             held = {f.name: slot.per_feed.get(f.name, 0) for f in feeds}
         out: list[tuple[Feed, Item[str]]] = []
@@ -443,7 +457,7 @@ class WorkerPool:
             return False
         if slot.suspect_queue:
             return not slot.inflight
-        return len(slot.inflight) < self.capacity
+        return len(slot.inflight) < slot.limit.limit
 
     def _send(self, slot: Slot, picks: Sequence[tuple[Feed, str]], isolate: bool = False) -> None:
         tasks: list[SyncTask] = []
@@ -529,6 +543,7 @@ class WorkerPool:
         slot.wake.set()  # room for another parent
         if entry is None:
             return  # a result for a task this leader already gave up on
+        slot.limit.observe(result.api_requests, result.api_seconds)
         if result.outcome != protocol.ABANDONED:
             self.suspects.discard(uid)
         entry.feed.completed(result, entry.parent, slot.index)

@@ -122,6 +122,10 @@ class SyncResult:
     # order: {"operation", "apiVersion", "kind", "namespace", "name", "live", "answer"} with
     # the object before (None for a create) and as the server answered (None for a delete).
     plan: tuple = ()
+    # The task's API requests: how many, and their summed latency (the leader adapts the
+    # worker's in-flight limit to it, `operatord.inflight`).
+    api_requests: int = 0
+    api_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -319,6 +319,7 @@ class Worker:
         self.index = index
         self.config = config
         self.recorder = recorder or DeltaRecorder()
+        self._api_local = threading.local()  # the running task's API requests, per thread
         self.kube = Kube(settings, on_request=self._observe_request)
         # One unit per controller: its config, its handler (every worker imports every
         # handler) and its applier; a task names its controller ("" = the first).
@@ -426,6 +427,10 @@ class Worker:
     def _observe_request(self, verb: str, code: int, seconds: float) -> None:
         self.recorder.inc("api_requests_total", {"verb": verb, "code": str(code or "error")})
         self.recorder.observe("api_request_duration_seconds", seconds, {"verb": verb})
+        spent = getattr(self._api_local, "spent", None)
+        if spent is not None:  # a task runs on this thread: its requests' count and latency
+            spent[0] += 1
+            spent[1] += seconds
 
     def handle(self, task: SyncTask) -> SyncResult:
         """Run one task; never raises. Thread-safe for tasks of different parents."""
@@ -434,10 +439,12 @@ class Worker:
         start = time.monotonic()
         outcome = Outcome()
         self._handling[me] = (task, outcome, start)
+        self._api_local.spent = [0, 0.0]
         try:
             return self._handle(task, parent, start, outcome)
         finally:
             self._handling.pop(me, None)
+            self._api_local.spent = None
 
     def _overrun(self, thread_id: int) -> None:
         """The handler call of ``thread_id`` overran: answer its task now (that thread is
@@ -526,11 +533,14 @@ class Worker:
                 log.debug("synced", outcome=fields["outcome"], duration=round(duration, 4))
         for w in outcome.written:
             slim(w["object"])  # the leader's cache keeps no managedFields: don't ship them
+        requests, seconds = self._api_local.spent or (0, 0.0)
         return SyncResult(
             uid=task.uid,
             written=tuple(outcome.written),
             duration=duration,
             plan=tuple(outcome.plan),
+            api_requests=requests,
+            api_seconds=seconds,
             **fields,
         )
 

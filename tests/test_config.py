@@ -214,7 +214,7 @@ def test_example_config_shows_every_key():
 ALLOWED_TOP = (
     "allowed: name, handler, pythonPath, parent, children, related, controllers, namespace, "
     "namespaces, namespaceSelector, workers, "
-    "inFlightPerWorker, workerMemoryLimitMB, "
+    "inFlightPerWorker, inFlightAdaptive, workerMemoryLimitMB, "
     "resyncSeconds, "
     "handlerTimeoutSeconds, backoff, leaderElection, conditions, skipUnchanged, handlerVersion, sharding, metrics, health, logging"
 )
