@@ -11,8 +11,9 @@ from the latency of the worker's own API requests:
 - Once per round (as many results as the limit), ``queued = limit * (1 - base / latency)``
   estimates how many of the limit's requests are waiting in the server rather than being
   served, with ``latency`` the mean request latency of the round's tasks.
-- Fewer than ``alpha`` queued: the limit grows by one; more than ``beta``: it shrinks by one;
-  in between it holds. ``alpha`` and ``beta`` grow with the logarithm of the limit (3 and 6
+- Fewer than ``alpha`` queued: the limit grows by one; more than ``beta``: it shrinks by one,
+  or by half the excess when that is more (a server that suddenly queues everything is met
+  within a few rounds); in between it holds. ``alpha`` and ``beta`` grow with the logarithm of the limit (3 and 6
   times log10), so a large limit tolerates a proportionally small queue.
 
 Guarantees: ``floor <= limit <= ceiling`` always; the limit starts at ``ceiling`` (a new worker
@@ -76,5 +77,6 @@ class InFlightLimit:
             alpha, beta = max(1.0, 3 * log_limit), max(2.0, 6 * log_limit)
             if queued < alpha:
                 self._limit = min(self.ceiling, self._limit + 1)
-            elif queued > beta:
-                self._limit = max(self.floor, self._limit - 1)
+            elif queued > beta:  # far past it: a larger step, so a flood is met in a few rounds
+                step = max(1, round((queued - beta) / 2))
+                self._limit = max(self.floor, self._limit - step)

@@ -65,3 +65,10 @@ def test_the_base_latency_expires_after_two_windows():
     assert limit.base == 0.005
     limit.observe(1, 0.009, now=100)  # idle for longer than two windows: nothing old counts
     assert limit.base == 0.009
+
+
+def test_a_server_that_suddenly_queues_everything_is_met_within_a_few_rounds():
+    limit = InFlightLimit(16)
+    limit.observe(1, 0.001, now=0)
+    seen = feed(limit, lambda n: 0.100, 50, t0=0.01)  # 100x the base: nearly all of it queued
+    assert seen[15] <= 12 and seen[-1] <= 8, seen
