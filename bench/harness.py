@@ -478,12 +478,14 @@ class Operatord:
         workdir: Path | None = None,
         skip_unchanged: bool = True,
         resync_seconds: float = 0,
+        adaptive: bool = True,
     ) -> None:
         self.api = api
         self.label = (
             f"operatord (workers={workers}"
             + (f", inFlight={in_flight}" if in_flight else "")
             + ("" if skip_unchanged else ", skipUnchanged off")
+            + ("" if adaptive else ", inFlightAdaptive off")
             + ")"
         )
         self.config: dict[str, Any] = {
@@ -495,6 +497,7 @@ class Operatord:
             "workers": workers,
             "resyncSeconds": resync_seconds,
             "skipUnchanged": skip_unchanged,
+            "inFlightAdaptive": adaptive,
             "logging": {"format": "json", "level": "warning"},
         }
         if in_flight:

@@ -34,7 +34,7 @@ operator's non-read requests in the server's audit log) and 409 answers.
 
     python bench/vs_kopf.py [--parents 1000] [--scenarios none latency cpu] [--workers 1 2]
                             [--in-flight 16] [--systems floor operatord kopf]
-                            [--skip-unchanged on off] [--kopf-threads N] [--json FILE]
+                            [--skip-unchanged on off] [--in-flight-adaptive on off] [--kopf-threads N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -368,17 +368,19 @@ def system_factories(args: argparse.Namespace, sc: dict) -> list:
     """Per system to run in scenario ``sc``: a function of the API server making it."""
     out = []
     if "operatord" in args.systems:
-        for skip in args.skip_unchanged:
-            for w in args.workers:
-                out.append(
-                    lambda api, w=w, skip=skip: Operatord(
-                        api,
-                        workers=w,
-                        in_flight=args.in_flight,
-                        burn=sc["burn"] > 0,
-                        skip_unchanged=skip == "on",
+        for adaptive in args.in_flight_adaptive:
+            for skip in args.skip_unchanged:
+                for w in args.workers:
+                    out.append(
+                        lambda api, w=w, skip=skip, adaptive=adaptive: Operatord(
+                            api,
+                            workers=w,
+                            in_flight=args.in_flight,
+                            burn=sc["burn"] > 0,
+                            skip_unchanged=skip == "on",
+                            adaptive=adaptive == "on",
+                        )
                     )
-                )
     if "kopf" in args.systems:
         out.append(lambda api: Kopf(api, burn=sc["burn"], threads=args.kopf_threads))
     return out
@@ -407,6 +409,13 @@ def main() -> int:
         choices=["on", "off"],
         default=["on"],
         help="operatord's skipUnchanged (one operatord row per value)",
+    )
+    ap.add_argument(
+        "--in-flight-adaptive",
+        nargs="+",
+        choices=["on", "off"],
+        default=["on"],
+        help="operatord's inFlightAdaptive (one operatord row per value)",
     )
     ap.add_argument(
         "--kopf-threads",
