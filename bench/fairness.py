@@ -16,6 +16,7 @@ to compare the storm's converge time with and without the calm controller's traf
 number is the median of ``--runs`` runs, with the range.
 
     python bench/fairness.py [--storm 5000] [--calm 10] [--rate 5] [--runs 3] [--workers 2]
+                             [--in-flight 16] [--adaptive on|off]
 """
 
 from __future__ import annotations
@@ -170,6 +171,7 @@ def one_run(args: argparse.Namespace, with_calm: bool) -> dict[str, Any]:
             "name": "fair",
             "workers": args.workers,
             "inFlightPerWorker": args.in_flight,
+            "inFlightAdaptive": args.adaptive == "on",
             "resyncSeconds": 0,
             "pythonPath": [str(BENCH), str(REPO)],
             "logging": {"format": "json", "level": "warning"},
@@ -277,6 +279,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--in-flight", type=int, default=16, help="inFlightPerWorker")
+    p.add_argument("--adaptive", choices=["on", "off"], default="on", help="inFlightAdaptive")
     args = p.parse_args()
     together, alone = [], []
     for _ in range(args.runs):
@@ -288,7 +291,7 @@ def main() -> int:
     print(f"{machine_line()}; load average {load_average()}")
     print(
         f"\n{args.storm} parents of `storm` changing at once, {args.calm} of `calm` changing at "
-        f"{args.rate:g}/s, {args.workers} workers, inFlightPerWorker {args.in_flight}; median (range) of {args.runs} runs\n"
+        f"{args.rate:g}/s, {args.workers} workers, inFlightPerWorker {args.in_flight}, inFlightAdaptive {args.adaptive}; median (range) of {args.runs} runs\n"
     )
     print("| figure | value |")
     print("|---|---|")
