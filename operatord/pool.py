@@ -401,8 +401,9 @@ class WorkerPool:
 
     def _take(self, slot: Slot) -> list[tuple[Feed, Item[str]]]:
         """Up to the slot's free room of ready parents, each place to the controller with ready
-        work and room that holds the fewest parents here; waits (up to 0.5 s) when none has
-        ready work."""
+        work and room that holds the fewest parents here; a controller holding none here may
+        take one place past the adaptive limit. Waits (up to 0.5 s, or until a queue has ready
+        work or a result frees a place) when nothing could be taken."""
         feeds = self.feeds
         if len(feeds) == 1:  # one controller: block on its queue itself
             feed = feeds[0]
@@ -425,26 +426,35 @@ class WorkerPool:
             return batch
         slot.wake.clear()
         with slot.cond:
-            free = slot.limit.limit - len(slot.inflight)
-            rooms = {f.name: self._room(slot, f) for f in feeds}
+            busy = len(slot.inflight)
+            limit = slot.limit.limit
             held = {f.name: slot.per_feed.get(f.name, 0) for f in feeds}
         out: list[tuple[Feed, Item[str]]] = []
         n = len(feeds)
         # Rotation breaks ties, so equally loaded controllers alternate between batches.
         order = [feeds[(slot.turn + k) % n] for k in range(n)]
         slot.turn = (slot.turn + 1) % n
-        while len(out) < min(free, MAX_BATCH):
+        empty: set[str] = set()  # asked, nothing ready: not asked again in this call
+
+        def has_room(f: Feed) -> bool:
+            if f.name in empty or held[f.name] >= f.limit:
+                return False
+            taken = busy + len(out)
+            # A controller holding nothing here may take one place past the adaptive limit
+            # (never past inFlightPerWorker): it does not wait for another's parents to finish.
+            return taken < limit or (held[f.name] == 0 and taken < self.capacity)
+
+        while len(out) < MAX_BATCH:
             # Water-filling: the controller holding the fewest parents here goes next.
-            candidates = [f for f in order if rooms[f.name] > 0]
+            candidates = [f for f in order if has_room(f)]
             if not candidates:
                 break
             feed = min(candidates, key=lambda f: held[f.name])
             item = feed.queue(slot.index).get(timeout=0)
             if item is None:
-                rooms[feed.name] = 0  # nothing ready: not asked again in this call
+                empty.add(feed.name)
                 continue
             out.append((feed, item))
-            rooms[feed.name] -= 1
             held[feed.name] += 1
         if not out:
             waits = [d for f in feeds if (d := f.queue(slot.index).next_due()) is not None]
@@ -457,6 +467,8 @@ class WorkerPool:
             return False
         if slot.suspect_queue:
             return not slot.inflight
+        if len(self.feeds) > 1:  # `_take` applies the limit, with its one-place exemption
+            return len(slot.inflight) < self.capacity
         return len(slot.inflight) < slot.limit.limit
 
     def _send(self, slot: Slot, picks: Sequence[tuple[Feed, str]], isolate: bool = False) -> None:

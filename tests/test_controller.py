@@ -11,6 +11,7 @@ from operatord import fingerprint, protocol
 from operatord.cache import Cache
 from operatord.config import Config
 from operatord.controller import MAX_WRITE_STREAK, Controller, ParentRecord
+from operatord.inflight import InFlightLimit
 from operatord.metrics import Metrics
 from operatord.pool import InFlight, WorkerPool
 from operatord.protocol import SyncResult
@@ -287,6 +288,24 @@ def test_a_free_place_goes_to_the_controller_holding_the_fewest_parents():
         "storm",
         "storm",
     ]
+
+
+def test_a_controller_holding_nothing_takes_one_place_past_the_adaptive_limit():
+    storm, calm = Feed("storm", 5000), Feed("calm", 3)
+    pool = pool_with(storm, calm)
+    slot = pool.slots[0]
+    slot.limit = InFlightLimit(8, floor=2)
+    slot.limit._limit = 2  # adapted down: the API server queues
+    for i in range(2):
+        slot.inflight[f"held-{i}"] = InFlight(f"held-{i}", storm, {}, False)  # type: ignore[arg-type]
+    slot.per_feed["storm"] = 2
+    slot.ready = True  # (no process in this test)
+    assert pool._may_dispatch(slot), "below inFlightPerWorker"
+    taken = pool._take(slot)
+    assert [f.name for f, _ in taken] == ["calm"], "one place, not waiting for the storm"
+    slot.inflight["c"] = InFlight("c", calm, {}, False)  # type: ignore[arg-type]
+    slot.per_feed["calm"] = 1
+    assert pool._take(slot) == [], "past the limit only while holding nothing"
 
 
 def test_a_controller_holds_at_most_its_share_of_a_worker():
