@@ -119,28 +119,36 @@ def newer(candidate: str | int | None, current: str | int | None) -> bool:
 
 # ---- the stored form --------------------------------------------------------------------------
 
-# zlib settings of the stored bytes: raw deflate (no header or checksum), a 32 KiB window for the
-# type's dictionary, level 3 and memLevel 4 (as small as level 9 within 5% for these objects,
-# at half its CPU: about 5 us to compress and 2 us to decompress an operatord parent).
+# zlib settings of the stored bytes: raw deflate (no header or checksum), level 3 and memLevel 4
+# (as small as level 9 within 5% for these objects, at half its CPU: about 5 us to compress and
+# 2 us to decompress an operatord parent).
 _WBITS = -15
 _LEVEL = 3
 _MEM_LEVEL = 4
-_DICT_MAX = 32 * 1024  # what of a dictionary a 32 KiB window can use
+# A type's dictionary: at most this many bytes (each KiB costs about 1.5 us per compression),
+# grown at most _VERSIONS - 1 times by an object that compressed worse than 1/_POOR.
+_DICT_MAX = 4 * 1024
+_VERSIONS = 8
+_POOR = 4
 
 _encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 _decode = json.JSONDecoder().decode
 
 
-class _Codec:
-    """Compression of one type's objects against a dictionary: the compact JSON of the first
-    object of that type this process stored. Objects of one type share most of their bytes
-    (keys, apiVersion, kind, namespace, labels, condition types, timestamps of the same
-    minute), so each stored object is little more than what makes it different."""
+class Codec:
+    """Compression of one type's objects against a dictionary: the compact JSON of objects of
+    that type this process stored. Objects of one type share most of their bytes (keys,
+    apiVersion, kind, namespace, labels, condition types, timestamps of the same minute), so
+    each stored object is little more than what makes it different. A codec never changes
+    (the objects packed with it refer to it); a type gets a new one, its dictionary grown by
+    an object the current one compressed poorly (e.g. the first stored object of a type was
+    new, without the status later versions have), a bounded number of times."""
 
-    __slots__ = ("zdict",)
+    __slots__ = ("version", "zdict")
 
-    def __init__(self, zdict: bytes) -> None:
+    def __init__(self, zdict: bytes, version: int = 1) -> None:
         self.zdict = zdict[-_DICT_MAX:]
+        self.version = version
 
     def pack(self, data: bytes) -> bytes:
         c = zlib.compressobj(
@@ -153,18 +161,26 @@ class _Codec:
         return d.decompress(blob) + d.flush()
 
 
-_codecs: dict[tuple[Any, Any], _Codec] = {}
+_codecs: dict[tuple[Any, Any], Codec] = {}  # the current codec of each type
 _codecs_lock = threading.Lock()
 
 
-def _codec(api_version: Any, kind: Any, sample: bytes) -> _Codec:
-    """The codec of a type, made from ``sample`` when the type has none yet (for the life of
-    the process: every stored object of the type depends on it)."""
-    codec = _codecs.get((api_version, kind))
+def _compressed(api_version: Any, kind: Any, data: bytes) -> tuple[Codec, bytes]:
+    """``data`` (an object of this type) compressed by the type's current codec, which is
+    made from ``data`` when the type has none, or grown by it when it compresses poorly."""
+    t = (api_version, kind)
+    codec = _codecs.get(t)
     if codec is None:
         with _codecs_lock:
-            codec = _codecs.setdefault((api_version, kind), _Codec(sample))
-    return codec
+            codec = _codecs.setdefault(t, Codec(data))
+    blob = codec.pack(data)
+    if len(blob) * _POOR > len(data) and codec.version < _VERSIONS:
+        with _codecs_lock:
+            current = _codecs[t]
+            if current is codec:  # not grown meanwhile by another thread
+                current = _codecs[t] = Codec(codec.zdict + data, codec.version + 1)
+        codec, blob = current, current.pack(data)
+    return codec, blob
 
 
 def _shared_str(value: Any) -> Any:
@@ -195,12 +211,11 @@ class Packed(NamedTuple):
     owner: str | None  # the parent-uid label (shared), None without it
     rv: str | int  # metadata.resourceVersion (`_version`)
     deleting: float | None  # metadata.deletionTimestamp, seconds since the epoch
-    blob: bytes  # the object without managedFields, compact JSON compressed by its type's codec
+    blob: bytes  # the object without managedFields, compact JSON compressed by ``codec``
+    codec: Codec
 
     def unpack(self) -> dict:
-        key = self.key
-        codec = _codecs[(key[0], key[1])]
-        obj: dict = _decode(codec.unpack(self.blob).decode())
+        obj: dict = _decode(self.codec.unpack(self.blob).decode())
         return obj
 
     @property
@@ -217,9 +232,9 @@ def _without_managed_fields(obj: dict) -> dict:
 
 def _packed(obj: dict, key: ChildKey, rv: str | int, owner: str | None) -> Packed:
     data = _encode(_without_managed_fields(obj)).encode()
-    blob = _codec(key[0], key[1], data).pack(data)
+    codec, blob = _compressed(key[0], key[1], data)
     uid = _meta(obj).get("uid")
-    return Packed(key, _shared_str(uid) if uid else "", owner, rv, deletion_time(obj), blob)
+    return Packed(key, _shared_str(uid) if uid else "", owner, rv, deletion_time(obj), blob, codec)
 
 
 def _head(obj: dict, owner_label: str) -> tuple[ChildKey, str | int, str | None]:

@@ -277,7 +277,8 @@ def test_cached_objects_come_back_equal_whatever_path_they_came_by():
 
 def test_a_cached_object_is_stored_as_a_small_compressed_record():
     """What the leader holds per object: the record's blob is compressed against its type's
-    dictionary, so a second object of a type costs a fraction of its JSON."""
+    dictionary, so an object costs a fraction of its JSON, also when the first object of its
+    type looked different."""
     import json
 
     from operatord.cache import pack
@@ -302,11 +303,18 @@ def test_a_cached_object_is_stored_as_a_small_compressed_record():
             },
         }
 
-    pack(widget(0))  # the first object of a type makes its dictionary
-    p = pack(widget(1))
-    assert len(p.blob) < len(json.dumps(widget(1), separators=(",", ":"))) / 3
+    new = widget(0)
+    del new["status"], new["metadata"]["finalizers"]
+    first = pack(new)  # the first object of a type makes its dictionary: one without status
+    packed = [pack(widget(i)) for i in range(1, 50)]  # ... which grows by a converged one
+    for i, p in enumerate(packed, 1):
+        assert p.unpack() == widget(i)
+    assert first.unpack() == new  # packed with the first dictionary, still readable
+    assert packed[-1].codec is not first.codec
+    size = len(json.dumps(widget(49), separators=(",", ":")))
+    assert len(packed[-1].blob) < size / 5
+    p = packed[0]
     assert p.rv == 1001 and p.uid == widget(1)["metadata"]["uid"] and p.owner is None
-    assert p.unpack() == widget(1)
 
 
 def test_resource_versions_that_are_not_canonical_integers_are_kept_as_strings():
