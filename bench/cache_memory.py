@@ -87,7 +87,7 @@ def child(kubeconfig: str, kind: str) -> None:
             count["n"] = len(items)
             cache.replace_children("v1", "ConfigMap", items)
 
-        extra = {"transform": cache.pack, "label_selector": "operatord.io/parent-uid"}
+        extra = {"transform": cache.pack_child, "label_selector": "operatord.io/parent-uid"}
     else:
         res = kube.resource("v1", "Secret")
 

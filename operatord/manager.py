@@ -338,7 +338,7 @@ class Manager:
                         on_event=on_event,
                         watch_timeout=self.watch_timeout,
                         observe=self._observe_informer,
-                        transform=self.cache.pack,
+                        transform=self.cache.pack_child,
                         transform_events=False,
                     )
                 )

@@ -376,3 +376,19 @@ def test_parent_counts_follow_every_way_parents_come_and_go():
     assert cache.parent_counts() == recount(cache) == {("x/v1", "A"): 1}
     cache.replace_parents([])
     assert cache.parent_counts() == {}
+
+
+def test_children_come_and_go_one_by_one():
+    c = Cache()
+    names = lambda: sorted(k["metadata"]["name"] for k in c.snapshot("u1")[1])  # noqa: E731
+    c.upsert_child(child("a", "u1", 1))
+    c.upsert_child(child("b", "u1", 2))
+    c.upsert_child(child("a", "u1", 3))
+    assert names() == ["a", "b"]
+    assert c.delete_child(child("a", "u1", 4)) == {"u1"}
+    assert names() == ["b"]
+    c.upsert_child(child("b", "u1", 5))
+    assert c.versions("u1") == {("v1", "ConfigMap", "ns", "b"): "5"}
+    assert c.delete_child(child("b", "u1", 6)) == {"u1"}
+    assert names() == [] and c.counts() == {"parents": 0}
+    assert c.delete_child(child("b", "u1", 7)) == set()
