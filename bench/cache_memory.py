@@ -9,9 +9,9 @@ the leader's ``transform``) handing its list to the leader's store, and report t
 their RSS from before the informer started to after the store is filled (garbage collected),
 divided by the number of objects:
 
-- ``parent``: the Widgets into `Cache.replace_parents` (``transform=cache.compact``, as the
+- ``parent``: the Widgets into `Cache.replace_parents` (``transform=Cache.pack``, as the
   leader does);
-- ``child``: the ConfigMaps into `Cache.replace_children` (``transform=cache.compact``);
+- ``child``: the ConfigMaps into `Cache.replace_children` (``transform=Cache.pack``);
 - ``related (full)``: the Secrets into a `RelatedIndex` (``cache: full``);
 - ``related (metadata)``: the Secrets' PartialObjectMetadata into a `RelatedIndex` as
   `MetaStub` tuples (``cache: metadata``).
@@ -79,7 +79,7 @@ def child(kubeconfig: str, kind: str) -> None:
             count["n"] = len(items)
             cache.replace_parents(items)
 
-        extra: dict = {"transform": compact}
+        extra: dict = {"transform": cache.pack}
     elif kind == "child":
         res = kube.resource("v1", "ConfigMap")
 
@@ -87,7 +87,7 @@ def child(kubeconfig: str, kind: str) -> None:
             count["n"] = len(items)
             cache.replace_children("v1", "ConfigMap", items)
 
-        extra = {"transform": compact, "label_selector": "operatord.io/parent-uid"}
+        extra = {"transform": cache.pack_child, "label_selector": "operatord.io/parent-uid"}
     else:
         res = kube.resource("v1", "Secret")
 

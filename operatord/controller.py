@@ -94,6 +94,9 @@ class ParentRecord:
     must_sync: bool = False
 
 
+_IDLE = ParentRecord()  # a record with nothing to remember is not kept
+
+
 class Controller:
     """The parents of one kind (``config.parent``) and their sync results."""
 
@@ -210,7 +213,7 @@ class Controller:
 
     def completed(self, result: SyncResult, parent: dict, slot: int) -> None:
         uid = result.uid
-        if self.cache.parent(uid) is not None:
+        if self.cache.has_parent(uid):
             self.related.record(uid, result.selection, parent)
         expected = self._apply_written(uid, parent, result)
         queue = self.queues[slot]
@@ -289,7 +292,7 @@ class Controller:
         While the parent is being synced, the change is only noted: when the sync ends, it is
         queued again unless every change seen meanwhile was the echo of the sync's own writes.
         """
-        if self.cache.parent(uid) is None:
+        if not self.cache.has_parent(uid):
             return
         with self._lock:
             rec = self.records.get(uid)
@@ -301,7 +304,7 @@ class Controller:
     def enqueue_related(self, uid: str) -> None:
         """Queue a parent whose related objects changed. A parent in flight is marked dirty in
         its queue, so it syncs again after its running sync (which saw the old objects)."""
-        if self.cache.parent(uid) is not None:
+        if self.cache.has_parent(uid):
             self.queues[self.slot_of(uid)].add(uid)
 
     def forget(self, uid: str) -> None:
@@ -335,11 +338,11 @@ class Controller:
 
     def parent_context(self, uid: str) -> dict:
         """The log fields that identify a parent, its controller and its worker."""
-        meta = (self.cache.parent(uid) or {}).get("metadata") or {}
+        namespace, name = self.cache.parent_name(uid) or (None, None)
         return {
             "controller": self.name,
-            "parent_namespace": meta.get("namespace"),
-            "parent_name": meta.get("name"),
+            "parent_namespace": namespace or None,
+            "parent_name": name,
             "parent_uid": uid,
             "worker": self.slot_of(uid),
         }
@@ -394,8 +397,9 @@ class Controller:
             if rec is not None:
                 changed = rec.changed
                 rec.in_flight = rec.changed = False
-                if self.cache.parent(uid) is None:
-                    del self.records[uid]
+                rec.expected = None
+                if not self.cache.has_parent(uid) or rec == _IDLE:
+                    del self.records[uid]  # nothing to remember: a default record
         q = self.queues[slot]
         q.done(uid)
         if again or (changed and (expected is None or self.cache.versions(uid) != expected)):

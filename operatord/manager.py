@@ -7,11 +7,11 @@ Guarantees:
   uids being unique across kinds). A related type named by several controllers is cached once.
 - Every parent event, child event and related change is routed to the controller of the
   parent it concerns (by the parent's ``(apiVersion, kind)``).
-- Listed parent and child objects are made `operatord.cache.compact` as each arrives (the
-  informers' ``transform``: managedFields dropped, keys and short strings shared), so a
-  start-up list never holds them in their decoded form (about twice the memory); a watched
-  one is compacted by the cache only when it is newer than what the cache holds (most are
-  echoes of the workers' own writes).
+- Listed parent and child objects are packed (`Cache.pack`: the cache's stored form, about
+  100 bytes of compressed JSON and a small record) as each arrives (the informers'
+  ``transform``), so a start-up list never holds them decoded; a watched one is packed by the
+  cache only when it is newer than what the cache holds (most are echoes of the workers' own
+  writes).
 - Nothing is dispatched before every informer has listed once, so the first sync of a parent
   already sees its existing children; `readiness` fails until then.
 - Namespace scope (`operatord.namespaces.NamespaceScope`): literal names are watched per
@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from operatord.cache import Cache, compact
+from operatord.cache import Cache, Packed
 from operatord.config import PARENT_UID_LABEL, Config
 from operatord.controller import Controller
 from operatord.events import EventRecorder
@@ -339,7 +339,7 @@ class Manager:
                         on_event=on_event,
                         watch_timeout=self.watch_timeout,
                         observe=self._observe_informer,
-                        transform=compact,
+                        transform=self.cache.pack_child,
                         transform_events=False,
                     )
                 )
@@ -364,7 +364,7 @@ class Manager:
                         watch_timeout=self.watch_timeout,
                         observe=self._observe_informer,
                         shard_selector=shard_selector,
-                        transform=compact,
+                        transform=self.cache.pack,
                         transform_events=False,
                     )
                 )
@@ -374,25 +374,28 @@ class Manager:
         self,
         gen: int,
         owned: frozenset[int] | None,
-        on_list: Callable[[list[dict]], None],
+        on_list: Callable[[list], None],
         on_event: Callable[[str, dict], None],
         resource: str,
-        uid_of: Callable[[dict], str],
-    ) -> tuple[Callable[[list[dict]], None], Callable[[str, dict], None]]:
+        uid_of: Callable[[dict | Packed], str],
+    ) -> tuple[Callable[[list], None], Callable[[str, dict], None]]:
         """Callbacks that keep only objects of the ``owned`` shards and of admitted namespaces
         (a dynamic scope), and do nothing once newer informers replaced these."""
         dynamic = self.scope.watch_namespaces
         if owned is None and not dynamic:
             return on_list, on_event
 
-        def keep(obj: dict) -> bool:
-            meta = obj.get("metadata") or {}
-            ns = meta.get("namespace")
+        def keep(obj: dict | Packed) -> bool:
+            ns = (
+                obj.namespace
+                if isinstance(obj, Packed)
+                else (obj.get("metadata") or {}).get("namespace")
+            )
             if dynamic and ns and ns not in self.admitted:
                 return False
             return owned is None or self.fence.shard(uid_of(obj) or "") in owned
 
-        def filtered_list(items: list[dict]) -> None:
+        def filtered_list(items: list) -> None:
             if gen != self._generation:
                 return
             out = [i for i in items if keep(i)]
@@ -428,10 +431,10 @@ class Manager:
             self.fence.draining.discard(k)
         for uid in self.cache.parent_uids():
             if self.fence.shard(uid) == k:
-                parent = self.cache.parent(uid)
-                if parent is not None:
-                    self.cache.delete_parent(parent)
-                    ctl = self._controller_of(parent)
+                kind = self.cache.parent_type(uid)
+                if kind is not None:
+                    self.cache.delete_parent({"metadata": {"uid": uid}})
+                    ctl = self._by_type.get(kind)
                     if ctl is not None:
                         ctl.forget(uid)
         self.metrics.set("shard_parents", 0, {"shard": str(k)})
@@ -545,8 +548,10 @@ class Manager:
 
     # ---- events into the controllers --------------------------------------------------------
 
-    def _controller_of(self, parent: dict) -> Controller | None:
-        return self._by_type.get((parent.get("apiVersion", ""), parent.get("kind", "")))
+    def _controller_of(self, uid: str) -> Controller | None:
+        """The controller of a cached parent (None: not cached, or of no controller)."""
+        kind = self.cache.parent_type(uid)
+        return self._by_type.get(kind) if kind is not None else None
 
     def _held_back(self, uids: set[str] | list[str]) -> bool:
         """In standby: note that these parents changed now, and return True (queue nothing)."""
@@ -573,8 +578,7 @@ class Manager:
         recent = sorted((t, uid) for uid, t in changed.items() if began - t <= self.recent_window)
         first = set()
         for _, uid in recent:
-            parent = self.cache.parent(uid)
-            ctl = self._controller_of(parent) if parent is not None else None
+            ctl = self._controller_of(uid)
             if ctl is not None:
                 ctl.enqueue(uid)
                 first.add(uid)
@@ -583,8 +587,7 @@ class Manager:
         for uid in self.cache.parent_uids():
             if uid in first:
                 continue
-            parent = self.cache.parent(uid)
-            ctl = self._controller_of(parent) if parent is not None else None
+            ctl = self._controller_of(uid)
             if ctl is not None:
                 ctl.queue(self.pool.slot_of(uid)).add_after(uid, 0, lane=RESYNC)
                 rest += 1
@@ -600,10 +603,7 @@ class Manager:
         if self._held_back(uids):
             return
         for uid in uids:
-            parent = self.cache.parent(uid)
-            if parent is None:
-                continue
-            ctl = self._controller_of(parent)
+            ctl = self._controller_of(uid)
             if ctl is None:
                 continue
             if related:
@@ -796,11 +796,15 @@ def _user_content(parent: dict) -> dict:
     return out
 
 
-def _parent_uid(obj: dict) -> str:
+def _parent_uid(obj: dict | Packed) -> str:
+    if isinstance(obj, Packed):
+        return obj.uid
     return (obj.get("metadata") or {}).get("uid") or ""
 
 
-def _child_uid(obj: dict) -> str:
+def _child_uid(obj: dict | Packed) -> str:
+    if isinstance(obj, Packed):
+        return obj.owner or ""
     return ((obj.get("metadata") or {}).get("labels") or {}).get(PARENT_UID_LABEL) or ""
 
 

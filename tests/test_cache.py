@@ -158,7 +158,7 @@ def test_counts_stay_exact_through_any_sequence_of_changes():
             c.delete_parent({"metadata": {"uid": uid}})
             c.upsert_parent({"metadata": {"uid": uid, "resourceVersion": str(rv)}})
         expected: dict[str, int] = {"parents": len(parents)}
-        for api_version, k, _, _ in c._child_owner:
+        for api_version, k, _, _ in c._child:
             expected[f"{api_version}/{k}"] = expected.get(f"{api_version}/{k}", 0) + 1
         assert c.counts() == expected
 
@@ -226,12 +226,13 @@ def test_parent_counts_by_type_follow_every_way_parents_come_and_go():
     assert sum(c.parent_counts().values()) == c.parent_count()
 
 
-def test_cached_objects_share_keys_and_short_strings_whatever_path_they_came_by():
-    """A parent from a watch, one from a list and a child a worker wrote (each decoded on
-    its own, as they are) share one copy of every key and short string in the cache."""
+def test_cached_objects_come_back_equal_whatever_path_they_came_by():
+    """A parent from a watch, one from a list (packed as it arrived) and a child a worker
+    wrote come back equal to what was stored, without managedFields, as fresh copies; the
+    caller's object is not changed."""
     import json
 
-    def decoded(name: str, uid: str, parent_uid: str = "") -> dict:
+    def decoded(name: str, uid: str, parent_uid: str = "", **extra: object) -> dict:
         obj = {
             "apiVersion": "example.com/v1",
             "kind": "Widget",
@@ -243,28 +244,102 @@ def test_cached_objects_share_keys_and_short_strings_whatever_path_they_came_by(
                 "labels": {"operatord.io/parent-uid": parent_uid} if parent_uid else {},
                 "managedFields": [{"manager": "x"}],
             },
+            "spec": {"ratio": 0.1, "big": 2**70, "text": "gr\u00fc\u00dfe \ud83d\ude00", **extra},
             "status": {"conditions": [{"type": "Ready", "status": "True"}]},
         }
-        return json.loads(json.dumps(obj))  # a separate decode: nothing shared yet
+        return json.loads(json.dumps(obj))
+
+    def without_managed_fields(obj: dict) -> dict:
+        out = json.loads(json.dumps(obj))
+        del out["metadata"]["managedFields"]
+        return out
 
     cache = Cache()
     long_uid = "u" * 40
-    cache.replace_parents([decoded("a", long_uid)])
-    cache.upsert_parent(decoded("b", "uid-b"))
-    child = decoded("c", "uid-c", parent_uid="uid-b")
-    child.update(apiVersion="v1", kind="ConfigMap")
-    cache.upsert_child(child)
+    listed = decoded("a", long_uid)
+    watched = decoded("b", "uid-b", blob="x" * 100_000)  # larger than the codec's window
+    kid = decoded("c", "uid-c", parent_uid="uid-b")
+    kid.update(apiVersion="v1", kind="ConfigMap")
+    cache.replace_parents([cache.pack(listed)])
+    cache.upsert_parent(watched)
+    cache.upsert_child(kid)
+    assert "managedFields" in watched["metadata"] and "managedFields" in kid["metadata"]
     a, b = cache.parent(long_uid), cache.parent("uid-b")
     (c,) = cache.snapshot("uid-b")[1]
-    assert a is not None and b is not None
-    assert "managedFields" not in a["metadata"] and "managedFields" not in c["metadata"]
-    for x, y in ((a, b), (a, c)):
-        assert next(k for k in x if k == "metadata") is next(k for k in y if k == "metadata")
-        assert x["metadata"]["namespace"] is y["metadata"]["namespace"]
-        cx, cy = x["status"]["conditions"][0], y["status"]["conditions"][0]
-        assert cx["status"] is cy["status"] and cx["type"] is cy["type"]
-    assert b["apiVersion"] is a["apiVersion"]
-    assert a["metadata"]["uid"] == long_uid  # long strings are kept as they are, equal
+    assert a == without_managed_fields(listed)
+    assert b == without_managed_fields(watched)
+    assert c == without_managed_fields(kid)
+    assert cache.parent("uid-b") is not b  # every read is a copy of its own
+    assert cache.parent_type("uid-b") == ("example.com/v1", "Widget")
+    assert cache.parent_name("uid-b") == ("team-a", "b")
+    assert cache.has_parent(long_uid) and not cache.has_parent("nope")
+
+
+def test_a_cached_object_is_stored_as_a_small_compressed_record():
+    """What the leader holds per object: the record's blob is compressed against its type's
+    dictionary, so an object costs a fraction of its JSON, also when the first object of its
+    type looked different."""
+    import json
+
+    from operatord.cache import pack
+
+    def widget(i: int) -> dict:
+        return {
+            "apiVersion": "test.example.com/v1",
+            "kind": "Gadget",
+            "metadata": {
+                "name": f"g-{i:05d}",
+                "namespace": "team-a",
+                "uid": f"5b2f6a1c-0000-4000-8000-{i:012d}",
+                "resourceVersion": str(1000 + i),
+                "finalizers": ["operatord.io/x"],
+            },
+            "spec": {"size": i % 7, "message": "hello"},
+            "status": {
+                "conditions": [
+                    {"type": t, "status": "True", "reason": "Synced", "message": ""}
+                    for t in ("Ready", "Reconciling", "Stalled")
+                ]
+            },
+        }
+
+    new = widget(0)
+    del new["status"], new["metadata"]["finalizers"]
+    first = pack(new)  # the first object of a type makes its dictionary: one without status
+    packed = [pack(widget(i)) for i in range(1, 50)]  # ... which grows by a converged one
+    for i, p in enumerate(packed, 1):
+        assert p.unpack() == widget(i)
+    assert first.unpack() == new  # packed with the first dictionary, still readable
+    assert packed[-1].codec is not first.codec
+    size = len(json.dumps(widget(49), separators=(",", ":")))
+    assert len(packed[-1].blob) < size / 5
+    p = packed[0]
+    assert p.rv == 1001 and p.uid == widget(1)["metadata"]["uid"] and p.owner is None
+
+
+def test_resource_versions_that_are_not_canonical_integers_are_kept_as_strings():
+    c = Cache()
+    for rv in ("007", "abc", "12"):
+        uid = f"u-{rv}"
+        c.upsert_parent(parent(uid, rv))
+        assert c.versions(uid) == {("example.com/v1", "Widget", "ns", "p"): rv}
+        assert c.parent(uid)["metadata"]["resourceVersion"] == rv
+    assert not c.upsert_parent(parent("u-abc", "abc"))
+    assert c.upsert_parent(parent("u-abc", "abd"))  # not integers: any other version is newer
+
+
+def test_a_parent_with_many_children_keeps_each_of_them():
+    c = Cache()
+    c.upsert_parent(parent("u1", 1))
+    for i in range(40):
+        assert c.upsert_child(child(f"c{i}", "u1", 10 + i)) == {"u1"}
+    assert c.upsert_child(child("c3", "u1", 100)) == {"u1"}  # updated in place
+    for i in range(0, 40, 2):
+        c.delete_child(child(f"c{i}", "u1", 200))
+    kids = c.snapshot("u1")[1]
+    assert sorted(k["metadata"]["name"] for k in kids) == sorted(f"c{i}" for i in range(1, 40, 2))
+    assert c.counts() == {"parents": 1, "v1/ConfigMap": 20}
+    assert c.versions("u1")[("v1", "ConfigMap", "ns", "c3")] == "100"
 
 
 def test_compacting_a_compact_object_returns_it_unchanged():
@@ -301,3 +376,19 @@ def test_parent_counts_follow_every_way_parents_come_and_go():
     assert cache.parent_counts() == recount(cache) == {("x/v1", "A"): 1}
     cache.replace_parents([])
     assert cache.parent_counts() == {}
+
+
+def test_children_come_and_go_one_by_one():
+    c = Cache()
+    names = lambda: sorted(k["metadata"]["name"] for k in c.snapshot("u1")[1])  # noqa: E731
+    c.upsert_child(child("a", "u1", 1))
+    c.upsert_child(child("b", "u1", 2))
+    c.upsert_child(child("a", "u1", 3))
+    assert names() == ["a", "b"]
+    assert c.delete_child(child("a", "u1", 4)) == {"u1"}
+    assert names() == ["b"]
+    c.upsert_child(child("b", "u1", 5))
+    assert c.versions("u1") == {("v1", "ConfigMap", "ns", "b"): "5"}
+    assert c.delete_child(child("b", "u1", 6)) == {"u1"}
+    assert names() == [] and c.counts() == {"parents": 0}
+    assert c.delete_child(child("b", "u1", 7)) == set()
