@@ -457,7 +457,13 @@ class WorkerPool:
             out.append((feed, item))
             held[feed.name] += 1
         if not out:
-            waits = [d for f in feeds if (d := f.queue(slot.index).next_due()) is not None]
+            # Only a controller that had room and nothing ready waits for its queue's due
+            # time; one without room waits for a result (which sets ``wake``), not its queue.
+            waits = [
+                d
+                for f in feeds
+                if f.name in empty and (d := f.queue(slot.index).next_due()) is not None
+            ]
             slot.wake.wait(min([0.5, *waits]))
         return out
 

@@ -305,7 +305,10 @@ def test_a_controller_holding_nothing_takes_one_place_past_the_adaptive_limit():
     assert [f.name for f, _ in taken] == ["calm"], "one place, not waiting for the storm"
     slot.inflight["c"] = InFlight("c", calm, {}, False)  # type: ignore[arg-type]
     slot.per_feed["calm"] = 1
+    started = time.monotonic()
     assert pool._take(slot) == [], "past the limit only while holding nothing"
+    # Ready work without room: it waits for a result (``wake``), it does not spin.
+    assert time.monotonic() - started >= 0.4
 
 
 def test_a_controller_holds_at_most_its_share_of_a_worker():
