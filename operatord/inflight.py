@@ -13,8 +13,9 @@ from the latency of the worker's own API requests:
   served, with ``latency`` the mean request latency of the round's tasks.
 - Fewer than ``alpha`` queued: the limit grows by one; more than ``beta``: it shrinks by one,
   or by half the excess when that is more (a server that suddenly queues everything is met
-  within a few rounds); in between it holds. ``alpha`` and ``beta`` grow with the logarithm of the limit (3 and 6
-  times log10), so a large limit tolerates a proportionally small queue.
+  within a few rounds); in between it holds. ``alpha`` and ``beta`` grow with the logarithm
+  of the limit (3 and 6 times log10), so a large limit tolerates a proportionally small
+  queue.
 
 Guarantees: ``floor <= limit <= ceiling`` always; the limit starts at ``ceiling`` (a new worker
 behaves as with a fixed limit until it has measured a round); a result that made no API request

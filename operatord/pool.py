@@ -103,7 +103,7 @@ class InFlight:
 class Slot:
     """One worker: its process and the parents it holds."""
 
-    def __init__(self, index: int, proc: WorkerProcess):
+    def __init__(self, index: int, proc: WorkerProcess, limit: InFlightLimit):
         self.index = index
         self.proc = proc
         self.cond = threading.Condition()
@@ -119,7 +119,7 @@ class Slot:
         # Set whenever one of this slot's queues gets ready work (or an earlier due time).
         self.wake = threading.Event()
         self.turn = 0  # round-robin position over the feeds
-        self.limit = InFlightLimit(1)  # how many parents it may hold now (set by the pool)
+        self.limit = limit  # how many parents it may hold now
         self.spare = SpareWorker(
             index, lambda: WorkerProcess(index, proc.config_dict, proc.connection_dict, proc.ctx)
         )
@@ -147,13 +147,15 @@ class WorkerPool:
         self.fence_ok = fence_ok
         self.lease_updates = lease_updates
         self.credentials = credentials
+        floor = min(ADAPTIVE_FLOOR, capacity) if adaptive else capacity  # fixed unless adaptive
         self.slots = [
-            Slot(i, WorkerProcess(i, config_dict, connection_dict, ctx)) for i in range(workers)
-        ]
-        for slot in self.slots:  # fixed at ``capacity`` unless adaptive
-            slot.limit = InFlightLimit(
-                capacity, floor=min(ADAPTIVE_FLOOR, capacity) if adaptive else capacity
+            Slot(
+                i,
+                WorkerProcess(i, config_dict, connection_dict, ctx),
+                InFlightLimit(capacity, floor),
             )
+            for i in range(workers)
+        ]
         self.feeds: list[Feed] = []
         self.heartbeats = [
             Heartbeat(f"dispatcher {i}", max_age=task_deadline + 30) for i in range(workers)

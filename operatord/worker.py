@@ -114,12 +114,13 @@ class HandlerRunner:
     handler code need not be thread-safe, and no thread hand-off is paid per call. Waiting
     callers are served in turn (`TurnLock`): each ``turn`` key (a controller's name) gets one
     call in rotation, and calls of one key go first come, first served, so one controller's
-    storm of calls delays another controller's call by at most one call of each. The timeout counts from the moment a call starts. A
-    watchdog thread looks at the running call every ``tick`` seconds (1/20 of the timeout,
-    between 5 ms and 0.5 s); once a call overruns, the runner is *wedged*: ``on_overrun`` gets
-    the overrunning caller's thread id (that thread is stuck in user code and cannot answer
-    for itself), calls that have not started raise `Wedged`, and should the stuck call ever
-    return, it raises `HandlerTimeout` (nothing it computed is used).
+    storm of calls delays another controller's call by at most one call of each. The timeout
+    counts from the moment a call starts. A watchdog thread looks at the running call every
+    ``tick`` seconds (1/20 of the timeout, between 5 ms and 0.5 s); once a call overruns, the
+    runner is *wedged*: ``on_overrun`` gets the overrunning caller's thread id (that thread is
+    stuck in user code and cannot answer for itself), calls that have not started raise
+    `Wedged`, and should the stuck call ever return, it raises `HandlerTimeout` (nothing it
+    computed is used).
     Coroutine functions run on one event loop thread, concurrently, each under
     ``asyncio.wait_for``. With a ``board``, each call is marked on it with its parent's uid
     from the moment it starts running until it returns.
