@@ -12,7 +12,10 @@ Guarantees:
 - Objects a worker wrote are put into the cache before its parent can be dispatched again, so a
   sync never acts on state older than our own writes; watch events carrying nothing newer than
   the cache (the echoes of our own writes) do not cause syncs. A change made by anyone else
-  while the parent was in flight causes a fresh sync.
+  while the parent was in flight causes a fresh sync. The daemon stores and routes each watch
+  event under ``observing``, and a result's writes are stored and its parent released under
+  the same lock, so an echo is either seen while its parent is in flight or found no newer
+  than the cache: it never re-queues a parent whose sync has just ended.
 - The worker re-runs the handler itself after writing children; when even its last run still
   changed children, the parent is synced again. After MAX_WRITE_STREAK such results in a row
   its re-syncs wait for its exponential backoff (a warning is logged), so a handler that never
@@ -114,8 +117,12 @@ class Controller:
         slot_of: Callable[[str], int],
         waker: Callable[[int], Callable[[], None]] | None = None,
         forget_suspect: Callable[[str], None] | None = None,
+        observing: threading.Lock | None = None,
     ) -> None:
+        """``observing``: the lock the daemon holds while it stores a watch event in the cache
+        and routes it (shared by every controller of one cache)."""
         self.config = config
+        self.observing = observing if observing is not None else threading.Lock()
         self.name = config.name
         self.cache = cache
         self.related = related
@@ -215,7 +222,6 @@ class Controller:
         uid = result.uid
         if self.cache.has_parent(uid):
             self.related.record(uid, result.selection, parent)
-        expected = self._apply_written(uid, parent, result)
         queue = self.queues[slot]
         c = {"controller": self.name}
         streak = 0
@@ -282,7 +288,9 @@ class Controller:
             self.events.post(parent, reason, result.error or "")
         for type_, reason, message in result.events:
             self.events.post(parent, reason, message, type_)
-        self._finish(slot, uid, expected, again=step.again or expected is None)
+        with self.observing:  # see the module docstring: echoes of these writes
+            expected = self._apply_written(uid, parent, result)
+            self._finish(slot, uid, expected, again=step.again or expected is None)
 
     # ---- events into the queues -------------------------------------------------------------
 

@@ -90,6 +90,10 @@ class Manager:
         self.watch_timeout = watch_timeout
         self.kube = Kube(settings, on_request=self._observe_request)
         self.cache = Cache(config.parent_uid_label)
+        # Held while a watch event is stored and routed, and while a sync result's writes are
+        # stored and its parent released (`Controller.completed`): an echo of our own write
+        # then either finds its parent in flight or finds the cache as new as itself.
+        self._observing = threading.Lock()
         self.scope = NamespaceScope(config.namespace_patterns, config.namespace_selector)
         self.fence = Fence(config.shards)
         if lease_deadline is not None:
@@ -134,6 +138,7 @@ class Manager:
                 slot_of=self.pool.slot_of,
                 waker=self.pool.waker,
                 forget_suspect=self.pool.forget,
+                observing=self._observing,
             )
             for c in config.controllers
         ]
@@ -638,13 +643,14 @@ class Manager:
             self.cache.delete_parent(obj)
             self._forget(ctl, uid)
             return
-        before = self.cache.parent(uid) if self._standby else None
-        if not self.cache.upsert_parent(obj):
-            return
-        if self._standby and before is not None and _user_content(before) == _user_content(obj):
-            return  # the leader's own status write: nothing new to sync for
-        if not self._held_back([uid]):
-            ctl.enqueue(uid)
+        with self._observing:
+            before = self.cache.parent(uid) if self._standby else None
+            if not self.cache.upsert_parent(obj):
+                return
+            if self._standby and before is not None and _user_content(before) == _user_content(obj):
+                return  # the leader's own status write: nothing new to sync for
+            if not self._held_back([uid]):
+                ctl.enqueue(uid)
 
     def _forget(self, ctl: Controller, uid: str) -> None:
         ctl.forget(uid)
@@ -656,11 +662,12 @@ class Manager:
         self._route(self.cache.replace_children(res.api_version, res.kind, items, namespace))
 
     def _on_child_event(self, etype: str, obj: dict) -> None:
-        if etype == "DELETED":
-            affected = self.cache.delete_child(obj)
-        else:
-            affected = self.cache.upsert_child(obj)
-        self._route(affected)
+        with self._observing:
+            if etype == "DELETED":
+                affected = self.cache.delete_child(obj)
+            else:
+                affected = self.cache.upsert_child(obj)
+            self._route(affected)
 
     # ---- the lease and credentials ----------------------------------------------------------
 
