@@ -118,7 +118,7 @@ class Slot:
         self.pacer = RestartPacer()
         # Set whenever one of this slot's queues gets ready work (or an earlier due time).
         self.wake = threading.Event()
-        self.turn = 0  # round-robin position over the feeds
+        self.turn = 0  # which feed breaks ties first in the next `_take` (rotates)
         self.limit = limit  # how many parents it may hold now
         self.spare = SpareWorker(
             index, lambda: WorkerProcess(index, proc.config_dict, proc.connection_dict, proc.ctx)

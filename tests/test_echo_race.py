@@ -5,7 +5,6 @@ writes, release the parent) interleave. Driven through the daemon's real event h
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -44,11 +43,11 @@ def manager(api):
 
 
 class WatchedLock:
-    """A lock that tells when a second thread starts waiting for it."""
+    """A lock that sets ``contended`` when a second thread starts waiting for it."""
 
-    def __init__(self) -> None:
+    def __init__(self, contended: threading.Event) -> None:
         self.lock = threading.Lock()
-        self.contended = threading.Event()
+        self.contended = contended
 
     def __enter__(self):
         if not self.lock.acquire(blocking=False):
@@ -98,21 +97,18 @@ def in_flight(mgr: Manager):
 def race(mgr: Manager, deliver, complete) -> None:
     """The informer thread has stored the echo but not routed it yet when the result arrives;
     it routes it once the result's thread is done or is waiting for it."""
-    lock = WatchedLock()
+    moved_on = threading.Event()  # the result's thread finished, or waits for the lock
+    lock = WatchedLock(moved_on)
     mgr._observing = lock
     for ctl in mgr.controllers:
         ctl.observing = lock
     stored = threading.Event()
     real_route = mgr._route
     real_enqueue = mgr.controllers[0].enqueue
-    completed = threading.Event()
 
     def hold_then(route, *args, **kw):
         stored.set()
-        end = time.monotonic() + DEADLINE
-        while not (completed.is_set() or lock.contended.is_set()):
-            assert time.monotonic() < end, "the result's thread neither finished nor waited"
-            time.sleep(0.001)
+        assert moved_on.wait(DEADLINE), "the result's thread neither finished nor waited"
         return route(*args, **kw)
 
     mgr._route = lambda *a, **kw: hold_then(real_route, *a, **kw)
@@ -123,7 +119,7 @@ def race(mgr: Manager, deliver, complete) -> None:
 
     def result() -> None:
         complete()
-        completed.set()
+        moved_on.set()
 
     dispatcher = threading.Thread(target=result)
     dispatcher.start()
@@ -132,21 +128,21 @@ def race(mgr: Manager, deliver, complete) -> None:
     assert not informer.is_alive() and not dispatcher.is_alive()
 
 
+def complete(ctl, snapshot: dict, written: dict):
+    """The worker's result for ``w``: synced, having written ``written``."""
+    result = SyncResult(
+        uid="u-w", outcome=protocol.OK, written=({"action": "upsert", "object": written},)
+    )
+    return lambda: ctl.completed(result, snapshot, 0)
+
+
 def test_the_echo_of_a_status_write_does_not_resync(manager):
     ctl, snapshot = in_flight(manager)
     written = widget("2", {"ok": True})
     race(
         manager,
         lambda: manager._on_parent_event(ctl, "MODIFIED", dict(written)),
-        lambda: ctl.completed(
-            SyncResult(
-                uid="u-w",
-                outcome=protocol.OK,
-                written=({"action": "upsert", "object": written},),
-            ),
-            snapshot,
-            0,
-        ),
+        complete(ctl, snapshot, written),
     )
     assert not ctl.in_flight("u-w")
     assert ctl.queue(0).get(timeout=0) is None, "the echo of our own status write re-synced"
@@ -158,15 +154,7 @@ def test_the_echo_of_a_child_write_does_not_resync(manager):
     race(
         manager,
         lambda: manager._on_child_event("ADDED", dict(written)),
-        lambda: ctl.completed(
-            SyncResult(
-                uid="u-w",
-                outcome=protocol.OK,
-                written=({"action": "upsert", "object": written},),
-            ),
-            snapshot,
-            0,
-        ),
+        complete(ctl, snapshot, written),
     )
     assert ctl.queue(0).get(timeout=0) is None, "the echo of our own child write re-synced"
 
@@ -179,15 +167,7 @@ def test_a_foreign_change_during_the_race_still_resyncs(manager):
     race(
         manager,
         lambda: manager._on_parent_event(ctl, "MODIFIED", foreign),
-        lambda: ctl.completed(
-            SyncResult(
-                uid="u-w",
-                outcome=protocol.OK,
-                written=({"action": "upsert", "object": written},),
-            ),
-            snapshot,
-            0,
-        ),
+        complete(ctl, snapshot, written),
     )
     item = ctl.queue(0).get(timeout=0)
     assert item is not None and item.key == "u-w", "a change by someone else must be synced"
